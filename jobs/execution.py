@@ -1,0 +1,92 @@
+"""What the generic priority tasks do with one message: look up, claim, run, record."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from typing import Any
+
+from celery import Task
+from celery.exceptions import Ignore, SoftTimeLimitExceeded
+from django.conf import settings
+
+from kaapi.logging import log_context
+
+from . import services
+from .exceptions import RetryableJobError
+from .registry import get_job_function
+
+logger = logging.getLogger(__name__)
+
+
+class JobFailed(Exception):
+    """The job ended FAILED; raised so the Celery result records FAILURE too."""
+
+
+def backoff_delay(retries: int, *, base: float, cap: float, retry_after: float | None = None) -> float:
+    """Exponential backoff with full jitter; never shorter than the server's Retry-After."""
+    ceiling = min(cap, base * (2**retries))
+    delay = random.uniform(ceiling / 2, ceiling) if ceiling > 0 else 0.0
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, cap))
+    return delay
+
+
+def _fail(job_id: str, error: str) -> None:
+    services.job_mark_failed(job_id=job_id, error=error)
+    raise JobFailed(error)
+
+
+def run_job_message(task: Task, *, function_path: str, project_id: int, job_id: str, trace_id: str,
+                    kwargs: dict[str, Any]) -> Any:
+    request = task.request
+    with log_context(trace_id=trace_id or None, job_id=job_id, task_id=request.id):
+        try:
+            registered = get_job_function(function_path)
+        except ValueError as exc:
+            logger.error("refused message: %s", exc)
+            _fail(job_id, f"refused: {exc}")
+
+        redelivered = bool((request.delivery_info or {}).get("redelivered"))
+        claim = services.job_claim(job_id=job_id, task_id=request.id, redelivered=redelivered)
+        if claim is services.Claim.SKIP:
+            logger.info("job is not pending; message ignored")
+            raise Ignore()
+        if claim is services.Claim.EXHAUSTED:
+            raise JobFailed("the worker running this job was lost too many times")
+
+        logger.info("job started: %s", function_path)
+        try:
+            result = registered.function(project_id=project_id, job_id=job_id, task_id=request.id,
+                                         task_instance=task, **kwargs)
+            json.dumps(result)
+        except SoftTimeLimitExceeded:
+            limit = task.soft_time_limit or settings.CELERY_TASK_SOFT_TIME_LIMIT
+            logger.error("job timed out after %s s", limit)
+            _fail(job_id, f"timed out after {limit} s")
+        except RetryableJobError as exc:
+            if request.retries >= task.max_retries:
+                logger.error("job failed after %s retries: %s", request.retries, exc)
+                _fail(job_id, f"gave up after {request.retries + 1} attempts: {exc}")
+            delay = backoff_delay(request.retries, base=settings.CELERY_TASK_DEFAULT_RETRY_DELAY,
+                                  cap=settings.CELERY_TASK_RETRY_BACKOFF_MAX, retry_after=exc.retry_after)
+            logger.warning("job will retry in %.1f s: %s", delay, exc)
+            services.job_mark_retrying(job_id=job_id, error=str(exc), delay=delay)
+            retry = task.retry(countdown=delay, exc=exc, throw=False)
+            services.job_mark_dispatched(job_id=job_id)
+            raise retry
+        except (TypeError, ValueError) as exc:
+            if "JSON serializable" in str(exc):
+                _fail(job_id, f"the job function returned a value that is not JSON: {exc}")
+            logger.exception("job failed")
+            _fail(job_id, f"{type(exc).__name__}: {exc}")
+        except Exception as exc:
+            logger.exception("job failed")
+            _fail(job_id, f"{type(exc).__name__}: {exc}")
+
+        if services.job_mark_success(job_id=job_id, result=result):
+            logger.info("job succeeded")
+        else:
+            logger.info("job finished but was cancelled meanwhile; result dropped")
+        return result

@@ -1,0 +1,63 @@
+"""The scheduling API the platform's services call: publish a job message, inspect or revoke a task.
+
+These functions know Celery; services above them (``jobs.services``) know jobs.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from celery.result import AsyncResult
+
+from kaapi.celery import HIGH_PRIORITY, LOW_PRIORITY, app
+
+from .registry import get_job_function
+
+
+def _publish(task_name: str, *, function_path: str, project_id: int, job_id: str, trace_id: str,
+             task_id: str | None, priority: int, kwargs: dict[str, Any]) -> str:
+    get_job_function(function_path)  # ValueError for an unregistered path: never publish it
+    task_id = task_id or str(uuid.uuid4())
+    app.send_task(
+        task_name,
+        kwargs={"function_path": function_path, "project_id": project_id, "job_id": str(job_id),
+                "trace_id": trace_id, **kwargs},
+        task_id=task_id,
+        priority=priority,
+        headers={"trace_id": trace_id},
+    )
+    return task_id
+
+
+def start_high_priority_job(function_path: str, project_id: int, job_id: str, trace_id: str = "", *,
+                            task_id: str | None = None, priority: int = HIGH_PRIORITY, **kwargs: Any) -> str:
+    """Publish ``function_path`` on the high_priority queue; returns the Celery task id."""
+    return _publish("execute_high_priority_task", function_path=function_path, project_id=project_id,
+                    job_id=job_id, trace_id=trace_id, task_id=task_id, priority=priority, kwargs=kwargs)
+
+
+def start_low_priority_job(function_path: str, project_id: int, job_id: str, trace_id: str = "", *,
+                           task_id: str | None = None, priority: int = LOW_PRIORITY, **kwargs: Any) -> str:
+    """Publish ``function_path`` on the low_priority queue; returns the Celery task id."""
+    return _publish("execute_low_priority_task", function_path=function_path, project_id=project_id,
+                    job_id=job_id, trace_id=trace_id, task_id=task_id, priority=priority, kwargs=kwargs)
+
+
+def get_task_status(task_id: str) -> dict[str, Any]:
+    """The task's state from the result table (PENDING when nothing is stored yet)."""
+    result = AsyncResult(task_id, app=app)
+    ready = result.ready()
+    return {
+        "task_id": task_id,
+        "status": result.status,
+        "result": result.result if ready and result.successful() else None,
+        "error": str(result.result) if ready and not result.successful() else None,
+        "date_done": result.date_done.isoformat() if result.date_done else None,
+        "ready": ready,
+    }
+
+
+def revoke_task(task_id: str, terminate: bool = False) -> None:
+    """Tell workers not to run ``task_id``; with ``terminate`` also kill it if it runs (prefork pool)."""
+    app.control.revoke(task_id, terminate=terminate, signal="SIGTERM")

@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from .functions import ECHO_MAX_DELAY
+from .models import Job
+from .services import PRIORITY_LEVELS
+
+
+class ProgressSerializer(serializers.Serializer):
+    percent = serializers.IntegerField(source="progress_percent")
+    message = serializers.CharField(source="progress_message")
+
+
+class JobSerializer(serializers.ModelSerializer):
+    progress = ProgressSerializer(source="*", read_only=True)
+
+    class Meta:
+        model = Job
+        fields = [
+            "id", "job_type", "status", "queue", "priority", "progress", "result", "error", "attempts",
+            "trace_id", "task_id", "callback_url", "created_at", "started_at", "finished_at",
+        ]
+        read_only_fields = fields
+
+
+class JobSubmittedSerializer(serializers.Serializer):
+    """The answer to a submission: 202 with where to poll."""
+
+    job_id = serializers.UUIDField(source="id")
+    status = serializers.CharField()
+    status_url = serializers.SerializerMethodField()
+
+    def get_status_url(self, job: Job) -> str:
+        request = self.context.get("request")
+        path = f"/api/v1/jobs/{job.id}/"
+        return request.build_absolute_uri(path) if request else path
+
+
+class JobCancelSerializer(serializers.Serializer):
+    terminate = serializers.BooleanField(default=False, help_text="Also kill the task if it is running.")
+
+
+class EchoJobSerializer(serializers.Serializer):
+    params = serializers.DictField(default=dict, help_text="Returned as the job's result.")
+    delay = serializers.FloatField(default=0, min_value=0, max_value=ECHO_MAX_DELAY)
+    priority = serializers.ChoiceField(choices=sorted(PRIORITY_LEVELS), default="high")
+    callback_url = serializers.URLField(required=False, default="", allow_blank=True, max_length=2048)
+
+    def validate_params(self, value: dict) -> dict:
+        if "delay" in value:
+            raise serializers.ValidationError("use the top-level 'delay' field")
+        return value

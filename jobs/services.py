@@ -1,0 +1,230 @@
+"""Job services: the only code that changes a job's status."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import timedelta
+from enum import Enum
+from functools import partial
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from kaapi.celery import HIGH_PRIORITY, HIGH_PRIORITY_QUEUE, LOW_PRIORITY, LOW_PRIORITY_QUEUE
+from tenancy.models import Project
+
+from .exceptions import JobStateError
+from .models import FINISHED_STATUSES, Job, JobStatus
+from .registry import get_job_function
+from .scheduling import revoke_task, start_high_priority_job, start_low_priority_job
+
+logger = logging.getLogger(__name__)
+
+PRIORITY_LEVELS = {"high": (HIGH_PRIORITY_QUEUE, HIGH_PRIORITY), "low": (LOW_PRIORITY_QUEUE, LOW_PRIORITY)}
+_STARTERS = {HIGH_PRIORITY_QUEUE: start_high_priority_job, LOW_PRIORITY_QUEUE: start_low_priority_job}
+
+
+def new_trace_id() -> str:
+    return uuid.uuid4().hex
+
+
+# --- Creating and dispatching -----------------------------------------------------------------
+def job_create(
+    *,
+    project: Project,
+    function_path: str,
+    params: dict[str, Any] | None = None,
+    priority: str = "high",
+    trace_id: str = "",
+    callback_url: str = "",
+    job_type: str | None = None,
+) -> Job:
+    """Create a PENDING job and publish it once the surrounding transaction commits.
+
+    Call it inside the transaction that writes the job's domain rows, so both exist or neither does.
+    """
+    registered = get_job_function(function_path)  # ValueError when not registered
+    if priority not in PRIORITY_LEVELS:
+        raise ValueError(f"priority must be one of {sorted(PRIORITY_LEVELS)}, got {priority!r}")
+    queue, level = PRIORITY_LEVELS[priority]
+    job = Job.objects.create(
+        project=project,
+        job_type=job_type or registered.job_type,
+        function_path=function_path,
+        queue=queue,
+        priority=level,
+        params=params or {},
+        trace_id=trace_id or new_trace_id(),
+        callback_url=callback_url,
+    )
+    transaction.on_commit(partial(job_dispatch, job_id=job.id))
+    return job
+
+
+def job_dispatch(*, job_id: uuid.UUID | str) -> bool:
+    """Publish the message of a PENDING job; True when the broker confirmed it.
+
+    A failure is logged, not raised: the job stays undispatched and the recovery sweep publishes it later,
+    so a client that was told "accepted" never loses its job.
+    """
+    job = Job.objects.filter(id=job_id, status=JobStatus.PENDING).first()
+    if job is None:
+        return False
+    task_id = job.task_id or str(uuid.uuid4())
+    try:
+        _STARTERS[job.queue](job.function_path, job.project_id, str(job.id), job.trace_id,
+                             task_id=task_id, priority=job.priority, **job.params)
+    except Exception:
+        logger.warning("could not publish job %s; the recovery sweep will publish it", job.id, exc_info=True)
+        return False
+    Job.objects.filter(id=job.id, status=JobStatus.PENDING).update(task_id=task_id, dispatched_at=timezone.now())
+    return True
+
+
+# --- Worker side --------------------------------------------------------------------------------
+class Claim(Enum):
+    RUN = "run"  # the caller now owns the job and runs it
+    SKIP = "skip"  # finished, cancelled or already running elsewhere: do nothing
+    EXHAUSTED = "exhausted"  # its deliveries kept killing the worker: now FAILED
+
+
+def job_claim(*, job_id: str, task_id: str, redelivered: bool) -> Claim:
+    """Atomically take a job for running (PENDING → PROCESSING, attempts + 1).
+
+    A redelivered message for a PROCESSING job means the worker that ran it died: the job is taken again,
+    until ``JOB_MAX_WORKER_LOST`` lost deliveries, then it ends FAILED instead of looping forever.
+    """
+    now = timezone.now()
+    claimed = Job.objects.filter(id=job_id, status=JobStatus.PENDING).update(
+        status=JobStatus.PROCESSING, attempts=F("attempts") + 1, started_at=now, task_id=task_id, updated_at=now
+    )
+    if claimed:
+        return Claim.RUN
+    if not redelivered:
+        return Claim.SKIP
+    with transaction.atomic():
+        job = Job.objects.select_for_update().filter(id=job_id, status=JobStatus.PROCESSING).first()
+        if job is None:
+            return Claim.SKIP
+        job.worker_lost_count += 1
+        if job.worker_lost_count >= settings.JOB_MAX_WORKER_LOST:
+            job.status = JobStatus.FAILED
+            job.error = f"the worker running this job was lost {job.worker_lost_count} times; giving up"
+            job.finished_at = now
+            job.save(update_fields=["worker_lost_count", "status", "error", "finished_at", "updated_at"])
+            transaction.on_commit(partial(_job_finished, job_id=job.id))
+            return Claim.EXHAUSTED
+        job.attempts += 1
+        job.started_at = now
+        job.task_id = task_id
+        job.save(update_fields=["worker_lost_count", "attempts", "started_at", "task_id", "updated_at"])
+        return Claim.RUN
+
+
+def job_mark_success(*, job_id: str, result: Any) -> bool:
+    """PROCESSING → SUCCESS. False when the job was cancelled meanwhile (the result is dropped)."""
+    now = timezone.now()
+    done = Job.objects.filter(id=job_id, status=JobStatus.PROCESSING).update(
+        status=JobStatus.SUCCESS, result=result, error="", progress_percent=100, finished_at=now, updated_at=now
+    )
+    if done:
+        _job_finished(job_id=job_id)
+    return bool(done)
+
+
+def job_mark_failed(*, job_id: str, error: str) -> bool:
+    """PENDING/PROCESSING → FAILED with ``error``."""
+    now = timezone.now()
+    done = Job.objects.filter(id=job_id, status__in=[JobStatus.PENDING, JobStatus.PROCESSING]).update(
+        status=JobStatus.FAILED, error=error[:10000], finished_at=now, updated_at=now
+    )
+    if done:
+        _job_finished(job_id=job_id)
+    return bool(done)
+
+
+def job_mark_retrying(*, job_id: str, error: str, delay: float) -> bool:
+    """PROCESSING → PENDING while a retry message waits ``delay`` seconds."""
+    now = timezone.now()
+    return bool(
+        Job.objects.filter(id=job_id, status=JobStatus.PROCESSING).update(
+            status=JobStatus.PENDING, error=f"retrying in {delay:.1f} s after: {error}"[:10000],
+            dispatched_at=None, updated_at=now,
+        )
+    )
+
+
+def job_mark_dispatched(*, job_id: str) -> None:
+    Job.objects.filter(id=job_id, status=JobStatus.PENDING).update(dispatched_at=timezone.now())
+
+
+def job_report_progress(*, job_id: str, percent: int, message: str = "") -> bool:
+    """Record progress of a running job (0–100)."""
+    percent = max(0, min(100, int(percent)))
+    return bool(
+        Job.objects.filter(id=job_id, status=JobStatus.PROCESSING).update(
+            progress_percent=percent, progress_message=message[:255], updated_at=timezone.now()
+        )
+    )
+
+
+# --- Operator and client actions ----------------------------------------------------------------
+def job_cancel(*, job: Job, terminate: bool = False) -> Job:
+    """Cancel a PENDING or PROCESSING job.
+
+    The cancellation is durable (a worker that receives the message later does not run it); with
+    ``terminate`` a running task is also killed.
+    """
+    was_running = job.status == JobStatus.PROCESSING
+    now = timezone.now()
+    done = Job.objects.filter(id=job.id, status__in=[JobStatus.PENDING, JobStatus.PROCESSING]).update(
+        status=JobStatus.CANCELLED, error="cancelled", finished_at=now, updated_at=now
+    )
+    job.refresh_from_db()
+    if not done:
+        raise JobStateError(f"job is already {job.status}")
+    if job.task_id:
+        try:
+            revoke_task(job.task_id, terminate=terminate and was_running)
+        except Exception:  # the DB state already makes the cancellation stick
+            logger.warning("could not broadcast revoke for task %s", job.task_id, exc_info=True)
+    _job_finished(job_id=job.id)
+    return job
+
+
+def job_retry(*, job: Job) -> Job:
+    """Run a FAILED or CANCELLED job again, as a new delivery."""
+    done = Job.objects.filter(id=job.id, status__in=[JobStatus.FAILED, JobStatus.CANCELLED]).update(
+        status=JobStatus.PENDING, error="", result=None, progress_percent=0, progress_message="",
+        worker_lost_count=0, task_id="", dispatched_at=None, started_at=None, finished_at=None,
+        updated_at=timezone.now(),
+    )
+    job.refresh_from_db()
+    if not done:
+        raise JobStateError(f"only FAILED or CANCELLED jobs can be retried; this job is {job.status}")
+    transaction.on_commit(partial(job_dispatch, job_id=job.id))
+    return job
+
+
+# --- Maintenance ------------------------------------------------------------------------------------
+def jobs_dispatch_stalled(*, older_than: timedelta | None = None, limit: int = 1000) -> int:
+    """Publish PENDING jobs whose message never reached the broker; returns how many were published."""
+    grace = older_than if older_than is not None else timedelta(seconds=settings.JOB_DISPATCH_GRACE_SECONDS)
+    ids = list(Job.objects.undispatched().filter(updated_at__lt=timezone.now() - grace).values_list("id", flat=True)[:limit])
+    return sum(job_dispatch(job_id=job_id) for job_id in ids)
+
+
+def _job_finished(*, job_id) -> None:
+    """Hook run once when a job reaches a finished status."""
+    logger.info("job %s finished", job_id)
+
+
+__all__ = [
+    "Claim", "FINISHED_STATUSES", "job_cancel", "job_claim", "job_create", "job_dispatch", "job_mark_dispatched",
+    "job_mark_failed", "job_mark_retrying", "job_mark_success", "job_report_progress", "job_retry",
+    "jobs_dispatch_stalled",
+]

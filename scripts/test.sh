@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The test suite on real PostgreSQL, RabbitMQ and Redis nodes that this script starts (profile "test").
+# KAAPI_TEST_ID names this run's database and RabbitMQ vhost, so two runs can share the nodes.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+ID="${KAAPI_TEST_ID:-main}"
+
+scripts/services.sh start test postgres rabbitmq redis
+eval "$(scripts/services.sh env test)"
+scripts/services.sh rabbitmqctl test add_vhost "kaapi-$ID" >/dev/null 2>&1 || true
+scripts/services.sh rabbitmqctl test set_permissions -p "kaapi-$ID" guest ".*" ".*" ".*" >/dev/null
+
+export KAAPI_TEST_VHOST="kaapi-$ID"
+export RABBITMQ_URL="${RABBITMQ_URL%//}/kaapi-$ID"
+export DATABASE_URL="$KAAPI_PG_URL/kaapi_$ID"
+export DATABASE_TEST_NAME="test_kaapi_$ID"
+export REDIS_URL="$KAAPI_REDIS_URL"
+export SECRET_KEY="test-secret-key-not-for-production"
+export DEBUG=false
+export ALLOWED_HOSTS="localhost,127.0.0.1,testserver"
+export CELERY_TASK_DEFAULT_RETRY_DELAY=1
+export CELERY_TASK_RETRY_BACKOFF_MAX=4
+
+exec .venv/bin/python -m pytest "$@"

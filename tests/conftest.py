@@ -1,0 +1,149 @@
+"""Shared fixtures: tenants and API clients, and real Celery worker processes for end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from rest_framework.test import APIClient
+
+from kaapi.celery import QUEUE_MAX_PRIORITY, app
+from tenancy.services import api_key_create, project_get_or_create
+
+ROOT = Path(__file__).resolve().parent.parent
+LOG_DIR = ROOT / "var" / "test-logs"
+
+
+# --- Tenancy ----------------------------------------------------------------------------------------
+@pytest.fixture
+def project(db):
+    return project_get_or_create(organization_name="Org A", project_name="Project A")
+
+
+@pytest.fixture
+def other_project(db):
+    return project_get_or_create(organization_name="Org B", project_name="Project B")
+
+
+def _client_for(project) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_X_API_KEY=api_key_create(project=project).plaintext)
+    client.project = project
+    return client
+
+
+@pytest.fixture
+def api_client(project) -> APIClient:
+    return _client_for(project)
+
+
+@pytest.fixture
+def other_client(other_project) -> APIClient:
+    return _client_for(other_project)
+
+
+# --- Real workers -----------------------------------------------------------------------------------
+def worker_environment(**extra: str) -> dict[str, str]:
+    """The environment of a worker process: the same settings, pointed at the test database."""
+    db = settings.DATABASES["default"]
+    env = dict(os.environ)
+    env["DATABASE_URL"] = f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+    env.pop("DATABASE_TEST_NAME", None)
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+class WorkerProcess:
+    """A `celery -A kaapi worker` process, as an operator would start it."""
+
+    def __init__(self, *, queues: str, pool: str = "prefork", concurrency: int = 2, env: dict[str, str] | None = None,
+                 extra_args: list[str] | None = None) -> None:
+        self.name = f"test-{uuid.uuid4().hex[:8]}@localhost"
+        LOG_DIR.mkdir(parents=True, exist_ok=True)
+        self.log_path = LOG_DIR / f"{self.name.split('@')[0]}.log"
+        self.argv = [
+            sys.executable, "-m", "celery", "-A", "kaapi", "worker", "-Q", queues, "-P", pool, "-c", str(concurrency),
+            "-n", self.name, "-l", "info", "--without-gossip", "--without-mingle", "-I", "tests.job_functions",
+            *(extra_args or []),
+        ]
+        self.env = worker_environment(**(env or {}))
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 60) -> WorkerProcess:
+        self._log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(self.argv, cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"worker exited with {self.process.returncode}; see {self.log_path}")
+            if app.control.ping(destination=[self.name], timeout=0.5):
+                return self
+        raise RuntimeError(f"worker did not answer a ping in {timeout}s; see {self.log_path}")
+
+    def child_pids(self) -> list[int]:
+        out = subprocess.run(["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True).stdout
+        return [int(pid) for pid in out.split()]
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout: float = 30) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+        self._log.close()
+
+    def kill(self) -> None:
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(10)
+        self._log.close()
+
+
+def purge_queues() -> None:
+    with app.connection_for_write() as conn:
+        channel = conn.default_channel
+        for queue in app.conf.task_queues:
+            queue(channel).declare()
+            queue(channel).purge()
+
+
+@pytest.fixture
+def start_worker(transactional_db) -> Iterator[Callable[..., WorkerProcess]]:
+    """Start real worker processes; all are stopped (and the queues purged) when the test ends."""
+    purge_queues()
+    started: list[WorkerProcess] = []
+
+    def start(queues: str = ",".join(QUEUE_MAX_PRIORITY), **kwargs) -> WorkerProcess:
+        worker = WorkerProcess(queues=queues, **kwargs).start()
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()
+    purge_queues()
+
+
+def wait_until(predicate: Callable[[], object], *, timeout: float = 60, interval: float = 0.1, message: str = "") -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {message or predicate}")

@@ -1,0 +1,54 @@
+"""Job functions used only by the tests; a test worker loads them with `-I tests.job_functions`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+from jobs.exceptions import RetryableJobError
+from jobs.models import Job
+from jobs.registry import job_function
+from jobs.services import job_report_progress
+
+
+@job_function(job_type="TEST")
+def report_pid_and_sleep(*, project_id, job_id, task_id, task_instance, seconds: float = 2.0, **params):
+    """Reports the pid of the process running it (so a test can kill it), then sleeps."""
+    job_report_progress(job_id=job_id, percent=10, message=f"pid={os.getpid()}")
+    time.sleep(seconds)
+    return {"pid": os.getpid(), "attempts": Job.objects.get(id=job_id).attempts}
+
+
+@job_function(job_type="TEST")
+def fail_retryably(*, project_id, job_id, task_id, task_instance, failures: int = 2, **params):
+    """Raises a retryable error on its first ``failures`` attempts, then succeeds."""
+    attempts = Job.objects.get(id=job_id).attempts
+    if attempts <= failures:
+        raise RetryableJobError(f"transient failure {attempts}")
+    return {"attempts": attempts}
+
+
+@job_function(job_type="TEST")
+def crash(*, project_id, job_id, task_id, task_instance, **params):
+    raise RuntimeError("boom")
+
+
+@job_function(job_type="TEST")
+def kill_own_process(*, project_id, job_id, task_id, task_instance, **params):
+    """A poison job: every delivery kills the process running it."""
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@job_function(job_type="TEST")
+def sleep_forever(*, project_id, job_id, task_id, task_instance, **params):
+    time.sleep(3600)
+
+
+@job_function(job_type="TEST")
+def touch_file(*, project_id, job_id, task_id, task_instance, path: str, **params):
+    """Appends the job id to ``path``: a side effect the tests can count."""
+    with Path(path).open("a") as fh:
+        fh.write(f"{job_id}\n")
+    return {"path": path}

@@ -1,0 +1,32 @@
+import pytest
+from django_celery_results.models import TaskResult
+
+from jobs.models import Job, JobStatus
+from tests.conftest import wait_until
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+
+def test_echo_jobs_across_both_priorities_succeed(start_worker, api_client):
+    start_worker()
+    ids = []
+    for i in range(50):
+        resp = api_client.post("/api/v1/jobs/echo/", {"params": {"n": i}, "priority": "high" if i % 2 else "low"},
+                               format="json")
+        assert resp.status_code == 202, resp.content
+        assert resp.json()["status"] == "PENDING"
+        ids.append(resp.json()["job_id"])
+    wait_until(lambda: Job.objects.filter(id__in=ids, status=JobStatus.SUCCESS).count() == 50, timeout=90,
+               message="50 echo jobs to succeed")
+    jobs = {str(j.id): j for j in Job.objects.filter(id__in=ids)}
+    for i, job_id in enumerate(ids):
+        job = jobs[job_id]
+        assert job.result == {"delay": 0.0, "n": i}
+        assert job.queue == ("high_priority" if i % 2 else "low_priority")
+        assert job.attempts == 1
+        assert job.started_at and job.finished_at
+    task_ids = [jobs[i].task_id for i in ids]
+    wait_until(lambda: TaskResult.objects.filter(task_id__in=task_ids, status="SUCCESS").count() == 50, timeout=30)
+    stored = TaskResult.objects.get(task_id=jobs[ids[3]].task_id)
+    assert stored.task_name == "execute_high_priority_task"
+    assert '"n": 3' in stored.result

@@ -8,8 +8,18 @@ from .models import Job
 
 @admin.register(Job)
 class JobAdmin(admin.ModelAdmin):
-    list_display = ("id", "job_type", "status", "project", "queue", "priority", "attempts", "progress_percent",
-                    "created_at", "finished_at")
+    list_display = (
+        "id",
+        "job_type",
+        "status",
+        "project",
+        "queue",
+        "priority",
+        "attempts",
+        "progress_percent",
+        "created_at",
+        "finished_at",
+    )
     list_filter = ("status", "job_type", "queue", "created_at")
     search_fields = ("=id", "=task_id", "=trace_id")
     date_hierarchy = "created_at"

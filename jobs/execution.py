@@ -38,8 +38,9 @@ def _fail(job_id: str, error: str) -> None:
     raise JobFailed(error)
 
 
-def run_job_message(task: Task, *, function_path: str, project_id: int, job_id: str, trace_id: str,
-                    kwargs: dict[str, Any]) -> Any:
+def run_job_message(
+    task: Task, *, function_path: str, project_id: int, job_id: str, trace_id: str, kwargs: dict[str, Any]
+) -> Any:
     request = task.request
     with log_context(trace_id=trace_id or None, job_id=job_id, task_id=request.id):
         try:
@@ -58,8 +59,9 @@ def run_job_message(task: Task, *, function_path: str, project_id: int, job_id: 
 
         logger.info("job started: %s", function_path)
         try:
-            result = registered.function(project_id=project_id, job_id=job_id, task_id=request.id,
-                                         task_instance=task, **kwargs)
+            result = registered.function(
+                project_id=project_id, job_id=job_id, task_id=request.id, task_instance=task, **kwargs
+            )
             json.dumps(result)
         except SoftTimeLimitExceeded:
             limit = task.soft_time_limit or settings.CELERY_TASK_SOFT_TIME_LIMIT
@@ -69,8 +71,12 @@ def run_job_message(task: Task, *, function_path: str, project_id: int, job_id: 
             if request.retries >= task.max_retries:
                 logger.error("job failed after %s retries: %s", request.retries, exc)
                 _fail(job_id, f"gave up after {request.retries + 1} attempts: {exc}")
-            delay = backoff_delay(request.retries, base=settings.CELERY_TASK_DEFAULT_RETRY_DELAY,
-                                  cap=settings.CELERY_TASK_RETRY_BACKOFF_MAX, retry_after=exc.retry_after)
+            delay = backoff_delay(
+                request.retries,
+                base=settings.CELERY_TASK_DEFAULT_RETRY_DELAY,
+                cap=settings.CELERY_TASK_RETRY_BACKOFF_MAX,
+                retry_after=exc.retry_after,
+            )
             logger.warning("job will retry in %.1f s: %s", delay, exc)
             services.job_mark_retrying(job_id=job_id, error=str(exc), delay=delay)
             retry = task.retry(countdown=delay, exc=exc, throw=False)

@@ -36,11 +36,15 @@ class Job(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     project = models.ForeignKey("tenancy.Project", on_delete=models.CASCADE, related_name="jobs")
     job_type = models.CharField("job type", max_length=64, help_text="What kind of work this is, e.g. LLM_API.")
-    function_path = models.CharField("function", max_length=255, help_text="Dotted path of the registered job function.")
+    function_path = models.CharField(
+        "function", max_length=255, help_text="Dotted path of the registered job function."
+    )
     queue = models.CharField("queue", max_length=64)
     priority = models.PositiveSmallIntegerField("priority")
     status = models.CharField("status", max_length=16, choices=JobStatus.choices, default=JobStatus.PENDING)
-    params = models.JSONField("parameters", default=dict, blank=True, help_text="Keyword arguments of the job function.")
+    params = models.JSONField(
+        "parameters", default=dict, blank=True, help_text="Keyword arguments of the job function."
+    )
     result = models.JSONField("result", null=True, blank=True)
     error = models.TextField("error", blank=True, default="")
     progress_percent = models.PositiveSmallIntegerField("progress (%)", default=0)
@@ -53,7 +57,9 @@ class Job(models.Model):
         "worker lost", default=0, help_text="Deliveries that ended with the worker process dying."
     )
     created_at = models.DateTimeField("created at", auto_now_add=True)
-    dispatched_at = models.DateTimeField("dispatched at", null=True, blank=True, help_text="When the broker confirmed the message.")
+    dispatched_at = models.DateTimeField(
+        "dispatched at", null=True, blank=True, help_text="When the broker confirmed the message."
+    )
     started_at = models.DateTimeField("started at", null=True, blank=True)
     finished_at = models.DateTimeField("finished at", null=True, blank=True)
     updated_at = models.DateTimeField("updated at", auto_now=True)

@@ -15,14 +15,28 @@ from kaapi.celery import HIGH_PRIORITY, LOW_PRIORITY, app
 from .registry import get_job_function
 
 
-def _publish(task_name: str, *, function_path: str, project_id: int, job_id: str, trace_id: str,
-             task_id: str | None, priority: int, kwargs: dict[str, Any]) -> str:
+def _publish(
+    task_name: str,
+    *,
+    function_path: str,
+    project_id: int,
+    job_id: str,
+    trace_id: str,
+    task_id: str | None,
+    priority: int,
+    kwargs: dict[str, Any],
+) -> str:
     get_job_function(function_path)  # ValueError for an unregistered path: never publish it
     task_id = task_id or str(uuid.uuid4())
     app.send_task(
         task_name,
-        kwargs={"function_path": function_path, "project_id": project_id, "job_id": str(job_id),
-                "trace_id": trace_id, **kwargs},
+        kwargs={
+            "function_path": function_path,
+            "project_id": project_id,
+            "job_id": str(job_id),
+            "trace_id": trace_id,
+            **kwargs,
+        },
         task_id=task_id,
         priority=priority,
         headers={"trace_id": trace_id},
@@ -30,18 +44,50 @@ def _publish(task_name: str, *, function_path: str, project_id: int, job_id: str
     return task_id
 
 
-def start_high_priority_job(function_path: str, project_id: int, job_id: str, trace_id: str = "", *,
-                            task_id: str | None = None, priority: int = HIGH_PRIORITY, **kwargs: Any) -> str:
+def start_high_priority_job(
+    function_path: str,
+    project_id: int,
+    job_id: str,
+    trace_id: str = "",
+    *,
+    task_id: str | None = None,
+    priority: int = HIGH_PRIORITY,
+    **kwargs: Any,
+) -> str:
     """Publish ``function_path`` on the high_priority queue; returns the Celery task id."""
-    return _publish("execute_high_priority_task", function_path=function_path, project_id=project_id,
-                    job_id=job_id, trace_id=trace_id, task_id=task_id, priority=priority, kwargs=kwargs)
+    return _publish(
+        "execute_high_priority_task",
+        function_path=function_path,
+        project_id=project_id,
+        job_id=job_id,
+        trace_id=trace_id,
+        task_id=task_id,
+        priority=priority,
+        kwargs=kwargs,
+    )
 
 
-def start_low_priority_job(function_path: str, project_id: int, job_id: str, trace_id: str = "", *,
-                           task_id: str | None = None, priority: int = LOW_PRIORITY, **kwargs: Any) -> str:
+def start_low_priority_job(
+    function_path: str,
+    project_id: int,
+    job_id: str,
+    trace_id: str = "",
+    *,
+    task_id: str | None = None,
+    priority: int = LOW_PRIORITY,
+    **kwargs: Any,
+) -> str:
     """Publish ``function_path`` on the low_priority queue; returns the Celery task id."""
-    return _publish("execute_low_priority_task", function_path=function_path, project_id=project_id,
-                    job_id=job_id, trace_id=trace_id, task_id=task_id, priority=priority, kwargs=kwargs)
+    return _publish(
+        "execute_low_priority_task",
+        function_path=function_path,
+        project_id=project_id,
+        job_id=job_id,
+        trace_id=trace_id,
+        task_id=task_id,
+        priority=priority,
+        kwargs=kwargs,
+    )
 
 
 def get_task_status(task_id: str) -> dict[str, Any]:

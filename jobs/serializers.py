@@ -18,8 +18,21 @@ class JobSerializer(serializers.ModelSerializer):
     class Meta:
         model = Job
         fields = [
-            "id", "job_type", "status", "queue", "priority", "progress", "result", "error", "attempts",
-            "trace_id", "task_id", "callback_url", "created_at", "started_at", "finished_at",
+            "id",
+            "job_type",
+            "status",
+            "queue",
+            "priority",
+            "progress",
+            "result",
+            "error",
+            "attempts",
+            "trace_id",
+            "task_id",
+            "callback_url",
+            "created_at",
+            "started_at",
+            "finished_at",
         ]
         read_only_fields = fields
 

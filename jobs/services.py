@@ -76,8 +76,15 @@ def job_dispatch(*, job_id: uuid.UUID | str) -> bool:
         return False
     task_id = job.task_id or str(uuid.uuid4())
     try:
-        _STARTERS[job.queue](job.function_path, job.project_id, str(job.id), job.trace_id,
-                             task_id=task_id, priority=job.priority, **job.params)
+        _STARTERS[job.queue](
+            job.function_path,
+            job.project_id,
+            str(job.id),
+            job.trace_id,
+            task_id=task_id,
+            priority=job.priority,
+            **job.params,
+        )
     except Exception:
         logger.warning("could not publish job %s; the recovery sweep will publish it", job.id, exc_info=True)
         return False
@@ -152,8 +159,10 @@ def job_mark_retrying(*, job_id: str, error: str, delay: float) -> bool:
     now = timezone.now()
     return bool(
         Job.objects.filter(id=job_id, status=JobStatus.PROCESSING).update(
-            status=JobStatus.PENDING, error=f"retrying in {delay:.1f} s after: {error}"[:10000],
-            dispatched_at=None, updated_at=now,
+            status=JobStatus.PENDING,
+            error=f"retrying in {delay:.1f} s after: {error}"[:10000],
+            dispatched_at=None,
+            updated_at=now,
         )
     )
 
@@ -199,8 +208,16 @@ def job_cancel(*, job: Job, terminate: bool = False) -> Job:
 def job_retry(*, job: Job) -> Job:
     """Run a FAILED or CANCELLED job again, as a new delivery."""
     done = Job.objects.filter(id=job.id, status__in=[JobStatus.FAILED, JobStatus.CANCELLED]).update(
-        status=JobStatus.PENDING, error="", result=None, progress_percent=0, progress_message="",
-        worker_lost_count=0, task_id="", dispatched_at=None, started_at=None, finished_at=None,
+        status=JobStatus.PENDING,
+        error="",
+        result=None,
+        progress_percent=0,
+        progress_message="",
+        worker_lost_count=0,
+        task_id="",
+        dispatched_at=None,
+        started_at=None,
+        finished_at=None,
         updated_at=timezone.now(),
     )
     job.refresh_from_db()
@@ -214,7 +231,9 @@ def job_retry(*, job: Job) -> Job:
 def jobs_dispatch_stalled(*, older_than: timedelta | None = None, limit: int = 1000) -> int:
     """Publish PENDING jobs whose message never reached the broker; returns how many were published."""
     grace = older_than if older_than is not None else timedelta(seconds=settings.JOB_DISPATCH_GRACE_SECONDS)
-    ids = list(Job.objects.undispatched().filter(updated_at__lt=timezone.now() - grace).values_list("id", flat=True)[:limit])
+    ids = list(
+        Job.objects.undispatched().filter(updated_at__lt=timezone.now() - grace).values_list("id", flat=True)[:limit]
+    )
     return sum(job_dispatch(job_id=job_id) for job_id in ids)
 
 
@@ -224,7 +243,17 @@ def _job_finished(*, job_id) -> None:
 
 
 __all__ = [
-    "Claim", "FINISHED_STATUSES", "job_cancel", "job_claim", "job_create", "job_dispatch", "job_mark_dispatched",
-    "job_mark_failed", "job_mark_retrying", "job_mark_success", "job_report_progress", "job_retry",
+    "Claim",
+    "FINISHED_STATUSES",
+    "job_cancel",
+    "job_claim",
+    "job_create",
+    "job_dispatch",
+    "job_mark_dispatched",
+    "job_mark_failed",
+    "job_mark_retrying",
+    "job_mark_success",
+    "job_report_progress",
+    "job_retry",
     "jobs_dispatch_stalled",
 ]

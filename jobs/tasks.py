@@ -13,14 +13,18 @@ _OPTIONS = {"bind": True, "max_retries": settings.CELERY_TASK_MAX_RETRIES, "thro
 
 
 @shared_task(name="execute_high_priority_task", **_OPTIONS)
-def execute_high_priority_task(self, function_path: str, project_id: int, job_id: str, trace_id: str = "",
-                               **kwargs: Any) -> Any:
-    return run_job_message(self, function_path=function_path, project_id=project_id, job_id=job_id,
-                           trace_id=trace_id, kwargs=kwargs)
+def execute_high_priority_task(
+    self, function_path: str, project_id: int, job_id: str, trace_id: str = "", **kwargs: Any
+) -> Any:
+    return run_job_message(
+        self, function_path=function_path, project_id=project_id, job_id=job_id, trace_id=trace_id, kwargs=kwargs
+    )
 
 
 @shared_task(name="execute_low_priority_task", **_OPTIONS)
-def execute_low_priority_task(self, function_path: str, project_id: int, job_id: str, trace_id: str = "",
-                              **kwargs: Any) -> Any:
-    return run_job_message(self, function_path=function_path, project_id=project_id, job_id=job_id,
-                           trace_id=trace_id, kwargs=kwargs)
+def execute_low_priority_task(
+    self, function_path: str, project_id: int, job_id: str, trace_id: str = "", **kwargs: Any
+) -> Any:
+    return run_job_message(
+        self, function_path=function_path, project_id=project_id, job_id=job_id, trace_id=trace_id, kwargs=kwargs
+    )

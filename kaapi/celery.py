@@ -30,7 +30,9 @@ QUEUE_MAX_PRIORITY: dict[str, int | None] = {
 
 def _queue(name: str, max_priority: int | None) -> Queue:
     arguments = {"x-max-priority": max_priority} if max_priority is not None else None
-    return Queue(name, Exchange(name, type="direct", durable=True), routing_key=name, durable=True, queue_arguments=arguments)
+    return Queue(
+        name, Exchange(name, type="direct", durable=True), routing_key=name, durable=True, queue_arguments=arguments
+    )
 
 
 app = Celery("kaapi")

@@ -13,7 +13,9 @@ task_id_var: ContextVar[str | None] = ContextVar("task_id", default=None)
 
 
 @contextlib.contextmanager
-def log_context(*, trace_id: str | None = None, job_id: str | None = None, task_id: str | None = None) -> Iterator[None]:
+def log_context(
+    *, trace_id: str | None = None, job_id: str | None = None, task_id: str | None = None
+) -> Iterator[None]:
     tokens = [
         (var, var.set(value))
         for var, value in ((trace_id_var, trace_id), (job_id_var, job_id), (task_id_var, task_id))

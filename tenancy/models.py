@@ -6,7 +6,9 @@ from django.db.models import Q
 
 class Organization(models.Model):
     name = models.CharField("name", max_length=200, unique=True)
-    is_active = models.BooleanField("active", default=True, help_text="Requests of an inactive organization are refused.")
+    is_active = models.BooleanField(
+        "active", default=True, help_text="Requests of an inactive organization are refused."
+    )
     created_at = models.DateTimeField("created at", auto_now_add=True)
 
     class Meta:
@@ -40,7 +42,9 @@ class APIKey(models.Model):
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="api_keys")
     name = models.CharField("name", max_length=200, blank=True, help_text="What the key is for.")
-    prefix = models.CharField("prefix", max_length=16, unique=True, editable=False, help_text="Public part used to look the key up.")
+    prefix = models.CharField(
+        "prefix", max_length=16, unique=True, editable=False, help_text="Public part used to look the key up."
+    )
     key_hash = models.CharField("key hash", max_length=64, editable=False, help_text="HMAC-SHA256 of the secret.")
     created_at = models.DateTimeField("created at", auto_now_add=True)
     revoked_at = models.DateTimeField("revoked at", null=True, blank=True, help_text="Set when the key was revoked.")

@@ -65,14 +65,39 @@ def worker_environment(**extra: str) -> dict[str, str]:
 class WorkerProcess:
     """A `celery -A kaapi worker` process, as an operator would start it."""
 
-    def __init__(self, *, queues: str, pool: str = "prefork", concurrency: int = 2, env: dict[str, str] | None = None,
-                 extra_args: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        queues: str,
+        pool: str = "prefork",
+        concurrency: int = 2,
+        env: dict[str, str] | None = None,
+        extra_args: list[str] | None = None,
+    ) -> None:
         self.name = f"test-{uuid.uuid4().hex[:8]}@localhost"
         LOG_DIR.mkdir(parents=True, exist_ok=True)
         self.log_path = LOG_DIR / f"{self.name.split('@')[0]}.log"
         self.argv = [
-            sys.executable, "-m", "celery", "-A", "kaapi", "worker", "-Q", queues, "-P", pool, "-c", str(concurrency),
-            "-n", self.name, "-l", "info", "--without-gossip", "--without-mingle", "-I", "tests.job_functions",
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "kaapi",
+            "worker",
+            "-Q",
+            queues,
+            "-P",
+            pool,
+            "-c",
+            str(concurrency),
+            "-n",
+            self.name,
+            "-l",
+            "info",
+            "--without-gossip",
+            "--without-mingle",
+            "-I",
+            "tests.job_functions",
             *(extra_args or []),
         ]
         self.env = worker_environment(**(env or {}))
@@ -80,8 +105,9 @@ class WorkerProcess:
 
     def start(self, timeout: float = 60) -> WorkerProcess:
         self._log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(self.argv, cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
-                                        start_new_session=True)
+        self.process = subprocess.Popen(
+            self.argv, cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -139,7 +165,9 @@ def start_worker(transactional_db) -> Iterator[Callable[..., WorkerProcess]]:
     purge_queues()
 
 
-def wait_until(predicate: Callable[[], object], *, timeout: float = 60, interval: float = 0.1, message: str = "") -> object:
+def wait_until(
+    predicate: Callable[[], object], *, timeout: float = 60, interval: float = 0.1, message: str = ""
+) -> object:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()

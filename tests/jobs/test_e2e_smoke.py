@@ -11,13 +11,17 @@ def test_echo_jobs_across_both_priorities_succeed(start_worker, api_client):
     start_worker()
     ids = []
     for i in range(50):
-        resp = api_client.post("/api/v1/jobs/echo/", {"params": {"n": i}, "priority": "high" if i % 2 else "low"},
-                               format="json")
+        resp = api_client.post(
+            "/api/v1/jobs/echo/", {"params": {"n": i}, "priority": "high" if i % 2 else "low"}, format="json"
+        )
         assert resp.status_code == 202, resp.content
         assert resp.json()["status"] == "PENDING"
         ids.append(resp.json()["job_id"])
-    wait_until(lambda: Job.objects.filter(id__in=ids, status=JobStatus.SUCCESS).count() == 50, timeout=90,
-               message="50 echo jobs to succeed")
+    wait_until(
+        lambda: Job.objects.filter(id__in=ids, status=JobStatus.SUCCESS).count() == 50,
+        timeout=90,
+        message="50 echo jobs to succeed",
+    )
     jobs = {str(j.id): j for j in Job.objects.filter(id__in=ids)}
     for i, job_id in enumerate(ids):
         job = jobs[job_id]

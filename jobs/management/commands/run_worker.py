@@ -11,22 +11,35 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--queues", default=",".join(QUEUE_MAX_PRIORITY), help="Comma-separated queue names.")
-        parser.add_argument("--concurrency", type=int, default=None,
-                            help="Processes/threads/greenlets (default: COMPUTED_CELERY_WORKER_CONCURRENCY).")
+        parser.add_argument(
+            "--concurrency",
+            type=int,
+            default=None,
+            help="Processes/threads/greenlets (default: COMPUTED_CELERY_WORKER_CONCURRENCY).",
+        )
         parser.add_argument("--loglevel", default="info")
         parser.add_argument("--pool", choices=POOLS, default="prefork")
         parser.add_argument("--hostname", default=None, help="Node name, e.g. high@%%h.")
 
-    def handle(self, *args, queues: str, concurrency: int | None, loglevel: str, pool: str, hostname: str | None,
-               **options):
+    def handle(
+        self, *args, queues: str, concurrency: int | None, loglevel: str, pool: str, hostname: str | None, **options
+    ):
         names = [q.strip() for q in queues.split(",") if q.strip()]
         unknown = sorted(set(names) - set(QUEUE_MAX_PRIORITY))
         if not names or unknown:
             raise CommandError(f"unknown queue(s) {unknown}; known: {', '.join(QUEUE_MAX_PRIORITY)}")
         argv = [
-            "worker", "--queues", ",".join(names), "--loglevel", loglevel, "--pool", pool,
-            "--concurrency", str(concurrency or settings.COMPUTED_CELERY_WORKER_CONCURRENCY),
-            "--without-gossip", "--without-mingle",
+            "worker",
+            "--queues",
+            ",".join(names),
+            "--loglevel",
+            loglevel,
+            "--pool",
+            pool,
+            "--concurrency",
+            str(concurrency or settings.COMPUTED_CELERY_WORKER_CONCURRENCY),
+            "--without-gossip",
+            "--without-mingle",
         ]
         if hostname:
             argv += ["--hostname", hostname]

@@ -34,6 +34,7 @@ class Command(BaseCommand):
             raise CommandError(f"no project {project!r} in organization {organization!r}")
         for _ in range(count):
             with transaction.atomic():
-                job = services.job_create(project=target, function_path=ECHO_PATH, priority=priority,
-                                          params={**extra, "delay": delay})
+                job = services.job_create(
+                    project=target, function_path=ECHO_PATH, priority=priority, params={**extra, "delay": delay}
+                )
             self.stdout.write(str(job.id))

@@ -5,17 +5,19 @@ from __future__ import annotations
 import json
 import logging
 import random
+from functools import partial
 from typing import Any
 
 from celery import Task
 from celery.exceptions import Ignore, SoftTimeLimitExceeded
 from django.conf import settings
+from django.db import transaction
 
 from kaapi.logging import log_context
 
 from . import services
 from .exceptions import RetryableJobError
-from .registry import get_job_function
+from .registry import RegisteredFunction, get_job_function
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +33,50 @@ def backoff_delay(retries: int, *, base: float, cap: float, retry_after: float |
     if retry_after is not None:
         delay = max(delay, min(retry_after, cap))
     return delay
+
+
+class ResultNotJSON(Exception):
+    """The job function returned something that cannot be stored as JSON."""
+
+
+class _NotRecorded(Exception):
+    def __init__(self, result: Any) -> None:
+        self.result = result
+
+
+def _ensure_json(result: Any) -> None:
+    try:
+        json.dumps(result)
+    except (TypeError, ValueError) as exc:
+        raise ResultNotJSON(str(exc)) from exc
+
+
+def _call_and_record(
+    registered: RegisteredFunction, task: Task, *, project_id: int, job_id: str, kwargs: dict[str, Any]
+) -> tuple[Any, bool]:
+    """Run the function and record SUCCESS; returns (result, recorded).
+
+    For an ``atomic`` function the function's database writes and the SUCCESS commit in one transaction, so a
+    worker killed in between leaves neither and the redelivered message runs the function again: its database
+    effects happen exactly once per SUCCESS. Long I/O-bound functions (LLM calls) are not atomic: they must not
+    hold a transaction open, and the job's status still protects against running a finished job again.
+    """
+    call = partial(
+        registered.function, project_id=project_id, job_id=job_id, task_id=task.request.id, task_instance=task, **kwargs
+    )
+    if not registered.atomic:
+        result = call()
+        _ensure_json(result)
+        return result, services.job_mark_success(job_id=job_id, result=result)
+    try:
+        with transaction.atomic():
+            result = call()
+            _ensure_json(result)
+            if not services.job_mark_success(job_id=job_id, result=result):
+                raise _NotRecorded(result)  # roll back the function's writes too
+    except _NotRecorded as exc:
+        return exc.result, False
+    return result, True
 
 
 def _fail(job_id: str, error: str) -> None:
@@ -59,10 +105,7 @@ def run_job_message(
 
         logger.info("job started: %s", function_path)
         try:
-            result = registered.function(
-                project_id=project_id, job_id=job_id, task_id=request.id, task_instance=task, **kwargs
-            )
-            json.dumps(result)
+            result, recorded = _call_and_record(registered, task, project_id=project_id, job_id=job_id, kwargs=kwargs)
         except SoftTimeLimitExceeded:
             limit = task.soft_time_limit or settings.CELERY_TASK_SOFT_TIME_LIMIT
             logger.error("job timed out after %s s", limit)
@@ -81,18 +124,15 @@ def run_job_message(
             services.job_mark_retrying(job_id=job_id, error=str(exc), delay=delay)
             retry = task.retry(countdown=delay, exc=exc, throw=False)
             services.job_mark_dispatched(job_id=job_id)
-            raise retry
-        except (TypeError, ValueError) as exc:
-            if "JSON serializable" in str(exc):
-                _fail(job_id, f"the job function returned a value that is not JSON: {exc}")
-            logger.exception("job failed")
-            _fail(job_id, f"{type(exc).__name__}: {exc}")
+            raise retry from None
+        except ResultNotJSON as exc:
+            _fail(job_id, f"the job function returned a value that is not JSON: {exc}")
         except Exception as exc:
             logger.exception("job failed")
             _fail(job_id, f"{type(exc).__name__}: {exc}")
 
-        if services.job_mark_success(job_id=job_id, result=result):
+        if recorded:
             logger.info("job succeeded")
         else:
-            logger.info("job finished but was cancelled meanwhile; result dropped")
+            logger.info("job finished but is no longer PROCESSING (cancelled or finished elsewhere); result dropped")
         return result

@@ -4,7 +4,8 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-ID="${KAAPI_TEST_ID:-main}"
+# Default: the checkout's folder name, so that two checkouts on one machine never share a database.
+ID="${KAAPI_TEST_ID:-$(basename "$ROOT" | tr -c 'a-zA-Z0-9\n' '_' | tr 'A-Z' 'a-z')}"
 
 scripts/services.sh start test postgres rabbitmq redis
 eval "$(scripts/services.sh env test)"

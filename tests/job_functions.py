@@ -52,3 +52,8 @@ def touch_file(*, project_id, job_id, task_id, task_instance, path: str, **param
     with Path(path).open("a") as fh:
         fh.write(f"{job_id}\n")
     return {"path": path}
+
+
+@job_function(job_type="TEST")
+def return_unserializable(*, project_id, job_id, task_id, task_instance, **params):
+    return {"when": object()}

@@ -154,6 +154,14 @@ def test_crash_fails_the_job_with_the_error(start_worker, project):
     assert job.status == JobStatus.FAILED and job.error == "RuntimeError: boom" and job.attempts == 1
 
 
+def test_result_that_is_not_json_fails_the_job(start_worker, project):
+    start_worker(queues="high_priority")
+    job = make_job(project, function_path=path_of(job_functions.return_unserializable))
+    wait_until(finished(job.id), timeout=30)
+    job.refresh_from_db()
+    assert job.status == JobStatus.FAILED and "not JSON" in job.error and job.result is None
+
+
 def test_cancel_with_terminate_kills_a_running_job(start_worker, project, api_client):
     worker = start_worker(queues="high_priority", concurrency=1)
     job = make_job(project, function_path=path_of(job_functions.report_pid_and_sleep), seconds=60)

@@ -73,8 +73,9 @@ def test_revoke_is_idempotent(project):
 
 
 def test_create_api_key_command_creates_what_is_missing(transactional_db):
-    from django.core.management import call_command
     from io import StringIO
+
+    from django.core.management import call_command
 
     out = StringIO()
     call_command("create_api_key", organization="New Org", project="New Project", stdout=out, stderr=StringIO())

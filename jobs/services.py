@@ -61,19 +61,22 @@ def job_create(
         trace_id=trace_id or new_trace_id(),
         callback_url=callback_url,
     )
-    transaction.on_commit(partial(job_dispatch, job_id=job.id))
+    transaction.on_commit(partial(_publish, job))
     return job
 
 
 def job_dispatch(*, job_id: uuid.UUID | str) -> bool:
-    """Publish the message of a PENDING job; True when the broker confirmed it.
+    """Publish the message of a PENDING job; True when the broker confirmed it."""
+    job = Job.objects.filter(id=job_id, status=JobStatus.PENDING).first()
+    return _publish(job) if job is not None else False
+
+
+def _publish(job: Job) -> bool:
+    """Publish ``job``'s message and record ``dispatched_at``.
 
     A failure is logged, not raised: the job stays undispatched and the recovery sweep publishes it later,
     so a client that was told "accepted" never loses its job.
     """
-    job = Job.objects.filter(id=job_id, status=JobStatus.PENDING).first()
-    if job is None:
-        return False
     task_id = job.task_id or str(uuid.uuid4())
     try:
         _STARTERS[job.queue](
@@ -223,7 +226,7 @@ def job_retry(*, job: Job) -> Job:
     job.refresh_from_db()
     if not done:
         raise JobStateError(f"only FAILED or CANCELLED jobs can be retried; this job is {job.status}")
-    transaction.on_commit(partial(job_dispatch, job_id=job.id))
+    transaction.on_commit(partial(_publish, job))
     return job
 
 

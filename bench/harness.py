@@ -31,13 +31,13 @@ def setup_environment(name: str) -> dict[str, str]:
         key, _, value = line.removeprefix("export ").partition("=")
         os.environ[key] = value
     vhost = f"bench-{name}"
-    subprocess.run([str(ROOT / "scripts/services.sh"), "rabbitmqctl", "test", "add_vhost", vhost],
-                   capture_output=True)
+    subprocess.run([str(ROOT / "scripts/services.sh"), "rabbitmqctl", "test", "add_vhost", vhost], capture_output=True)
     _sh("scripts/services.sh", "rabbitmqctl", "test", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
     db = f"bench_{name}"
     pg = os.environ["KAAPI_PG_URL"]
-    subprocess.run(["psql", f"{pg}/postgres", "-qc", f"DROP DATABASE IF EXISTS {db} WITH (FORCE)"],
-                   capture_output=True, check=True)
+    subprocess.run(
+        ["psql", f"{pg}/postgres", "-qc", f"DROP DATABASE IF EXISTS {db} WITH (FORCE)"], capture_output=True, check=True
+    )
     subprocess.run(["psql", f"{pg}/postgres", "-qc", f"CREATE DATABASE {db}"], capture_output=True, check=True)
     os.environ.update(
         RABBITMQ_URL=os.environ["RABBITMQ_URL"].rstrip("/") + f"/{vhost}",
@@ -62,9 +62,14 @@ class Worker:
         LOG_DIR.mkdir(parents=True, exist_ok=True)
         self.name = name
         self.log_path = LOG_DIR / f"{name.split('@')[0]}.log"
-        self.process = subprocess.Popen(argv + ["-n", name], cwd=ROOT, env={**os.environ, **(env or {})},
-                                        stdout=open(self.log_path, "wb"), stderr=subprocess.STDOUT,
-                                        start_new_session=True)
+        self.process = subprocess.Popen(
+            argv + ["-n", name],
+            cwd=ROOT,
+            env={**os.environ, **(env or {})},
+            stdout=open(self.log_path, "wb"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def wait_ready(self, app, timeout: float = 60) -> Worker:
         deadline = time.monotonic() + timeout
@@ -85,20 +90,53 @@ class Worker:
                 self.process.wait()
 
 
-def kaapi_worker(queues: str, *, pool: str = "prefork", concurrency: int = 2, env: dict[str, str] | None = None,
-                 label: str = "kaapi") -> Worker:
+def kaapi_worker(
+    queues: str, *, pool: str = "prefork", concurrency: int = 2, env: dict[str, str] | None = None, label: str = "kaapi"
+) -> Worker:
     from kaapi.celery import app
 
-    argv = [sys.executable, "-m", "celery", "-A", "kaapi", "worker", "-Q", queues, "-P", pool, "-c", str(concurrency),
-            "-l", "warning", "--without-gossip", "--without-mingle"]
+    argv = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "kaapi",
+        "worker",
+        "-Q",
+        queues,
+        "-P",
+        pool,
+        "-c",
+        str(concurrency),
+        "-l",
+        "warning",
+        "--without-gossip",
+        "--without-mingle",
+    ]
     return Worker(argv, name=f"{label}-{uuid.uuid4().hex[:6]}@localhost", env=env).wait_ready(app)
 
 
 def raw_worker(*, pool: str = "prefork", concurrency: int = 2) -> Worker:
     from bench.raw_celery_app import app
 
-    argv = [sys.executable, "-m", "celery", "-A", "bench.raw_celery_app", "worker", "-Q", "raw", "-P", pool,
-            "-c", str(concurrency), "-l", "warning", "--without-gossip", "--without-mingle"]
+    argv = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "bench.raw_celery_app",
+        "worker",
+        "-Q",
+        "raw",
+        "-P",
+        pool,
+        "-c",
+        str(concurrency),
+        "-l",
+        "warning",
+        "--without-gossip",
+        "--without-mingle",
+    ]
     return Worker(argv, name=f"raw-{uuid.uuid4().hex[:6]}@localhost").wait_ready(app)
 
 

@@ -65,13 +65,52 @@ def job_create(
     return job
 
 
+def job_create_many(
+    *,
+    project: Project,
+    function_path: str,
+    params_list: list[dict[str, Any]],
+    priority: str = "low",
+    trace_id: str = "",
+    job_type: str | None = None,
+) -> list[Job]:
+    """Create many PENDING jobs in one INSERT and publish them after commit (batch submissions)."""
+    registered = get_job_function(function_path)
+    if priority not in PRIORITY_LEVELS:
+        raise ValueError(f"priority must be one of {sorted(PRIORITY_LEVELS)}, got {priority!r}")
+    queue, level = PRIORITY_LEVELS[priority]
+    trace_id = trace_id or new_trace_id()
+    jobs = Job.objects.bulk_create(
+        Job(
+            project=project,
+            job_type=job_type or registered.job_type,
+            function_path=function_path,
+            queue=queue,
+            priority=level,
+            params=params,
+            trace_id=trace_id,
+        )
+        for params in params_list
+    )
+    transaction.on_commit(partial(_publish_many, jobs))
+    return jobs
+
+
+def _publish_many(jobs: list[Job]) -> None:
+    published = [job.id for job in jobs if _publish(job, record=False)]
+    for start in range(0, len(published), 1000):
+        Job.objects.filter(id__in=published[start : start + 1000], status=JobStatus.PENDING).update(
+            dispatched_at=timezone.now()
+        )
+
+
 def job_dispatch(*, job_id: uuid.UUID | str) -> bool:
     """Publish the message of a PENDING job; True when the broker confirmed it."""
     job = Job.objects.filter(id=job_id, status=JobStatus.PENDING).first()
     return _publish(job) if job is not None else False
 
 
-def _publish(job: Job) -> bool:
+def _publish(job: Job, *, record: bool = True) -> bool:
     """Publish ``job``'s message and record ``dispatched_at``.
 
     A failure is logged, not raised: the job stays undispatched and the recovery sweep publishes it later,
@@ -91,7 +130,9 @@ def _publish(job: Job) -> bool:
     except Exception:
         logger.warning("could not publish job %s; the recovery sweep will publish it", job.id, exc_info=True)
         return False
-    Job.objects.filter(id=job.id, status=JobStatus.PENDING).update(task_id=task_id, dispatched_at=timezone.now())
+    job.task_id = task_id
+    if record:
+        Job.objects.filter(id=job.id, status=JobStatus.PENDING).update(task_id=task_id, dispatched_at=timezone.now())
     return True
 
 

@@ -2,12 +2,16 @@ from __future__ import annotations
 
 from django.db import transaction
 from django.http import Http404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import APIException
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from kaapi.logging import current_trace_id
+from kaapi.schema import VALIDATION_ERRORS, ErrorSerializer
 from tenancy.authentication import request_project
 
 from . import selectors, services
@@ -29,6 +33,40 @@ def submitted_response(job: Job, request: Request) -> Response:
     return Response(JobSubmittedSerializer(job, context={"request": request}).data, status=status.HTTP_202_ACCEPTED)
 
 
+# --- OpenAPI: what every operation may answer ---------------------------------------------------
+_REQUEST_ID = OpenApiParameter(
+    "X-Request-ID",
+    OpenApiTypes.STR,
+    OpenApiParameter.HEADER,
+    description="Trace id (1–128 of A-Z a-z 0-9 . _ -), stored on the jobs the request creates and returned "
+    "in the X-Request-ID response header; generated when absent or invalid.",
+)
+_AUTH_ERRORS = {
+    401: OpenApiResponse(ErrorSerializer, description="Missing, invalid or revoked API key."),
+    403: OpenApiResponse(ErrorSerializer, description="The key's project or organization is inactive."),
+}
+_BAD_REQUEST = {400: OpenApiResponse(VALIDATION_ERRORS, description="Invalid input, per field.")}
+_NOT_FOUND = {404: OpenApiResponse(ErrorSerializer, description="No job with this id in your project.")}
+_SUBMITTED = {202: OpenApiResponse(JobSubmittedSerializer, description="Accepted: poll status_url.")}
+
+
+def _conflict(description: str) -> dict:
+    return {409: OpenApiResponse(ErrorSerializer, description=description)}
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="List the project's jobs, newest first",
+        parameters=[_REQUEST_ID],
+        responses={200: JobSerializer(many=True), **_BAD_REQUEST, **_AUTH_ERRORS},
+    ),
+    retrieve=extend_schema(
+        summary="One job of the project",
+        parameters=[_REQUEST_ID],
+        responses={200: JobSerializer, **_AUTH_ERRORS, **_NOT_FOUND},
+    ),
+)
+@extend_schema(tags=["jobs"])
 class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """Jobs of the caller's project."""
 
@@ -37,6 +75,8 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
     lookup_value_converter = "uuid"
 
     def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):  # OpenAPI generation: no project
+            return Job.objects.none()
         return selectors.job_list(project=request_project(self.request))
 
     def get_object(self) -> Job:
@@ -45,6 +85,18 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
             raise Http404("No job with this id in your project.")
         return job
 
+    @extend_schema(
+        summary="Cancel a pending or running job",
+        parameters=[_REQUEST_ID],
+        request=JobCancelSerializer,
+        responses={
+            200: JobSerializer,
+            **_BAD_REQUEST,
+            **_AUTH_ERRORS,
+            **_NOT_FOUND,
+            **_conflict("The job already finished."),
+        },
+    )
     @action(detail=True, methods=["post"])
     def cancel(self, request: Request, pk=None) -> Response:
         options = JobCancelSerializer(data=request.data or {})
@@ -55,6 +107,12 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
             raise Conflict(str(exc)) from None
         return Response(JobSerializer(job).data)
 
+    @extend_schema(
+        summary="Run a failed or cancelled job again",
+        parameters=[_REQUEST_ID],
+        request=None,
+        responses={**_SUBMITTED, **_AUTH_ERRORS, **_NOT_FOUND, **_conflict("The job is not FAILED or CANCELLED.")},
+    )
     @action(detail=True, methods=["post"])
     def retry(self, request: Request, pk=None) -> Response:
         try:
@@ -64,6 +122,12 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
             raise Conflict(str(exc)) from None
         return submitted_response(job, request)
 
+    @extend_schema(
+        summary="Submit a diagnostic echo job",
+        parameters=[_REQUEST_ID],
+        request=EchoJobSerializer,
+        responses={**_SUBMITTED, **_BAD_REQUEST, **_AUTH_ERRORS},
+    )
     @action(detail=False, methods=["post"], serializer_class=EchoJobSerializer)
     def echo(self, request: Request) -> Response:
         """Submit a diagnostic echo job: its result is its params, after an optional delay."""
@@ -77,5 +141,6 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
                 params={"delay": data["delay"], **data["params"]},
                 priority=data["priority"],
                 callback_url=data["callback_url"],
+                trace_id=current_trace_id() or "",
             )
         return submitted_response(job, request)

@@ -24,7 +24,7 @@ def check_database() -> None:
 
 def check_broker() -> None:
     with Connection(settings.CELERY_BROKER_URL, connect_timeout=settings.READYZ_TIMEOUT_SECONDS) as conn:
-        conn.connect()
+        conn.ensure_connection(max_retries=0)  # one attempt, no retry delay
 
 
 CHECKS = {"database": check_database, "broker": check_broker}

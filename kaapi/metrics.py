@@ -138,7 +138,7 @@ class QueueDepthCollector:
 
         depths: dict[str, tuple[int, int]] = {}
         with app.connection_for_read(connect_timeout=settings.READYZ_TIMEOUT_SECONDS) as conn:
-            conn.connect()
+            conn.ensure_connection(max_retries=0)  # one attempt, no retry delay
             for queue in app.conf.task_queues:
                 # passive: only ask. A queue nobody declared yet closes the channel with 404: skip it.
                 try:

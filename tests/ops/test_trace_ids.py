@@ -15,8 +15,9 @@ pytestmark = pytest.mark.django_db
 
 @pytest.mark.e2e
 @pytest.mark.django_db(transaction=True)
-def test_request_id_reaches_the_job_and_every_worker_log_line_of_it(start_worker, api_client):
-    worker = start_worker(queues="high_priority", env={"LOG_FORMAT": "json"})
+@pytest.mark.parametrize("pool", ["prefork", "gevent"])
+def test_request_id_reaches_the_job_and_every_worker_log_line_of_it(start_worker, api_client, pool):
+    worker = start_worker(queues="high_priority", pool=pool, env={"LOG_FORMAT": "json"})
     resp = api_client.post("/api/v1/jobs/echo/", {"params": {"x": 1}}, format="json", HTTP_X_REQUEST_ID="abc-123")
     assert resp.status_code == 202, resp.content
     assert resp["X-Request-ID"] == "abc-123"

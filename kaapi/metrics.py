@@ -44,8 +44,11 @@ def _process_identifier() -> str:
     return f"{_HOST}-{os.getpid()}"
 
 
+# Chosen here rather than by prometheus-client at its import, which may come before the settings set the variable.
 if settings.PROMETHEUS_MULTIPROC_DIR:
     values.ValueClass = values.MultiProcessValue(process_identifier=_process_identifier)
+else:
+    values.ValueClass = values.MutexValue
 
 # --- The metrics ----------------------------------------------------------------------------------
 JOBS_SUBMITTED = Counter("kaapi_jobs_submitted", "Jobs created, by type and queue.", ["job_type", "queue"])

@@ -48,15 +48,22 @@ def test_metrics_count_jobs_run_by_real_workers(start_worker, api_client, client
         == 4,
         timeout=60,
     )
-    after = wait_until(
-        lambda: (s := scrape(client)) and value(s, "kaapi_queue_messages", queue="low_priority") == 2 and s,
-        timeout=10,
-        message="the two low-priority messages to show in the queue depth",
-    )
 
     def delta(name, **labels):
         return value(after, name, **labels) - value(before, name, **labels)
 
+    def settled():
+        # a worker records a finished job just after it wrote the job's status: scrape until it did
+        nonlocal after
+        after = scrape(client)
+        return (
+            delta("kaapi_jobs_finished_total", job_type="ECHO", status="SUCCESS") >= 3
+            and delta("kaapi_jobs_finished_total", job_type="TEST", status="FAILED") >= 1
+            and value(after, "kaapi_queue_messages", queue="low_priority") == 2
+        )
+
+    after = {}
+    wait_until(settled, timeout=20, message="the finished jobs and the two waiting messages to show in /metrics")
     assert delta("kaapi_jobs_submitted_total", job_type="ECHO", queue="high_priority") == 3
     assert delta("kaapi_jobs_submitted_total", job_type="ECHO", queue="low_priority") == 2
     assert delta("kaapi_jobs_submitted_total", job_type="TEST", queue="high_priority") == 1

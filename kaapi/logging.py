@@ -108,19 +108,19 @@ def _enter_task_context(sender=None, task_id=None, task=None, kwargs=None, **_) 
         tokens.append(trace_id_var.set(trace_id))
     if isinstance(job_id, str) and job_id:
         tokens.append(job_id_var.set(job_id))
-    _task_tokens[task_id] = tokens
+    if request is not None:
+        request.log_context_tokens = tokens
 
 
 @task_postrun.connect
-def _leave_task_context(sender=None, task_id=None, **_) -> None:
-    for token in reversed(_task_tokens.pop(task_id, [])):
+def _leave_task_context(sender=None, task_id=None, task=None, **_) -> None:
+    request = getattr(task, "request", None)
+    tokens: list[Token] = getattr(request, "log_context_tokens", None) or []
+    for token in reversed(tokens):
         try:
             token.var.reset(token)
         except ValueError:  # set in another context (should not happen); leave the value
             pass
-
-
-_task_tokens: dict[str, list[Token]] = {}
 
 
 @after_setup_task_logger.connect

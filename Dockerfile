@@ -16,8 +16,11 @@ RUN SECRET_KEY=collectstatic-only python manage.py collectstatic --noinput
 
 RUN useradd --system --uid 1000 --home-dir /app kaapi \
     && mkdir -p /var/lib/kaapi/prometheus /var/lib/kaapi/media \
-    && chown -R kaapi /var/lib/kaapi
+    && chown -R kaapi /var/lib/kaapi /app/var
 USER kaapi
+# Writable defaults for a container started without docker-compose.yml's environment.
+ENV PROMETHEUS_MULTIPROC_DIR=/var/lib/kaapi/prometheus \
+    MEDIA_ROOT=/var/lib/kaapi/media
 
 EXPOSE 8000
 CMD ["gunicorn", "kaapi.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "4"]

@@ -14,6 +14,8 @@ REQUEST_ID_HEADER = "X-Request-ID"
 _META_KEY = "HTTP_X_REQUEST_ID"
 
 logger = logging.getLogger("kaapi.request")
+# Probes and scrapes come every few seconds: their request lines are DEBUG, not INFO.
+QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
 class RequestIdMiddleware:
@@ -36,7 +38,8 @@ class RequestIdMiddleware:
             if supplied is not None and supplied != trace_id:
                 logger.info("replaced an invalid %s header with %s", REQUEST_ID_HEADER, trace_id)
             response = self.get_response(request)
-            logger.info(
+            logger.log(
+                logging.DEBUG if request.path in QUIET_PATHS else logging.INFO,
                 "%s %s %s",
                 request.method,
                 request.path,

@@ -123,3 +123,23 @@ def test_json_lines_carry_the_context_and_extras():
     assert (line["level"], line["logger"]) == ("INFO", "kaapi.test")
     assert (line["trace_id"], line["job_id"], line["task_id"]) == ("t", "j", None)
     assert line["duration_ms"] == 1.5 and "timestamp" in line
+
+
+def test_the_web_request_line_carries_the_trace_id(api_client):
+    import io
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(ContextFilter())
+    handler.setFormatter(JsonFormatter())
+    request_logger = logging.getLogger("kaapi.request")
+    request_logger.addHandler(handler)
+    try:
+        resp = api_client.get("/api/v1/jobs/", HTTP_X_REQUEST_ID="web-trace-1")
+    finally:
+        request_logger.removeHandler(handler)
+    assert resp.status_code == 200
+    (line,) = [json.loads(text) for text in stream.getvalue().splitlines()]
+    assert line["trace_id"] == "web-trace-1"
+    assert (line["method"], line["path"], line["status"]) == ("GET", "/api/v1/jobs/", 200)
+    assert line["duration_ms"] >= 0

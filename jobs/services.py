@@ -14,7 +14,9 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from kaapi import metrics
 from kaapi.celery import HIGH_PRIORITY, HIGH_PRIORITY_QUEUE, LOW_PRIORITY, LOW_PRIORITY_QUEUE
+from kaapi.logging import current_trace_id, new_trace_id
 from tenancy.models import Project
 
 from .exceptions import JobStateError
@@ -26,10 +28,6 @@ logger = logging.getLogger(__name__)
 
 PRIORITY_LEVELS = {"high": (HIGH_PRIORITY_QUEUE, HIGH_PRIORITY), "low": (LOW_PRIORITY_QUEUE, LOW_PRIORITY)}
 _STARTERS = {HIGH_PRIORITY_QUEUE: start_high_priority_job, LOW_PRIORITY_QUEUE: start_low_priority_job}
-
-
-def new_trace_id() -> str:
-    return uuid.uuid4().hex
 
 
 # --- Creating and dispatching -----------------------------------------------------------------
@@ -58,9 +56,10 @@ def job_create(
         queue=queue,
         priority=level,
         params=params or {},
-        trace_id=trace_id or new_trace_id(),
+        trace_id=trace_id or current_trace_id() or new_trace_id(),
         callback_url=callback_url,
     )
+    transaction.on_commit(partial(metrics.count_job_submitted, job_type=job.job_type, queue=job.queue))
     transaction.on_commit(partial(_publish, job))
     return job
 
@@ -91,6 +90,9 @@ def job_create_many(
             trace_id=trace_id,
         )
         for params in params_list
+    )
+    transaction.on_commit(
+        partial(metrics.count_job_submitted, job_type=jobs[0].job_type if jobs else "", queue=queue, count=len(jobs))
     )
     transaction.on_commit(partial(_publish_many, jobs))
     return jobs
@@ -283,7 +285,26 @@ def jobs_dispatch_stalled(*, older_than: timedelta | None = None, limit: int = 1
 
 def _job_finished(*, job_id) -> None:
     """Hook run once when a job reaches a finished status."""
+    _observe_finished(job_id=job_id)
     logger.info("job %s finished", job_id)
+
+
+def _observe_finished(*, job_id) -> None:
+    """Finished-job metrics (count, run time, queue wait); never raises."""
+    try:
+        job = Job.objects.filter(id=job_id).only(*metrics.JOB_FIELDS).first()
+    except Exception:
+        logger.warning("could not load job %s for metrics", job_id, exc_info=True)
+        return
+    if job is not None:
+        metrics.observe_job_finished(
+            job_type=job.job_type,
+            status=job.status,
+            queue=job.queue,
+            created_at=job.created_at,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+        )
 
 
 __all__ = [

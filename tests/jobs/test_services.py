@@ -25,8 +25,12 @@ def test_job_create_refuses_unknown_priority(project):
 def test_job_create_publishes_only_after_commit(project, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks() as callbacks:
         job = services.job_create(project=project, function_path="jobs.functions.echo")
-    assert len(callbacks) == 1
-    assert job.status == JobStatus.PENDING and job.dispatched_at is None and job.trace_id
+    job.refresh_from_db()
+    assert job.status == JobStatus.PENDING and job.dispatched_at is None and job.task_id == "" and job.trace_id
+    for callback in callbacks:
+        callback()
+    job.refresh_from_db()
+    assert job.dispatched_at is not None and job.task_id
 
 
 def test_claim_is_atomic_and_only_once(project):

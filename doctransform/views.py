@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import uuid
+
 from django.conf import settings
 from django.core.files.uploadhandler import FileUploadHandler
 from django.http import FileResponse, Http404
@@ -84,13 +86,16 @@ class DocumentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
     serializer_class = DocumentSerializer
     filterset_class = DocumentFilter
     parser_classes = [MultiPartParser]
-    lookup_value_converter = "uuid"
 
     def get_queryset(self):
         return selectors.document_list(project=request_project(self.request))
 
     def get_object(self) -> Document:
-        document = selectors.document_get(project=request_project(self.request), document_id=self.kwargs["pk"])
+        try:
+            document_id = uuid.UUID(str(self.kwargs["pk"]))
+        except ValueError:
+            raise Http404("No document with this id in your project.") from None
+        document = selectors.document_get(project=request_project(self.request), document_id=document_id)
         if document is None:
             raise Http404("No document with this id in your project.")
         return document

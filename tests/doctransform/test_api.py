@@ -43,7 +43,7 @@ def test_upload_stores_the_document_and_creates_a_low_priority_job(api_client, m
     assert (media_root / stored.storage_key).read_bytes() == data
     assert "plan" not in stored.storage_key  # keys are made of ids, never of the client's file name
 
-    content = api_client.get(f"{URL}{document['id']}/content/", HTTP_ACCEPT="application/json")
+    content = api_client.get(f"{URL}{document['id']}/content/", HTTP_ACCEPT="application/pdf")
     assert content.status_code == 200
     assert b"".join(content.streaming_content) == data
     assert content["Content-Type"] == document["content_type"]
@@ -137,3 +137,23 @@ def test_supported_transformations_are_listed(api_client):
 
 def test_missing_api_key_is_401(client):
     assert client.get(URL).status_code == 401
+
+
+def test_admin_lists_and_deletes_documents_with_their_files(
+    admin_client, api_client, media_root, django_capture_on_commit_callbacks
+):
+    document_id = upload(api_client, "a.txt", files.text()).json()["document"]["id"]
+    path = Path(media_root) / Document.objects.get(id=document_id).storage_key
+    assert admin_client.get("/admin/doctransform/document/").status_code == 200
+    assert admin_client.get(f"/admin/doctransform/document/{document_id}/change/").status_code == 200
+    resp = admin_client.post(  # the new job is published on commit, which this test never reaches
+        "/admin/doctransform/document/", {"action": "transform_documents", "_selected_action": [document_id]}
+    )
+    assert resp.status_code == 302
+    assert Job.objects.filter(params__document_id=document_id).count() == 2
+    with django_capture_on_commit_callbacks(execute=True):
+        admin_client.post(
+            "/admin/doctransform/document/", {"action": "delete_documents", "_selected_action": [document_id]}
+        )
+    assert not Document.objects.filter(id=document_id).exists()
+    assert not path.exists()

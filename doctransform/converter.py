@@ -36,13 +36,15 @@ logger = logging.getLogger(__name__)
 STARTUP_TIMEOUT = 60.0
 _ERRORS = {cls.__name__: cls for cls in (DocumentEncrypted, DocumentUnreadable, TransformationFailed)}
 _PR_SET_PDEATHSIG = 1
+try:  # resolved here, not between fork and exec, where loading a library is not safe
+    _prctl = ctypes.CDLL(None, use_errno=True).prctl
+except (OSError, AttributeError):  # not Linux: the converter still exits on EOF once its conversion is done
+    _prctl = None
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except OSError:  # not Linux: the converter still exits on EOF once its conversion is done
-        pass
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 class ConverterProcess:

@@ -47,3 +47,44 @@ def test_hang_crash_and_memory_blowup_end_in_clear_errors_and_the_next_conversio
     # replaced after max_conversions (3) conversions
     assert _convert(converter, "markitdown") == "x"
     assert _convert(converter, "test-pid") != third_pid
+
+
+def test_the_converter_dies_with_the_process_that_started_it(tmp_path):
+    """A pool process killed mid-conversion (hard time limit, OOM) leaves no converter behind."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import ROOT, wait_until
+
+    pid_file = tmp_path / "converter.pid"
+    code = (
+        "import django; django.setup()\n"
+        "from doctransform.converter import ConverterProcess\n"
+        "import tests.doctransform.misbehaving_transformers as m\n"
+        "c = ConverterProcess(max_memory_mb=0, max_conversions=10)\n"
+        "c.start()\n"
+        f"open({str(pid_file)!r}, 'w').write(str(c.pid))\n"
+        "c.convert(function_path=m.hang.__module__ + '.hang', data=b'x', hints={}, timeout=3600)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env={**os.environ})
+    try:
+        wait_until(lambda: pid_file.exists() and pid_file.read_text(), timeout=60, message="the converter to start")
+        converter_pid = int(pid_file.read_text())
+        time.sleep(0.3)  # let the hanging conversion begin
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(10)
+
+        def gone() -> bool:
+            try:
+                with open(f"/proc/{converter_pid}/status") as fh:
+                    return "State:\tZ" in fh.read()  # a zombie waiting for init to reap it is gone too
+            except FileNotFoundError:
+                return True
+
+        wait_until(gone, timeout=10, message="the orphaned converter to die")
+    finally:
+        if parent.poll() is None:
+            parent.kill()

@@ -38,7 +38,9 @@ class DocumentSerializer(serializers.ModelSerializer):
 
 class DocumentUploadSerializer(serializers.Serializer):
     file = serializers.FileField(allow_empty_file=True, help_text="The document (multipart/form-data).")
-    target_format = serializers.ChoiceField(choices=TARGET_FORMATS, default=MARKDOWN)
+    target_format = serializers.CharField(
+        default=MARKDOWN, max_length=32, help_text=f"One of {', '.join(TARGET_FORMATS)} (for now: {MARKDOWN})."
+    )
     transformer = serializers.CharField(
         required=False, default="", allow_blank=True, max_length=64, help_text="Default: the pair's default."
     )

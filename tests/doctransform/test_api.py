@@ -96,7 +96,13 @@ def test_unknown_transformer_or_target_is_400(api_client):
     assert "supported" in resp.json()
     resp = upload(api_client, "a.csv", files.csv(), target_format="pdf")
     assert resp.status_code == 400
-    assert "target_format" in resp.json()
+    assert resp.json()["detail"] == "text/csv documents cannot be transformed to 'pdf'."
+    assert {
+        "source_type": "text/csv",
+        "target_format": "markdown",
+        "transformers": ["markitdown"],
+        "default": "markitdown",
+    } in resp.json()["supported"]
     # a named alternative transformer is accepted
     resp = upload(api_client, "a.json", files.json_bytes(), transformer="markitdown")
     assert resp.status_code == 202

@@ -22,6 +22,9 @@ MIB = 1024 * 1024
 
 
 def serve(conn: Connection, *, max_memory_mb: int) -> None:
+    # One conversion at a time needs no BLAS thread pool (numpy comes in with pandas): fewer threads, less memory.
+    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(name, "1")
     import markitdown.converters  # noqa: F401  - pay the ~1 s import once, before the first request
 
     if max_memory_mb:

@@ -88,3 +88,16 @@ def test_the_converter_dies_with_the_process_that_started_it(tmp_path):
     finally:
         if parent.poll() is None:
             parent.kill()
+
+
+@pytest.mark.parametrize("kind", ["docx", "pptx", "xlsx"])
+def test_a_password_protected_office_file_is_refused_clearly(kind):
+    from doctransform.exceptions import DocumentEncrypted
+    from doctransform.transformers import load_function
+
+    from .files import SUPPORTED
+
+    encrypted = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 500 + "EncryptedPackage".encode("utf-16-le")
+    transformer = get_transformer(source_type=SUPPORTED[kind][2])
+    with pytest.raises(DocumentEncrypted, match="password-protected"):
+        load_function(transformer.function_path)(encrypted, filename=f"secret.{kind}")

@@ -263,6 +263,53 @@ CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 # A PENDING job not dispatched for this long is published again by the recovery sweep.
 JOB_DISPATCH_GRACE_SECONDS = env_int("JOB_DISPATCH_GRACE_SECONDS", 60, minimum=1)
 
+# --- Documents (doctransform) ----------------------------------------------------------------
+# Uploads above this size are refused with 413.
+DOCUMENT_MAX_UPLOAD_BYTES = env_int("DOCUMENT_MAX_UPLOAD_BYTES", 25 * 1024 * 1024, minimum=1)
+# Non-file form fields and JSON bodies are small; larger file uploads spill from memory to a temporary file.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 2_621_440, minimum=1024)
+FILE_UPLOAD_MAX_MEMORY_SIZE = env_int("FILE_UPLOAD_MAX_MEMORY_SIZE", 2_621_440, minimum=0)
+# Seconds one conversion may take; the converter process is killed after that. It must leave the task time
+# to read and store the files, so it has to be below the soft time limit.
+DOCUMENT_TRANSFORM_TIMEOUT = env_int("DOCUMENT_TRANSFORM_TIMEOUT", 120, minimum=1)
+if DOCUMENT_TRANSFORM_TIMEOUT >= CELERY_TASK_SOFT_TIME_LIMIT:
+    raise ImproperlyConfigured(
+        f"DOCUMENT_TRANSFORM_TIMEOUT ({DOCUMENT_TRANSFORM_TIMEOUT}) must be less than "
+        f"CELERY_TASK_SOFT_TIME_LIMIT ({CELERY_TASK_SOFT_TIME_LIMIT})"
+    )
+# Address-space cap (MiB) of the converter process: a decompression bomb ends in a clean error. 0: no cap.
+DOCUMENT_TRANSFORM_MAX_MEMORY_MB = env_int("DOCUMENT_TRANSFORM_MAX_MEMORY_MB", 2048, minimum=0)
+# The converter process is replaced after this many conversions (bounds leaks in the converter libraries).
+DOCUMENT_TRANSFORM_MAX_CONVERSIONS = env_int("DOCUMENT_TRANSFORM_MAX_CONVERSIONS", 200, minimum=1)
+# Where documents are stored: "local" (MEDIA_ROOT) or "s3" (any S3-compatible service, through django-storages).
+DOCUMENT_STORAGE = env_str("DOCUMENT_STORAGE", "local").strip().lower()
+if DOCUMENT_STORAGE == "local":
+    _documents_storage = {"BACKEND": "django.core.files.storage.FileSystemStorage"}
+elif DOCUMENT_STORAGE == "s3":
+    _documents_storage = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": env_str("DOCUMENT_S3_BUCKET", ""),
+            "endpoint_url": env_str("DOCUMENT_S3_ENDPOINT_URL", "") or None,
+            "region_name": env_str("DOCUMENT_S3_REGION", "") or None,
+            "access_key": env_str("DOCUMENT_S3_ACCESS_KEY_ID", "") or None,
+            "secret_key": env_str("DOCUMENT_S3_SECRET_ACCESS_KEY", "") or None,
+            "location": env_str("DOCUMENT_S3_PREFIX", ""),
+            "default_acl": None,
+            "file_overwrite": False,
+            "querystring_auth": True,
+        },
+    }
+    if not _documents_storage["OPTIONS"]["bucket_name"]:
+        raise ImproperlyConfigured("DOCUMENT_S3_BUCKET must be set when DOCUMENT_STORAGE is s3")
+else:
+    raise ImproperlyConfigured(f"DOCUMENT_STORAGE must be local or s3, got {DOCUMENT_STORAGE!r}")
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    "documents": _documents_storage,
+}
+
 # --- Logging ------------------------------------------------------------------------------------
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
 if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:

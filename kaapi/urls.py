@@ -9,6 +9,7 @@ from kaapi.metrics import metrics_view
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include("jobs.urls")),
+    path("api/v1/", include("doctransform.urls")),
     # Operations: no API key (see README "Running in production")
     path("healthz", HealthzView.as_view(), name="healthz"),
     path("readyz", ReadyzView.as_view(), name="readyz"),

@@ -138,7 +138,10 @@ def test_retryable_errors_give_up_after_max_retries(start_worker, project):
 
 
 def test_soft_time_limit_fails_the_job_cleanly(start_worker, project):
-    start_worker(queues="high_priority", env={"CELERY_TASK_SOFT_TIME_LIMIT": "2", "CELERY_TASK_TIME_LIMIT": "10"})
+    start_worker(
+        queues="high_priority",
+        env={"CELERY_TASK_SOFT_TIME_LIMIT": "2", "CELERY_TASK_TIME_LIMIT": "10", "DOCUMENT_TRANSFORM_TIMEOUT": "1"},
+    )
     job = make_job(project, function_path=path_of(job_functions.sleep_forever))
     wait_until(finished(job.id), timeout=60)
     job.refresh_from_db()

@@ -199,10 +199,19 @@ class LockedDatabaseScheduler(DatabaseScheduler):
         if not self._holding:
             logger.warning("beat lock %s (%s) acquired: this beat schedules", self.lock.name, type(self.lock).__name__)
             self._holding = True
-            # Whatever another beat ran meanwhile is in the table: read it afresh.
-            self._initial_read = True
-            self._heap = None
+            self._reread_schedule()
         return super().tick(*args, **kwargs)
+
+    def _reread_schedule(self) -> None:
+        """Read the whole schedule afresh (another beat may have run it meanwhile) and note the table's change
+        timestamp. django-celery-beat takes the first timestamp it sees for "no change", so with no timestamp
+        yet (a fresh database) the first schedule added in admin would wait for its 5-minute full sync: make
+        one now."""
+        if self.Changes.last_change() is None:
+            self.Changes.update_changed()
+        self._last_timestamp = self.Changes.last_change()
+        self._initial_read = True
+        self._heap = None
 
     def close(self) -> None:
         try:

@@ -127,8 +127,9 @@ def test_beat_runs_the_database_schedule_on_the_cron_worker_and_picks_up_edits(s
 
 @pytest.mark.e2e
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.parametrize("backend", ["redis", "postgres"])
-def test_two_beats_fire_once_per_tick(start_worker, start_beat, backend):
+def test_two_beats_fire_once_per_tick(start_worker, start_beat):
+    """With the PostgreSQL advisory lock (the Redis lock is exercised in test_locks_are_exclusive)."""
+    backend = "postgres"
     start_worker(queues="cron")
     task = every_second("test: tick", "jobs_cron_deliver_due_webhooks")
     first = start_beat(BEAT_LOCK_BACKEND=backend)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Protocol
 
 from django.conf import settings
-from django.db import connections
+from django.db import DatabaseError, connections
 from django_celery_beat.schedulers import DatabaseScheduler
 
 logger = logging.getLogger(__name__)
@@ -197,9 +197,14 @@ class LockedDatabaseScheduler(DatabaseScheduler):
             self._holding = False
             return self.max_interval
         if not self._holding:
+            try:
+                self._reread_schedule()
+            except DatabaseError:
+                logger.warning("beat lock acquired but the schedule could not be read; retrying", exc_info=True)
+                self.lock.release()
+                return self.max_interval
             logger.warning("beat lock %s (%s) acquired: this beat schedules", self.lock.name, type(self.lock).__name__)
             self._holding = True
-            self._reread_schedule()
         return super().tick(*args, **kwargs)
 
     def _reread_schedule(self) -> None:

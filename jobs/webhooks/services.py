@@ -195,7 +195,7 @@ def _send(delivery: WebhookDelivery) -> tuple[int | None, str, bool, float | Non
         )
     except AddressRefused as exc:
         return None, str(exc), True, None
-    except requests.RequestException as exc:
+    except Exception as exc:  # timeouts, refused connections, TLS, malformed URLs: a failed attempt, recorded
         return None, f"{type(exc).__name__}: {exc}", False, None
     with response:
         code = response.status_code

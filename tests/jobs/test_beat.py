@@ -13,7 +13,7 @@ from datetime import timedelta
 
 import pytest
 from django.utils import timezone
-from django_celery_beat.models import IntervalSchedule, PeriodicTask
+from django_celery_beat.models import IntervalSchedule, PeriodicTask, PeriodicTasks
 from django_celery_results.models import TaskResult
 
 from jobs.beat import FileLock, PostgresAdvisoryLock, RedisLock
@@ -129,26 +129,40 @@ def test_beat_runs_the_database_schedule_on_the_cron_worker_and_picks_up_edits(s
 @pytest.mark.django_db(transaction=True)
 def test_two_beats_fire_once_per_tick(start_worker, start_beat):
     """With the PostgreSQL advisory lock (the Redis lock is exercised in test_locks_are_exclusive)."""
-    backend = "postgres"
     start_worker(queues="cron")
     task = every_second("test: tick", "jobs_cron_deliver_due_webhooks")
-    first = start_beat(BEAT_LOCK_BACKEND=backend)
+    first = start_beat(BEAT_LOCK_BACKEND="postgres")
     first.wait_for_log("acquired: this beat schedules")
-    second = start_beat(BEAT_LOCK_BACKEND=backend)
+    second = start_beat(BEAT_LOCK_BACKEND="postgres")
     second.wait_for_log("standing by")
 
     wait_until(lambda: runs(task.name).count() >= 3, timeout=30, message="three ticks")
     assert SENT in first.log()
     assert SENT not in second.log()
 
-    # The holder stops: the standby takes over.
+    # The holder stops (between two sends: the schedule is paused first); the standby takes over.
+    pause(task, first)
     first.stop()
+    resume(task)
     second.wait_for_log("acquired: this beat schedules")
     second.wait_for_log(f"{SENT} {task.name}")
-    second.stop()
+    pause(task, second)
 
     sent = first.log().count(f"{SENT} {task.name}") + second.log().count(f"{SENT} {task.name}")
     wait_until(lambda: runs(task.name).count() == sent, timeout=30, message=f"{sent} runs, one per tick sent")
+
+
+def pause(task: PeriodicTask, beat: BeatProcess) -> None:
+    """Disable ``task`` (as in admin) and wait until ``beat`` has seen it: no send of it is in flight after."""
+    changes = beat.log().count("Schedule changed")
+    PeriodicTask.objects.filter(pk=task.pk).update(enabled=False)
+    PeriodicTasks.update_changed()
+    wait_until(lambda: beat.log().count("Schedule changed") > changes, timeout=30, message="beat to see the pause")
+
+
+def resume(task: PeriodicTask) -> None:
+    PeriodicTask.objects.filter(pk=task.pk).update(enabled=True)
+    PeriodicTasks.update_changed()
 
 
 @pytest.mark.django_db

@@ -11,6 +11,7 @@ from typing import Any
 
 import requests
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
@@ -21,7 +22,7 @@ from kaapi.logging import log_context
 from tenancy.models import Project
 
 from ..models import DeliveryStatus, Job, JobStatus, WebhookDelivery, WebhookEvent, WebhookSecret
-from .guard import AddressRefused, guarded_session
+from .guard import AddressRefused, guarded_session, validate_callback_url
 
 logger = logging.getLogger(__name__)
 
@@ -168,6 +169,10 @@ def _retry_after(response: requests.Response) -> float | None:
 def _send(delivery: WebhookDelivery) -> tuple[int | None, str, bool, float | None]:
     """POST the signed body once: (status code, error, permanent failure, retry-after)."""
     job = delivery.job
+    try:
+        validate_callback_url(delivery.url)  # the settings may have changed since the job was submitted
+    except ValidationError as exc:
+        return None, "; ".join(exc.messages), True, None
     now = timezone.now()
     body = json.dumps(delivery.payload, separators=(",", ":"), ensure_ascii=False)
     msg_id = str(delivery.id)

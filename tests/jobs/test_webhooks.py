@@ -106,8 +106,9 @@ def test_payload_carries_result_and_request_metadata(project):
 
 
 @pytest.mark.django_db
-def test_a_callback_resolving_to_loopback_is_refused_under_default_settings(project, receiver):
+def test_a_callback_resolving_to_loopback_is_refused_under_default_settings(project, receiver, settings):
     """The guard at connect time: 'localhost' passes submission (a name) but is never connected to."""
+    settings.WEBHOOK_ALLOW_HTTP = True  # the receiver speaks http; the address policy stays the default
     job = Job.objects.create(
         project=project,
         job_type="ECHO",
@@ -260,3 +261,25 @@ def test_webhooks_end_to_end(start_worker, api_client, receiver, local_callbacks
     body = verify(secret, request)
     assert body["success"] is False and "RuntimeError: boom" in body["error"]
     assert delivery_of(crashed).event == "job.failed"
+
+
+@pytest.mark.django_db
+def test_an_http_callback_is_not_sent_once_http_is_no_longer_allowed(project, receiver, settings):
+    settings.WEBHOOK_ALLOWED_NETWORKS = ["127.0.0.1/32"]  # the address is fine; the scheme is not
+    job = Job.objects.create(
+        project=project,
+        job_type="ECHO",
+        function_path="jobs.functions.echo",
+        queue="high_priority",
+        priority=9,
+        status=JobStatus.SUCCESS,
+    )
+    delivery = WebhookDelivery.objects.create(
+        job=job, url=receiver.url("/x"), event="job.succeeded", payload={}, next_attempt_at=timezone.now()
+    )
+    assert webhook_attempt(delivery_id=str(delivery.id)) == "failed"
+    delivery.refresh_from_db()
+    assert "https" in delivery.last_error
+    assert receiver.requests() == []
+    settings.WEBHOOK_ALLOW_HTTP = True
+    assert webhook_attempt(delivery_id=str(delivery.id)) == "skipped"  # FAILED is final

@@ -43,6 +43,8 @@ class WebhookSecretSerializer(serializers.ModelSerializer):
 class JobWebhookListView(APIView):
     """``GET /api/v1/jobs/{id}/webhooks/``: the webhook deliveries of one of the caller's jobs."""
 
+    serializer_class = WebhookDeliverySerializer  # for the OpenAPI schema
+
     def get(self, request: Request, pk) -> Response:
         job = selectors.job_get(project=request_project(request), job_id=pk)
         if job is None:
@@ -54,12 +56,16 @@ class JobWebhookListView(APIView):
 class WebhookSecretView(APIView):
     """``GET /api/v1/webhooks/secret/``: the secret the project's webhooks are signed with."""
 
+    serializer_class = WebhookSecretSerializer
+
     def get(self, request: Request) -> Response:
         return Response(WebhookSecretSerializer(webhook_secret_get(project=request_project(request))).data)
 
 
 class WebhookSecretRotateView(APIView):
     """``POST /api/v1/webhooks/secret/rotate/``: a new secret; the previous one keeps signing for a grace period."""
+
+    serializer_class = WebhookSecretSerializer
 
     def post(self, request: Request) -> Response:
         secret = webhook_secret_rotate(project=request_project(request))

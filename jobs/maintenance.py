@@ -110,9 +110,12 @@ def periodic_tasks_install(*, reset: bool = False) -> dict[str, str]:
     """
     outcome = {}
     for default in DEFAULT_SCHEDULES:
-        interval, _ = IntervalSchedule.objects.get_or_create(
-            every=default.every_seconds, period=IntervalSchedule.SECONDS
-        )
+        # IntervalSchedule has no unique constraint: reuse the oldest match rather than get_or_create.
+        interval = (
+            IntervalSchedule.objects.filter(every=default.every_seconds, period=IntervalSchedule.SECONDS)
+            .order_by("id")
+            .first()
+        ) or IntervalSchedule.objects.create(every=default.every_seconds, period=IntervalSchedule.SECONDS)
         fields = {
             "task": default.task,
             "interval": interval,
@@ -126,9 +129,8 @@ def periodic_tasks_install(*, reset: bool = False) -> dict[str, str]:
             "args": "[]",
             "kwargs": "{}",
         }
-        task = PeriodicTask.objects.filter(name=default.name).first()
-        if task is None:
-            PeriodicTask.objects.create(name=default.name, **fields)
+        task, created = PeriodicTask.objects.get_or_create(name=default.name, defaults=fields)
+        if created:
             outcome[default.name] = "created"
         elif reset:
             for field, value in fields.items():

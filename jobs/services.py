@@ -14,7 +14,9 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from kaapi import metrics
 from kaapi.celery import HIGH_PRIORITY, HIGH_PRIORITY_QUEUE, LOW_PRIORITY, LOW_PRIORITY_QUEUE
+from kaapi.logging import current_trace_id, new_trace_id
 from tenancy.models import Project
 
 from .exceptions import JobStateError
@@ -27,10 +29,6 @@ logger = logging.getLogger(__name__)
 
 PRIORITY_LEVELS = {"high": (HIGH_PRIORITY_QUEUE, HIGH_PRIORITY), "low": (LOW_PRIORITY_QUEUE, LOW_PRIORITY)}
 _STARTERS = {HIGH_PRIORITY_QUEUE: start_high_priority_job, LOW_PRIORITY_QUEUE: start_low_priority_job}
-
-
-def new_trace_id() -> str:
-    return uuid.uuid4().hex
 
 
 # --- Creating and dispatching -----------------------------------------------------------------
@@ -60,22 +58,68 @@ def job_create(
         queue=queue,
         priority=level,
         params=params or {},
-        trace_id=trace_id or new_trace_id(),
+        trace_id=trace_id or current_trace_id() or new_trace_id(),
         callback_url=callback_url,
     )
-    transaction.on_commit(partial(job_dispatch, job_id=job.id))
+    transaction.on_commit(partial(metrics.count_job_submitted, job_type=job.job_type, queue=job.queue))
+    transaction.on_commit(partial(_publish, job))
     return job
 
 
+def job_create_many(
+    *,
+    project: Project,
+    function_path: str,
+    params_list: list[dict[str, Any]],
+    priority: str = "low",
+    trace_id: str = "",
+    job_type: str | None = None,
+) -> list[Job]:
+    """Create many PENDING jobs in one INSERT and publish them after commit (batch submissions)."""
+    registered = get_job_function(function_path)
+    if priority not in PRIORITY_LEVELS:
+        raise ValueError(f"priority must be one of {sorted(PRIORITY_LEVELS)}, got {priority!r}")
+    queue, level = PRIORITY_LEVELS[priority]
+    trace_id = trace_id or new_trace_id()
+    jobs = Job.objects.bulk_create(
+        Job(
+            project=project,
+            job_type=job_type or registered.job_type,
+            function_path=function_path,
+            queue=queue,
+            priority=level,
+            params=params,
+            trace_id=trace_id,
+        )
+        for params in params_list
+    )
+    transaction.on_commit(
+        partial(metrics.count_job_submitted, job_type=jobs[0].job_type if jobs else "", queue=queue, count=len(jobs))
+    )
+    transaction.on_commit(partial(_publish_many, jobs))
+    return jobs
+
+
+def _publish_many(jobs: list[Job]) -> None:
+    published = [job.id for job in jobs if _publish(job, record=False)]
+    for start in range(0, len(published), 1000):
+        Job.objects.filter(id__in=published[start : start + 1000], status=JobStatus.PENDING).update(
+            dispatched_at=timezone.now()
+        )
+
+
 def job_dispatch(*, job_id: uuid.UUID | str) -> bool:
-    """Publish the message of a PENDING job; True when the broker confirmed it.
+    """Publish the message of a PENDING job; True when the broker confirmed it."""
+    job = Job.objects.filter(id=job_id, status=JobStatus.PENDING).first()
+    return _publish(job) if job is not None else False
+
+
+def _publish(job: Job, *, record: bool = True) -> bool:
+    """Publish ``job``'s message and record ``dispatched_at``.
 
     A failure is logged, not raised: the job stays undispatched and the recovery sweep publishes it later,
     so a client that was told "accepted" never loses its job.
     """
-    job = Job.objects.filter(id=job_id, status=JobStatus.PENDING).first()
-    if job is None:
-        return False
     task_id = job.task_id or str(uuid.uuid4())
     try:
         _STARTERS[job.queue](
@@ -90,7 +134,9 @@ def job_dispatch(*, job_id: uuid.UUID | str) -> bool:
     except Exception:
         logger.warning("could not publish job %s; the recovery sweep will publish it", job.id, exc_info=True)
         return False
-    Job.objects.filter(id=job.id, status=JobStatus.PENDING).update(task_id=task_id, dispatched_at=timezone.now())
+    job.task_id = task_id
+    if record:
+        Job.objects.filter(id=job.id, status=JobStatus.PENDING).update(task_id=task_id, dispatched_at=timezone.now())
     return True
 
 
@@ -225,7 +271,7 @@ def job_retry(*, job: Job) -> Job:
     job.refresh_from_db()
     if not done:
         raise JobStateError(f"only FAILED or CANCELLED jobs can be retried; this job is {job.status}")
-    transaction.on_commit(partial(job_dispatch, job_id=job.id))
+    transaction.on_commit(partial(_publish, job))
     return job
 
 
@@ -287,17 +333,36 @@ def jobs_recover_overdue(*, limit: int = 1000) -> dict[str, int]:
 
 
 def _job_finished(*, job_id) -> None:
-    """Hook run once when a job reaches a finished status: queue its webhook, if it has a callback URL.
+    """Hook run once when a job reaches a finished status: metrics, and its webhook if it has a callback URL.
 
     A webhook problem is logged and never changes the job's outcome (a savepoint keeps the caller's
     transaction usable).
     """
+    _observe_finished(job_id=job_id)
     logger.info("job %s finished", job_id)
     try:
         with transaction.atomic():
             webhook_enqueue_for_job(job_id=job_id)
     except Exception:
         logger.exception("could not queue the webhook of job %s", job_id)
+
+
+def _observe_finished(*, job_id) -> None:
+    """Finished-job metrics (count, run time, queue wait); never raises."""
+    try:
+        job = Job.objects.filter(id=job_id).only(*metrics.JOB_FIELDS).first()
+    except Exception:
+        logger.warning("could not load job %s for metrics", job_id, exc_info=True)
+        return
+    if job is not None:
+        metrics.observe_job_finished(
+            job_type=job.job_type,
+            status=job.status,
+            queue=job.queue,
+            created_at=job.created_at,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+        )
 
 
 __all__ = [

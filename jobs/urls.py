@@ -4,7 +4,7 @@ from rest_framework.routers import SimpleRouter
 from .views import JobViewSet
 from .webhooks.api import JobWebhookListView, WebhookSecretRotateView, WebhookSecretView
 
-router = SimpleRouter()
+router = SimpleRouter(use_regex_path=False)
 router.register("jobs", JobViewSet, basename="job")
 urlpatterns = [
     path("jobs/<uuid:pk>/webhooks/", JobWebhookListView.as_view(), name="job-webhooks"),

@@ -98,6 +98,7 @@ INSTALLED_APPS = [
     "django_filters",
     "django_celery_results",
     "django_celery_beat",
+    "drf_spectacular",
     "tenancy",
     "jobs",
     "llm",
@@ -105,7 +106,10 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "kaapi.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Serves the admin's and the API docs' static files under gunicorn (collected into STATIC_ROOT).
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -172,6 +176,7 @@ USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "var" / "static"
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # filled by `manage.py collectstatic` (the Docker image does)
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(BASE_DIR / "var" / "media")))
 
 # --- REST framework ---------------------------------------------------------------------------
@@ -186,6 +191,7 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "kaapi.api.exception_handler",
     "UNAUTHENTICATED_USER": None,
 }
+REST_FRAMEWORK["DEFAULT_SCHEMA_CLASS"] = "drf_spectacular.openapi.AutoSchema"
 # Keyed hash for API keys: HMAC-SHA256 over a 256-bit random secret, keyed by this pepper.
 API_KEY_PEPPER = env_str("API_KEY_PEPPER", SECRET_KEY)
 
@@ -231,6 +237,8 @@ if CELERY_TASK_TIME_LIMIT <= CELERY_TASK_SOFT_TIME_LIMIT:
 # Ack after the task ran, and put the message back when the process running it dies.
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# On a lost broker connection, stop tasks whose message will be redelivered anyway (the Celery 6 default).
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
 CELERY_TASK_DEFAULT_RETRY_DELAY = env_int("CELERY_TASK_DEFAULT_RETRY_DELAY", 60, minimum=0)
 CELERY_TASK_MAX_RETRIES = env_int("CELERY_TASK_MAX_RETRIES", 3, minimum=0)
 # Upper bound of one backoff step (exponential backoff with full jitter).
@@ -305,6 +313,10 @@ MAINTENANCE_MAX_BATCHES = env_int("MAINTENANCE_MAX_BATCHES", 100, minimum=1)
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
 if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
     raise ImproperlyConfigured(f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {LOG_LEVEL!r}")
+# "text" (readable, the default) or "json" (one JSON object per line, for log shippers).
+LOG_FORMAT = env_str("LOG_FORMAT", "text").lower()
+if LOG_FORMAT not in {"text", "json"}:
+    raise ImproperlyConfigured(f"LOG_FORMAT must be text or json, got {LOG_FORMAT!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -314,10 +326,40 @@ LOGGING = {
             "format": "%(asctime)s %(levelname)s %(name)s [trace=%(trace_id)s job=%(job_id)s task=%(task_id)s] "
             "%(message)s"
         },
+        "json": {"()": "kaapi.logging.JsonFormatter"},
     },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "text", "filters": ["context"]},
+        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["context"]},
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
+}
+
+# --- Operations: health, metrics, API docs --------------------------------------------------------
+# Readiness (/readyz) gives the database and the broker this many seconds each.
+READYZ_TIMEOUT_SECONDS = env_float("READYZ_TIMEOUT_SECONDS", 2.0, minimum=0.1)
+# Prometheus multiprocess mode: every web and worker process writes its samples to files in this directory
+# and /metrics adds them up. Processes that should be counted together must share it. Empty: single-process
+# mode (/metrics shows only the answering process). prometheus-client reads it from the environment.
+PROMETHEUS_MULTIPROC_DIR = env_str("PROMETHEUS_MULTIPROC_DIR", str(BASE_DIR / "var" / "prometheus"))
+if PROMETHEUS_MULTIPROC_DIR:
+    Path(PROMETHEUS_MULTIPROC_DIR).mkdir(parents=True, exist_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = PROMETHEUS_MULTIPROC_DIR
+else:
+    os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+# When set, /metrics requires "Authorization: Bearer <token>" (Prometheus: bearer_token in the scrape config).
+METRICS_TOKEN = env_str("METRICS_TOKEN", "")
+# Queue depths in /metrics are read from the broker at most this often (seconds).
+METRICS_QUEUE_DEPTH_CACHE_SECONDS = env_float("METRICS_QUEUE_DEPTH_CACHE_SECONDS", 10.0, minimum=0)
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Kaapi jobs API",
+    "DESCRIPTION": "Submit background jobs (LLM calls, document transformations), poll them or receive webhooks. "
+    "Every request carries a project API key in the X-API-KEY header; X-Request-ID (optional) sets the trace id.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SERVE_AUTHENTICATION": [],
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {"JobStatusEnum": "jobs.models.JobStatus"},
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "kaapi.schema.postprocess_common"],
 }

@@ -19,6 +19,7 @@ from standardwebhooks import Webhook
 
 from kaapi.celery import app
 from kaapi.logging import log_context
+from kaapi.middleware import REQUEST_ID_HEADER as TRACE_HEADER  # the trace id, as in API requests
 from tenancy.models import Project
 
 from ..models import DeliveryStatus, Job, JobStatus, WebhookDelivery, WebhookEvent, WebhookSecret
@@ -29,7 +30,6 @@ logger = logging.getLogger(__name__)
 DELIVER_TASK = "jobs.deliver_webhook"
 SECRET_PREFIX = "whsec_"
 USER_AGENT = "Kaapi-Webhooks/1.0"
-TRACE_HEADER = "X-Trace-Id"
 # Retries further away than this are not held as ETA messages (RabbitMQ's consumer timeout is 30 min);
 # the webhook sweep publishes them when they are due.
 COUNTDOWN_LIMIT_SECONDS = 600

@@ -23,6 +23,7 @@ from .exceptions import JobStateError
 from .models import FINISHED_STATUSES, Job, JobStatus
 from .registry import get_job_function
 from .scheduling import revoke_task, start_high_priority_job, start_low_priority_job
+from .webhooks import validate_callback_url, webhook_enqueue_for_job
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ def job_create(
     Call it inside the transaction that writes the job's domain rows, so both exist or neither does.
     """
     registered = get_job_function(function_path)  # ValueError when not registered
+    validate_callback_url(callback_url)  # ValidationError (a 400 in the API) for a URL never deliverable
     if priority not in PRIORITY_LEVELS:
         raise ValueError(f"priority must be one of {sorted(PRIORITY_LEVELS)}, got {priority!r}")
     queue, level = PRIORITY_LEVELS[priority]
@@ -283,10 +285,66 @@ def jobs_dispatch_stalled(*, older_than: timedelta | None = None, limit: int = 1
     return sum(job_dispatch(job_id=job_id) for job_id in ids)
 
 
+def jobs_recover_overdue(*, limit: int = 1000) -> dict[str, int]:
+    """PROCESSING jobs started longer ago than the hard time limit plus a margin: no worker will finish them.
+
+    Each is requeued (PENDING, published again), counting a lost delivery, or — once its deliveries were lost
+    ``JOB_MAX_WORKER_LOST`` times — ends FAILED. Returns ``{"requeued": n, "failed": m}``.
+    """
+    overdue = timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + settings.JOB_STALLED_MARGIN_SECONDS)
+    cutoff = timezone.now() - overdue
+    ids = list(
+        Job.objects.filter(status=JobStatus.PROCESSING, started_at__lt=cutoff).values_list("id", flat=True)[:limit]
+    )
+    counts = {"requeued": 0, "failed": 0}
+    for job_id in ids:
+        with transaction.atomic():
+            job = (
+                Job.objects.select_for_update(skip_locked=True)
+                .filter(id=job_id, status=JobStatus.PROCESSING, started_at__lt=cutoff)
+                .first()
+            )
+            if job is None:
+                continue
+            job.worker_lost_count += 1
+            now = timezone.now()
+            if job.worker_lost_count >= settings.JOB_MAX_WORKER_LOST:
+                job.status = JobStatus.FAILED
+                job.error = (
+                    f"no worker finished this job within {int(overdue.total_seconds())} s, "
+                    f"{job.worker_lost_count} times; giving up"
+                )
+                job.finished_at = now
+                job.save(update_fields=["worker_lost_count", "status", "error", "finished_at", "updated_at"])
+                transaction.on_commit(partial(_job_finished, job_id=job.id))
+                counts["failed"] += 1
+            else:
+                job.status = JobStatus.PENDING
+                job.error = f"requeued: no worker finished it within {int(overdue.total_seconds())} s"
+                job.task_id = ""
+                job.dispatched_at = None
+                job.save(
+                    update_fields=["worker_lost_count", "status", "error", "task_id", "dispatched_at", "updated_at"]
+                )
+                transaction.on_commit(partial(job_dispatch, job_id=job.id))
+                counts["requeued"] += 1
+            logger.warning("overdue PROCESSING job %s: %s", job.id, job.error)
+    return counts
+
+
 def _job_finished(*, job_id) -> None:
-    """Hook run once when a job reaches a finished status."""
+    """Hook run once when a job reaches a finished status: metrics, and its webhook if it has a callback URL.
+
+    A webhook problem is logged and never changes the job's outcome (a savepoint keeps the caller's
+    transaction usable).
+    """
     _observe_finished(job_id=job_id)
     logger.info("job %s finished", job_id)
+    try:
+        with transaction.atomic():
+            webhook_enqueue_for_job(job_id=job_id)
+    except Exception:
+        logger.exception("could not queue the webhook of job %s", job_id)
 
 
 def _observe_finished(*, job_id) -> None:
@@ -321,4 +379,5 @@ __all__ = [
     "job_report_progress",
     "job_retry",
     "jobs_dispatch_stalled",
+    "jobs_recover_overdue",
 ]

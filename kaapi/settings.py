@@ -7,6 +7,7 @@ with an ``ImproperlyConfigured`` error naming the variable.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from urllib.parse import urlparse
@@ -253,7 +254,10 @@ CELERY_RESULT_BACKEND = "django-db"
 CELERY_RESULT_EXTENDED = True
 CELERY_RESULT_COMPRESSION = "gzip"
 CELERY_RESULT_EXPIRES = env_int("CELERY_RESULT_EXPIRES", 3600, minimum=1)
-CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# The database scheduler (schedules edited in admin) behind a lock so that only one beat fires: jobs/beat.py.
+CELERY_BEAT_SCHEDULER = "jobs.beat:LockedDatabaseScheduler"
+# Longest sleep of beat between two looks at the schedule table: an edit in admin is picked up within it.
+CELERY_BEAT_MAX_LOOP_INTERVAL = env_float("CELERY_BEAT_MAX_LOOP_INTERVAL", 5.0, minimum=0.1)
 CELERY_TIMEZONE = env_str("CELERY_TIMEZONE", "UTC")
 CELERY_ENABLE_UTC = env_bool("CELERY_ENABLE_UTC", True)
 # Run tasks in-process (unit tests of single functions only; never for system tests).
@@ -309,6 +313,48 @@ STORAGES = {
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
     "documents": _documents_storage,
 }
+
+# --- Webhooks -----------------------------------------------------------------------------------
+# Callback URLs must be https; plain http only where this allows it (development and tests).
+WEBHOOK_ALLOW_HTTP = env_bool("WEBHOOK_ALLOW_HTTP", False)
+# CIDRs that webhooks may reach although they are loopback/private/link-local/... (e.g. "10.1.2.0/24").
+WEBHOOK_ALLOWED_NETWORKS = env_list("WEBHOOK_ALLOWED_NETWORKS", [])
+for _network in WEBHOOK_ALLOWED_NETWORKS:
+    try:
+        ipaddress.ip_network(_network, strict=False)
+    except ValueError:
+        raise ImproperlyConfigured(f"WEBHOOK_ALLOWED_NETWORKS: {_network!r} is not a network (CIDR)") from None
+WEBHOOK_CONNECT_TIMEOUT = env_float("WEBHOOK_CONNECT_TIMEOUT", 5.0, minimum=0.1)  # seconds
+WEBHOOK_READ_TIMEOUT = env_float("WEBHOOK_READ_TIMEOUT", 10.0, minimum=0.1)  # seconds
+# Attempts of one delivery, and the exponential backoff (with jitter) between them: with the defaults
+# the retries spread over roughly 1.5 to 3 hours.
+WEBHOOK_MAX_ATTEMPTS = env_int("WEBHOOK_MAX_ATTEMPTS", 10, minimum=1)
+WEBHOOK_RETRY_BASE_DELAY = env_float("WEBHOOK_RETRY_BASE_DELAY", 30.0, minimum=0)
+WEBHOOK_RETRY_MAX_DELAY = env_float("WEBHOOK_RETRY_MAX_DELAY", 3600.0, minimum=0)
+# After a rotation, deliveries are signed with the new and the previous secret for this long.
+WEBHOOK_SECRET_ROTATION_GRACE = env_int("WEBHOOK_SECRET_ROTATION_GRACE", 86400, minimum=0)
+
+# --- Periodic maintenance ---------------------------------------------------------------------------
+# Beat lock: "auto" (Redis when REDIS_URL is set, else a PostgreSQL advisory lock, else a file lock for
+# SQLite), "redis", "postgres", "file" or "none".
+BEAT_LOCK_BACKEND = env_str("BEAT_LOCK_BACKEND", "auto")
+if BEAT_LOCK_BACKEND not in {"auto", "redis", "postgres", "file", "none"}:
+    raise ImproperlyConfigured(
+        f"BEAT_LOCK_BACKEND must be auto, redis, postgres, file or none, got {BEAT_LOCK_BACKEND!r}"
+    )
+# Name of the lock (default: derived from the database name, so one beat per database).
+BEAT_LOCK_NAME = env_str("BEAT_LOCK_NAME", "")
+# Redis lock time-to-live (seconds): a standby beat takes over at most this long after the holder died.
+BEAT_LOCK_TIMEOUT = env_int("BEAT_LOCK_TIMEOUT", 30, minimum=1)
+if BEAT_LOCK_TIMEOUT < 2 * CELERY_BEAT_MAX_LOOP_INTERVAL:
+    raise ImproperlyConfigured("BEAT_LOCK_TIMEOUT must be at least twice CELERY_BEAT_MAX_LOOP_INTERVAL")
+# A PROCESSING job started longer ago than the hard time limit plus this margin is requeued or failed.
+JOB_STALLED_MARGIN_SECONDS = env_int("JOB_STALLED_MARGIN_SECONDS", 300, minimum=0)
+# Finished jobs (and their webhook deliveries) are deleted this many days after they finished; 0 keeps them.
+JOB_RETENTION_DAYS = env_int("JOB_RETENTION_DAYS", 30, minimum=0)
+# Deletions run in batches of this many rows, at most this many batches per run (the next run goes on).
+MAINTENANCE_BATCH_SIZE = env_int("MAINTENANCE_BATCH_SIZE", 1000, minimum=1)
+MAINTENANCE_MAX_BATCHES = env_int("MAINTENANCE_MAX_BATCHES", 100, minimum=1)
 
 # --- Logging ------------------------------------------------------------------------------------
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()

@@ -171,7 +171,7 @@ def job_claim(*, job_id: str, task_id: str, redelivered: bool) -> Claim:
             job.error = f"the worker running this job was lost {job.worker_lost_count} times; giving up"
             job.finished_at = now
             job.save(update_fields=["worker_lost_count", "status", "error", "finished_at", "updated_at"])
-            transaction.on_commit(partial(_job_finished, job_id=job.id))
+            transaction.on_commit(partial(_job_finished, job=job))
             return Claim.EXHAUSTED
         job.attempts += 1
         job.started_at = now
@@ -182,23 +182,35 @@ def job_claim(*, job_id: str, task_id: str, redelivered: bool) -> Claim:
 
 def job_mark_success(*, job_id: str, result: Any) -> bool:
     """PROCESSING → SUCCESS. False when the job was cancelled meanwhile (the result is dropped)."""
-    now = timezone.now()
-    done = Job.objects.filter(id=job_id, status=JobStatus.PROCESSING).update(
-        status=JobStatus.SUCCESS, result=result, error="", progress_percent=100, finished_at=now, updated_at=now
+    return _finish(
+        job_id=job_id,
+        from_statuses=[JobStatus.PROCESSING],
+        status=JobStatus.SUCCESS,
+        result=result,
+        error="",
+        progress_percent=100,
     )
-    if done:
-        _job_finished(job_id=job_id)
-    return bool(done)
 
 
 def job_mark_failed(*, job_id: str, error: str) -> bool:
     """PENDING/PROCESSING → FAILED with ``error``."""
-    now = timezone.now()
-    done = Job.objects.filter(id=job_id, status__in=[JobStatus.PENDING, JobStatus.PROCESSING]).update(
-        status=JobStatus.FAILED, error=error[:10000], finished_at=now, updated_at=now
+    return _finish(
+        job_id=job_id,
+        from_statuses=[JobStatus.PENDING, JobStatus.PROCESSING],
+        status=JobStatus.FAILED,
+        error=error[:10000],
     )
+
+
+def _finish(*, job_id: str, from_statuses: list[str], **fields: Any) -> bool:
+    """Move a job from one of ``from_statuses`` to a finished status (a conditional UPDATE), then run the
+    finish hook once with the finished row."""
+    now = timezone.now()
+    done = Job.objects.filter(id=job_id, status__in=from_statuses).update(finished_at=now, updated_at=now, **fields)
     if done:
-        _job_finished(job_id=job_id)
+        job = Job.objects.filter(id=job_id).first()
+        if job is not None:
+            _job_finished(job=job)
     return bool(done)
 
 
@@ -249,7 +261,7 @@ def job_cancel(*, job: Job, terminate: bool = False) -> Job:
             revoke_task(job.task_id, terminate=terminate and was_running)
         except Exception:  # the DB state already makes the cancellation stick
             logger.warning("could not broadcast revoke for task %s", job.task_id, exc_info=True)
-    _job_finished(job_id=job.id)
+    _job_finished(job=job)
     return job
 
 
@@ -316,7 +328,7 @@ def jobs_recover_overdue(*, limit: int = 1000) -> dict[str, int]:
                 )
                 job.finished_at = now
                 job.save(update_fields=["worker_lost_count", "status", "error", "finished_at", "updated_at"])
-                transaction.on_commit(partial(_job_finished, job_id=job.id))
+                transaction.on_commit(partial(_job_finished, job=job))
                 counts["failed"] += 1
             else:
                 job.status = JobStatus.PENDING
@@ -332,37 +344,28 @@ def jobs_recover_overdue(*, limit: int = 1000) -> dict[str, int]:
     return counts
 
 
-def _job_finished(*, job_id) -> None:
+def _job_finished(*, job: Job) -> None:
     """Hook run once when a job reaches a finished status: metrics, and its webhook if it has a callback URL.
 
     A webhook problem is logged and never changes the job's outcome (a savepoint keeps the caller's
     transaction usable).
     """
-    _observe_finished(job_id=job_id)
-    logger.info("job %s finished", job_id)
+    metrics.observe_job_finished(
+        job_type=job.job_type,
+        status=job.status,
+        queue=job.queue,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+    )
+    logger.info("job %s finished: %s", job.id, job.status)
+    if not job.callback_url:
+        return
     try:
         with transaction.atomic():
-            webhook_enqueue_for_job(job_id=job_id)
+            webhook_enqueue_for_job(job=job)
     except Exception:
-        logger.exception("could not queue the webhook of job %s", job_id)
-
-
-def _observe_finished(*, job_id) -> None:
-    """Finished-job metrics (count, run time, queue wait); never raises."""
-    try:
-        job = Job.objects.filter(id=job_id).only(*metrics.JOB_FIELDS).first()
-    except Exception:
-        logger.warning("could not load job %s for metrics", job_id, exc_info=True)
-        return
-    if job is not None:
-        metrics.observe_job_finished(
-            job_type=job.job_type,
-            status=job.status,
-            queue=job.queue,
-            created_at=job.created_at,
-            started_at=job.started_at,
-            finished_at=job.finished_at,
-        )
+        logger.exception("could not queue the webhook of job %s", job.id)
 
 
 __all__ = [

@@ -111,10 +111,9 @@ def _publish(delivery_id, *, countdown: float | None = None) -> None:
         logger.warning("could not publish webhook delivery %s; the sweep will", delivery_id, exc_info=True)
 
 
-def webhook_enqueue_for_job(*, job_id) -> WebhookDelivery | None:
+def webhook_enqueue_for_job(*, job: Job) -> WebhookDelivery | None:
     """Record the delivery of a finished job's webhook and publish it after commit (None: no callback URL)."""
-    job = Job.objects.filter(id=job_id).first()
-    if job is None or not job.callback_url or job.status not in _EVENTS:
+    if not job.callback_url or job.status not in _EVENTS:
         return None
     delivery = WebhookDelivery.objects.create(
         job=job,

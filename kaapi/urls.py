@@ -8,6 +8,7 @@ from kaapi.metrics import metrics_view
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("api/v1/", include("tenancy.urls")),
     path("api/v1/", include("jobs.urls")),
     path("api/v1/", include("doctransform.urls")),
     # Operations: no API key (see README "Running in production")

@@ -100,3 +100,10 @@ def test_malformed_setting_stops_startup_naming_the_variable(name, value):
     proc = subprocess.run([sys.executable, "-c", "import kaapi.settings"], env=env, capture_output=True, text=True)
     assert proc.returncode != 0
     assert "ImproperlyConfigured" in proc.stderr and name in proc.stderr
+
+
+def test_whoami_names_the_callers_project_and_key(api_client, project):
+    body = api_client.get("/api/v1/whoami/").json()
+    assert body["organization"] == "Org A" and body["project"] == "Project A" and body["project_id"] == project.id
+    assert body["api_key_prefix"] and "api_key_name" in body
+    assert APIClient().get("/api/v1/whoami/").status_code == 401

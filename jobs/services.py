@@ -19,16 +19,16 @@ from kaapi.celery import HIGH_PRIORITY, HIGH_PRIORITY_QUEUE, LOW_PRIORITY, LOW_P
 from kaapi.logging import current_trace_id, new_trace_id
 from tenancy.models import Project
 
+from .dispatcher import dispatch, publish_and_record
 from .exceptions import JobStateError
 from .models import FINISHED_STATUSES, Job, JobStatus
 from .registry import get_job_function
-from .scheduling import revoke_task, start_high_priority_job, start_low_priority_job
+from .scheduling import revoke_task
 from .webhooks import validate_callback_url, webhook_enqueue_for_job
 
 logger = logging.getLogger(__name__)
 
 PRIORITY_LEVELS = {"high": (HIGH_PRIORITY_QUEUE, HIGH_PRIORITY), "low": (LOW_PRIORITY_QUEUE, LOW_PRIORITY)}
-_STARTERS = {HIGH_PRIORITY_QUEUE: start_high_priority_job, LOW_PRIORITY_QUEUE: start_low_priority_job}
 
 
 # --- Creating and dispatching -----------------------------------------------------------------
@@ -62,7 +62,7 @@ def job_create(
         callback_url=callback_url,
     )
     transaction.on_commit(partial(metrics.count_job_submitted, job_type=job.job_type, queue=job.queue))
-    transaction.on_commit(partial(_publish, job))
+    transaction.on_commit(partial(dispatch, [job]))
     return job
 
 
@@ -96,48 +96,14 @@ def job_create_many(
     transaction.on_commit(
         partial(metrics.count_job_submitted, job_type=jobs[0].job_type if jobs else "", queue=queue, count=len(jobs))
     )
-    transaction.on_commit(partial(_publish_many, jobs))
+    transaction.on_commit(partial(dispatch, jobs))
     return jobs
 
 
-def _publish_many(jobs: list[Job]) -> None:
-    published = [job.id for job in jobs if _publish(job, record=False)]
-    for start in range(0, len(published), 1000):
-        Job.objects.filter(id__in=published[start : start + 1000], status=JobStatus.PENDING).update(
-            dispatched_at=timezone.now()
-        )
-
-
 def job_dispatch(*, job_id: uuid.UUID | str) -> bool:
-    """Publish the message of a PENDING job; True when the broker confirmed it."""
+    """Publish the message of a PENDING job now; True when the broker confirmed it (used by the sweep)."""
     job = Job.objects.filter(id=job_id, status=JobStatus.PENDING).first()
-    return _publish(job) if job is not None else False
-
-
-def _publish(job: Job, *, record: bool = True) -> bool:
-    """Publish ``job``'s message and record ``dispatched_at``.
-
-    A failure is logged, not raised: the job stays undispatched and the recovery sweep publishes it later,
-    so a client that was told "accepted" never loses its job.
-    """
-    task_id = job.task_id or str(uuid.uuid4())
-    try:
-        _STARTERS[job.queue](
-            job.function_path,
-            job.project_id,
-            str(job.id),
-            job.trace_id,
-            task_id=task_id,
-            priority=job.priority,
-            **job.params,
-        )
-    except Exception:
-        logger.warning("could not publish job %s; the recovery sweep will publish it", job.id, exc_info=True)
-        return False
-    job.task_id = task_id
-    if record:
-        Job.objects.filter(id=job.id, status=JobStatus.PENDING).update(task_id=task_id, dispatched_at=timezone.now())
-    return True
+    return bool(job and publish_and_record([job]))
 
 
 # --- Worker side --------------------------------------------------------------------------------
@@ -283,7 +249,7 @@ def job_retry(*, job: Job) -> Job:
     job.refresh_from_db()
     if not done:
         raise JobStateError(f"only FAILED or CANCELLED jobs can be retried; this job is {job.status}")
-    transaction.on_commit(partial(_publish, job))
+    transaction.on_commit(partial(dispatch, [job]))
     return job
 
 

@@ -266,6 +266,11 @@ CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 # --- Jobs ---------------------------------------------------------------------------------------
 # A PENDING job not dispatched for this long is published again by the recovery sweep.
 JOB_DISPATCH_GRACE_SECONDS = env_int("JOB_DISPATCH_GRACE_SECONDS", 60, minimum=1)
+# "background": a thread of each process publishes committed jobs in batches, off the request path;
+# "inline": the committing thread publishes before the response. See jobs/dispatcher.py.
+JOB_DISPATCH_MODE = env_str("JOB_DISPATCH_MODE", "background")
+if JOB_DISPATCH_MODE not in {"background", "inline"}:
+    raise ImproperlyConfigured(f"JOB_DISPATCH_MODE must be background or inline, got {JOB_DISPATCH_MODE!r}")
 
 # --- Documents (doctransform) ----------------------------------------------------------------
 # Uploads above this size are refused with 413.

@@ -1,7 +1,9 @@
 import pytest
+from django.db import transaction
 from django.test import override_settings
 
 from jobs import services
+from jobs.dispatcher import dispatcher
 from jobs.exceptions import JobStateError
 from jobs.execution import backoff_delay
 from jobs.models import Job, JobStatus
@@ -22,15 +24,19 @@ def test_job_create_refuses_unknown_priority(project):
         services.job_create(project=project, function_path="jobs.functions.echo", priority="urgent")
 
 
-def test_job_create_publishes_only_after_commit(project, django_capture_on_commit_callbacks):
-    with django_capture_on_commit_callbacks() as callbacks:
+@pytest.mark.django_db(transaction=True)
+def test_job_create_publishes_only_after_commit(project):
+    with transaction.atomic():
         job = services.job_create(project=project, function_path="jobs.functions.echo")
+        assert dispatcher.flush(timeout=1)  # nothing was handed to the dispatcher yet
+        assert job.dispatched_at is None and job.task_id == "" and job.trace_id
+    assert dispatcher.flush(timeout=10)
     job.refresh_from_db()
-    assert job.status == JobStatus.PENDING and job.dispatched_at is None and job.task_id == "" and job.trace_id
-    for callback in callbacks:
-        callback()
-    job.refresh_from_db()
-    assert job.dispatched_at is not None and job.task_id
+    assert job.status == JobStatus.PENDING and job.dispatched_at is not None and job.task_id
+    from kaapi.celery import app
+
+    with app.connection_for_write() as conn:  # the message is on the broker
+        assert conn.default_channel.queue_declare(queue="high_priority", passive=True).message_count >= 1
 
 
 def test_claim_is_atomic_and_only_once(project):

@@ -35,34 +35,45 @@ _STARTERS = {"high_priority": start_high_priority_job, "low_priority": start_low
 BATCH_SIZE = 500
 
 
+def new_task_id() -> str:
+    return str(uuid.uuid4())
+
+
 def publish_job(job: Job) -> bool:
-    """Publish ``job``'s message (confirmed by the broker); sets ``job.task_id``. False when it failed."""
-    task_id = job.task_id or str(uuid.uuid4())
+    """Publish ``job``'s message under ``job.task_id`` (confirmed by the broker). False when it failed."""
     try:
         _STARTERS[job.queue](
             job.function_path,
             job.project_id,
             str(job.id),
             job.trace_id,
-            task_id=task_id,
+            task_id=job.task_id,
             priority=job.priority,
             **job.params,
         )
     except Exception:
         logger.warning("could not publish job %s; the recovery sweep will publish it", job.id, exc_info=True)
         return False
-    job.task_id = task_id
     return True
 
 
 def publish_and_record(jobs: list[Job]) -> int:
-    """Publish ``jobs`` and record task id and dispatch time of those the broker confirmed; returns how many."""
+    """Publish ``jobs`` and record the dispatch time of those the broker confirmed; returns how many.
+
+    Jobs are created with their task id, so recording a batch is one UPDATE; a job without one (requeued by
+    maintenance) gets it here, written with its own UPDATE.
+    """
+    fresh = {job.id for job in jobs if not job.task_id}
+    for job in jobs:
+        job.task_id = job.task_id or new_task_id()
     published = [job for job in jobs if publish_job(job)]
     now = timezone.now()
+    preassigned = [job.id for job in published if job.id not in fresh]
+    for start in range(0, len(preassigned), BATCH_SIZE):
+        Job.objects.filter(id__in=preassigned[start : start + BATCH_SIZE]).update(dispatched_at=now)
     for job in published:
-        job.dispatched_at = now
-    if published:
-        Job.objects.bulk_update(published, ["task_id", "dispatched_at"], batch_size=BATCH_SIZE)
+        if job.id in fresh:
+            Job.objects.filter(id=job.id).update(task_id=job.task_id, dispatched_at=now)
     return len(published)
 
 

@@ -19,7 +19,7 @@ from kaapi.celery import HIGH_PRIORITY, HIGH_PRIORITY_QUEUE, LOW_PRIORITY, LOW_P
 from kaapi.logging import current_trace_id, new_trace_id
 from tenancy.models import Project
 
-from .dispatcher import dispatch, publish_and_record
+from .dispatcher import dispatch, new_task_id, publish_and_record
 from .exceptions import JobStateError
 from .models import FINISHED_STATUSES, Job, JobStatus
 from .registry import get_job_function
@@ -60,6 +60,7 @@ def job_create(
         params=params or {},
         trace_id=trace_id or current_trace_id() or new_trace_id(),
         callback_url=callback_url,
+        task_id=new_task_id(),
     )
     transaction.on_commit(partial(metrics.count_job_submitted, job_type=job.job_type, queue=job.queue))
     transaction.on_commit(partial(dispatch, [job]))
@@ -90,6 +91,7 @@ def job_create_many(
             priority=level,
             params=params,
             trace_id=trace_id,
+            task_id=new_task_id(),
         )
         for params in params_list
     )
@@ -240,7 +242,7 @@ def job_retry(*, job: Job) -> Job:
         progress_percent=0,
         progress_message="",
         worker_lost_count=0,
-        task_id="",
+        task_id=new_task_id(),
         dispatched_at=None,
         started_at=None,
         finished_at=None,

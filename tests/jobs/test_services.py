@@ -29,7 +29,7 @@ def test_job_create_publishes_only_after_commit(project):
     with transaction.atomic():
         job = services.job_create(project=project, function_path="jobs.functions.echo")
         assert dispatcher.flush(timeout=1)  # nothing was handed to the dispatcher yet
-        assert job.dispatched_at is None and job.task_id == "" and job.trace_id
+        assert job.dispatched_at is None and job.task_id and job.trace_id
     assert dispatcher.flush(timeout=10)
     job.refresh_from_db()
     assert job.status == JobStatus.PENDING and job.dispatched_at is not None and job.task_id

@@ -27,6 +27,9 @@ format: venv
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
+bench: venv
+	$(PY) bench/run_all.py
+
 stop:
 	-scripts/services.sh stop dev
 	-scripts/services.sh stop test

@@ -250,7 +250,9 @@ CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 
 # --- Celery: results and schedules ------------------------------------------------------------
-CELERY_RESULT_BACKEND = "django-db"
+# django-celery-results' tables ("django-db"), through a subclass that gzips results and writes each with one
+# upsert (kaapi/results.py).
+CELERY_RESULT_BACKEND = "kaapi.results:DatabaseBackend"
 CELERY_RESULT_EXTENDED = True
 CELERY_RESULT_COMPRESSION = "gzip"
 CELERY_RESULT_EXPIRES = env_int("CELERY_RESULT_EXPIRES", 3600, minimum=1)

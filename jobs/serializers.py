@@ -61,7 +61,7 @@ class EchoJobSerializer(serializers.Serializer):
     params = serializers.DictField(default=dict, help_text="Returned as the job's result.", validators=[storable_json])
     delay = serializers.FloatField(default=0, min_value=0, max_value=ECHO_MAX_DELAY)
     priority = serializers.ChoiceField(choices=sorted(PRIORITY_LEVELS), default="high")
-    callback_url = serializers.URLField(required=False, default="", allow_blank=True, max_length=2048)
+    callback_url = serializers.URLField(required=False, allow_blank=True, max_length=2048)
 
     def validate_params(self, value: dict) -> dict:
         if "delay" in value:

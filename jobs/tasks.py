@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from celery import shared_task
+from celery.signals import worker_init
 from django.conf import settings
+from django.db import connections
 
 from . import maintenance, webhooks
 from .execution import JobFailed, run_job_message
@@ -18,6 +20,18 @@ _OPTIONS = {
     "throws": (JobFailed,),
     "track_started": False,
 }
+
+
+@worker_init.connect
+def _worker_database_health_checks(**kwargs: Any) -> None:
+    """Django checks a connection (SELECT 1) at the start of every task when CONN_HEALTH_CHECKS is on: one more
+    round trip per job. Workers skip it unless CELERY_WORKER_DB_HEALTH_CHECKS is set: a dead connection then
+    raises OperationalError in the task, which the generic tasks answer by closing it and putting the message
+    back (jobs/execution.py), and which tests/chaos/test_faults.py exercises by restarting PostgreSQL."""
+    if not settings.CELERY_WORKER_DB_HEALTH_CHECKS:
+        for alias in connections:
+            connections.settings[alias]["CONN_HEALTH_CHECKS"] = False
+            connections[alias].settings_dict["CONN_HEALTH_CHECKS"] = False
 
 
 @shared_task(name="execute_high_priority_task", **_OPTIONS)

@@ -222,6 +222,8 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = env_int("CELERY_WORKER_PREFETCH_MULTIPLIER",
 # Recycle a child process after this many tasks / this much resident memory (KiB).
 CELERY_WORKER_MAX_TASKS_PER_CHILD = env_int("CELERY_WORKER_MAX_TASKS_PER_CHILD", 1000, minimum=1)
 CELERY_WORKER_MAX_MEMORY_PER_CHILD = env_int("CELERY_WORKER_MAX_MEMORY_PER_CHILD", 200000, minimum=1)
+# Django's per-task connection health check (a SELECT 1 before each job) in workers; see jobs/tasks.py.
+CELERY_WORKER_DB_HEALTH_CHECKS = env_bool("CELERY_WORKER_DB_HEALTH_CHECKS", False)
 # Events so Flower can show tasks and workers.
 CELERY_WORKER_SEND_TASK_EVENTS = True
 CELERY_TASK_SEND_SENT_EVENT = True

@@ -96,7 +96,13 @@ def test_broker_restart_during_submission_and_execution_loses_no_job(start_worke
         jobs_dispatch_stalled(older_than=timedelta(seconds=0))  # what the periodic recovery sweep does
         return all_finished(ids)()
 
-    wait_until(swept_and_finished, timeout=240, interval=2, message="all jobs to finish after the broker restart")
+    try:
+        wait_until(swept_and_finished, timeout=240, interval=2, message="all jobs to finish after the broker restart")
+    except AssertionError:
+        from django.db.models import Count
+
+        print(list(Job.objects.filter(id__in=ids).values("status", "dispatched_at__isnull").annotate(n=Count("id"))))
+        raise
     assert_all_succeeded_exactly_once(ids)
 
 

@@ -80,6 +80,7 @@ class ProviderCredentialForm(forms.ModelForm):
         required=False,
         help_text="Stored encrypted and never shown again. Leave empty to keep the current key.",
     )
+    base_url = forms.URLField(required=False, assume_scheme="https", max_length=500)
 
     class Meta:
         model = ProviderCredential

@@ -15,7 +15,8 @@ class Command(BaseCommand):
             "--concurrency",
             type=int,
             default=None,
-            help="Processes/threads/greenlets (default: COMPUTED_CELERY_WORKER_CONCURRENCY).",
+            help="Processes/threads/greenlets (default: COMPUTED_CELERY_WORKER_CONCURRENCY; "
+            "CELERY_WORKER_GEVENT_CONCURRENCY for gevent and threads).",
         )
         parser.add_argument("--loglevel", default="info")
         parser.add_argument("--pool", choices=POOLS, default="prefork")
@@ -28,6 +29,10 @@ class Command(BaseCommand):
         unknown = sorted(set(names) - set(QUEUE_MAX_PRIORITY))
         if not names or unknown:
             raise CommandError(f"unknown queue(s) {unknown}; known: {', '.join(QUEUE_MAX_PRIORITY)}")
+        if concurrency is None and pool in ("gevent", "threads"):
+            concurrency = settings.CELERY_WORKER_GEVENT_CONCURRENCY
+        if pool == "gevent" and not settings.GEVENT_PATCHED:
+            raise CommandError("the gevent pool must monkey-patch before Django starts: use manage.py run_worker")
         argv = [
             "worker",
             "--queues",

@@ -42,12 +42,13 @@ def credential_exists(*, project: Project, provider: str) -> bool:
 
 def credentials_for_call(*, project_id: int, provider: str) -> Credentials | None:
     """The decrypted credentials a worker sends to the provider; None when the project has none."""
-    row = (
+    # No ordering: the model's default one joins project and organization, on every LLM call.
+    rows = (
         ProviderCredential.objects.filter(project_id=project_id, provider=provider)
-        .values_list("api_key_encrypted", "base_url", "organization")
-        .first()
+        .order_by()
+        .values_list("api_key_encrypted", "base_url", "organization")[:1]
     )
-    if row is None:
+    if not rows:
         return None
-    encrypted, base_url, organization = row
+    encrypted, base_url, organization = rows[0]
     return Credentials(api_key=crypto.decrypt(encrypted), base_url=base_url, organization=organization)

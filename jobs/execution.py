@@ -13,7 +13,7 @@ from django.conf import settings
 
 from kaapi.logging import log_context
 
-from . import services
+from . import green, services
 from .exceptions import RetryableJobError
 from .registry import get_job_function
 
@@ -58,13 +58,14 @@ def run_job_message(
             raise JobFailed("the worker running this job was lost too many times")
 
         logger.info("job started: %s", function_path)
+        limit = task.soft_time_limit or settings.CELERY_TASK_SOFT_TIME_LIMIT
         try:
-            result = registered.function(
-                project_id=project_id, job_id=job_id, task_id=request.id, task_instance=task, **kwargs
-            )
+            with green.soft_time_limit(limit):  # the gevent pool enforces only the hard limit itself
+                result = registered.function(
+                    project_id=project_id, job_id=job_id, task_id=request.id, task_instance=task, **kwargs
+                )
             json.dumps(result)
         except SoftTimeLimitExceeded:
-            limit = task.soft_time_limit or settings.CELERY_TASK_SOFT_TIME_LIMIT
             logger.error("job timed out after %s s", limit)
             _fail(job_id, f"timed out after {limit} s")
         except RetryableJobError as exc:

@@ -122,6 +122,10 @@ def main() -> None:
     parser.add_argument("--web-threads", type=int, default=8, help="threads per gunicorn worker (default 8)")
     parser.add_argument("--submitters", type=int, default=16, help="client threads submitting (default 16)")
     parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument(
+        "--prefetch-multiplier", type=int, default=2, help="messages reserved per greenlet (default 2, see README)"
+    )
+    parser.add_argument("--pool", default="gevent", choices=["gevent", "prefork", "threads"], help="worker pool")
     parser.add_argument("--profile", action="store_true", help="run the workers under cProfile (var/bench/*.prof)")
     args = parser.parse_args()
 
@@ -200,9 +204,11 @@ def main() -> None:
                         "-Q",
                         HIGH_PRIORITY_QUEUE,
                         "-P",
-                        "gevent",
+                        args.pool,
                         "-c",
                         str(args.concurrency),
+                        "--prefetch-multiplier",
+                        str(args.prefetch_multiplier),
                         "-n",
                         name,
                         "-l",
@@ -230,7 +236,7 @@ def main() -> None:
 
         wait_for(web_up, timeout=60, what="the web server")
         log(
-            f"{args.workers} gevent worker(s) x {args.concurrency} greenlets; "
+            f"{args.workers} {args.pool} worker(s) x {args.concurrency}; "
             f"gunicorn {args.web_workers} x {args.web_threads} threads; {args.submitters} client threads"
         )
 
@@ -306,12 +312,25 @@ def main() -> None:
             log(f"{label}: {row.rate:.0f}/s")
             return row
 
+        peak = {"connections": 0}
+        stop_sampling = threading.Event()
+
+        def sample_connections() -> None:
+            import psycopg
+
+            with psycopg.connect(f"{env['KAAPI_PG_URL']}/postgres", autocommit=True) as conn:
+                while not stop_sampling.wait(0.2):
+                    sql = "SELECT count(*) FROM pg_stat_activity WHERE datname = %s"
+                    peak["connections"] = max(peak["connections"], conn.execute(sql, [DB_NAME]).fetchone()[0])
+
+        threading.Thread(target=sample_connections, daemon=True).start()
         submit_calls()  # warm-up: connections, pools, caches
         rows = [
             measure("LLM calls, queued first", True, submit_calls, llm_finished),
             measure("raw sleep tasks, queued first", True, publish_sleeps, raw_finished),
             measure("LLM calls, through the API", False, submit_calls, llm_finished),
         ]
+        stop_sampling.set()
     finally:
         procs.stop()
 
@@ -324,7 +343,8 @@ def main() -> None:
         )
     print(
         f"ratio LLM / raw (both queued first): {rows[0].rate / rows[1].rate:.2f}; "
-        f"{args.workers} gevent worker(s) x {args.concurrency}, latency {args.latency} s, "
+        f"{args.workers} {args.pool} worker(s) x {args.concurrency}, latency {args.latency} s, "
+        f"prefetch x{args.prefetch_multiplier}, peak PostgreSQL connections {peak['connections']}; "
         f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
     )
 

@@ -300,7 +300,7 @@ LLM_HTTP_POOL_MAXSIZE = env_int("LLM_HTTP_POOL_MAXSIZE", 300, minimum=1)
 # when the credential is stored, so a client cannot point the workers at internal services.
 LLM_ALLOW_PRIVATE_BASE_URLS = env_bool("LLM_ALLOW_PRIVATE_BASE_URLS", DEBUG)
 # Greenlets per worker process when `run_worker --pool gevent` (or threads) gets no --concurrency.
-CELERY_WORKER_GEVENT_CONCURRENCY = env_int("CELERY_WORKER_GEVENT_CONCURRENCY", 200, minimum=1)
+CELERY_WORKER_GEVENT_CONCURRENCY = env_int("CELERY_WORKER_GEVENT_CONCURRENCY", 300, minimum=1)
 
 # --- Logging ------------------------------------------------------------------------------------
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()

@@ -21,9 +21,23 @@ class Command(BaseCommand):
         parser.add_argument("--loglevel", default="info")
         parser.add_argument("--pool", choices=POOLS, default="prefork")
         parser.add_argument("--hostname", default=None, help="Node name, e.g. high@%%h.")
+        parser.add_argument(
+            "--prefetch-multiplier",
+            type=int,
+            default=None,
+            help="Messages reserved per process/greenlet (default: CELERY_WORKER_PREFETCH_MULTIPLIER).",
+        )
 
     def handle(
-        self, *args, queues: str, concurrency: int | None, loglevel: str, pool: str, hostname: str | None, **options
+        self,
+        *args,
+        queues: str,
+        concurrency: int | None,
+        loglevel: str,
+        pool: str,
+        hostname: str | None,
+        prefetch_multiplier: int | None = None,
+        **options,
     ):
         names = [q.strip() for q in queues.split(",") if q.strip()]
         unknown = sorted(set(names) - set(QUEUE_MAX_PRIORITY))
@@ -48,4 +62,6 @@ class Command(BaseCommand):
         ]
         if hostname:
             argv += ["--hostname", hostname]
+        if prefetch_multiplier is not None:
+            argv += ["--prefetch-multiplier", str(prefetch_multiplier)]
         app.worker_main(argv)

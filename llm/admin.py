@@ -45,7 +45,10 @@ class ConfigVersionForm(forms.ModelForm):
         fields = ("config", "blob", "commit_message")
 
     def clean_blob(self):
-        return validate_blob(self.cleaned_data["blob"])
+        try:
+            return validate_blob(self.cleaned_data["blob"])
+        except ValidationError as exc:
+            raise ValidationError([f"{field}: {m}" for field, msgs in exc.message_dict.items() for m in msgs]) from None
 
 
 @admin.register(ConfigVersion)

@@ -1,12 +1,13 @@
-from django.urls import re_path
+from django.urls import path
 from rest_framework.routers import SimpleRouter
 
-from .views import ConfigViewSet, CredentialViewSet, LlmCallView
+from .views import ConfigViewSet, CredentialViewSet, LlmCallSlashView, LlmCallView
 
 router = SimpleRouter()
 router.register("configs", ConfigViewSet, basename="llm-config")
 router.register("credentials", CredentialViewSet, basename="llm-credential")
 urlpatterns = [
-    re_path(r"^llm/call/?$", LlmCallView.as_view(), name="llm-call"),
+    path("llm/call", LlmCallView.as_view(), name="llm-call"),
+    path("llm/call/", LlmCallSlashView.as_view()),
     *router.urls,
 ]

@@ -85,7 +85,7 @@ class OpenAIChat(OpenAIAuth, Provider):
         "max_tokens": Param(int, minimum=1),
         "frequency_penalty": Param(float, minimum=-2, maximum=2),
         "presence_penalty": Param(float, minimum=-2, maximum=2),
-        "stop": Param((str, list), max_length=4),
+        "stop": Param((str, list)),
         "seed": Param(int),
         "response_format": Param(dict),
         "logprobs": Param(bool),

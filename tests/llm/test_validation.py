@@ -66,3 +66,15 @@ def test_provider_and_structure_are_checked():
 def test_every_bad_field_is_reported_at_once():
     errors = errors_of({"completion": {"provider": "openai", "params": {"temperature": 9, "foo": 1}}})
     assert set(errors) == {"completion.params.model", "completion.params.temperature", "completion.params.foo"}
+
+
+def test_documented_structured_params_are_accepted():
+    blob = {
+        "completion": {
+            "provider": "openai-chat",
+            "params": {"model": "m", "stop": "\n\nUser:", "seed": 7, "response_format": {"type": "json_object"}},
+        }
+    }
+    assert validate_blob(blob) == blob
+    blob = {"completion": {"provider": "openai", "params": {"model": "m", "reasoning": {"effort": "low"}}}}
+    assert validate_blob(blob) == blob

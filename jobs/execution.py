@@ -91,6 +91,12 @@ def run_job_message(
         except Exception as exc:
             logger.exception("job failed")
             _fail(job_id, f"{type(exc).__name__}: {exc}")
+        except BaseException as exc:
+            if green.is_hard_time_limit(exc):  # gevent pool: the greenlet is being killed
+                hard = task.time_limit or settings.CELERY_TASK_TIME_LIMIT
+                logger.error("job killed by the hard time limit (%s s)", hard)
+                services.job_mark_failed(job_id=job_id, error=f"killed by the hard time limit ({hard} s)")
+            raise
 
         if services.job_mark_success(job_id=job_id, result=result):
             logger.info("job succeeded")

@@ -7,6 +7,8 @@ import signal
 import time
 from pathlib import Path
 
+from celery.exceptions import SoftTimeLimitExceeded
+
 from jobs.exceptions import RetryableJobError
 from jobs.models import Job
 from jobs.registry import job_function
@@ -52,3 +54,13 @@ def touch_file(*, project_id, job_id, task_id, task_instance, path: str, **param
     with Path(path).open("a") as fh:
         fh.write(f"{job_id}\n")
     return {"path": path}
+
+
+@job_function(job_type="TEST")
+def ignore_soft_time_limit(*, project_id, job_id, task_id, task_instance, **params):
+    """Swallows the soft time limit: only the hard limit can stop it."""
+    while True:
+        try:
+            time.sleep(3600)
+        except SoftTimeLimitExceeded:
+            pass

@@ -102,3 +102,11 @@ def test_gevent_worker_keeps_time_limits_and_warm_shutdown(
     assert all(jobs[c].status == JobStatus.SUCCESS for c in calls), [jobs[c].error for c in calls]
     assert jobs[str(stuck.id)].status == JobStatus.FAILED
     assert jobs[str(stuck.id)].error == "timed out after 3 s"
+
+
+def test_gevent_hard_time_limit_ends_the_job_failed(start_worker, project):
+    env = {"CELERY_TASK_SOFT_TIME_LIMIT": "1", "CELERY_TASK_TIME_LIMIT": "2", "LLM_READ_TIMEOUT": "0.5"}
+    start_worker(queues="high_priority", pool="gevent", concurrency=5, env=env)
+    job = job_create(project=project, function_path="tests.job_functions.ignore_soft_time_limit", priority="high")
+    wait_until(lambda: Job.objects.get(id=job.id).status == JobStatus.FAILED, timeout=30, message="hard limit")
+    assert Job.objects.get(id=job.id).error == "killed by the hard time limit (2 s)"

@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test venv lint format bench stop clean
+.PHONY: run test chaos venv lint format bench stop clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,9 +27,16 @@ format: venv
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
+bench: venv
+	$(PY) bench/run_all.py
+
 stop:
 	-scripts/services.sh stop dev
 	-scripts/services.sh stop test
+	-scripts/services.sh stop chaos
 
 clean: stop
 	rm -rf .services var
+
+chaos: venv
+	KAAPI_SERVICES_PROFILE=chaos scripts/test.sh tests/chaos $(PYTEST_ARGS)

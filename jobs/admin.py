@@ -1,9 +1,21 @@
 from django.contrib import admin, messages
 from django.db import transaction
 
-from . import services
+from . import services, webhooks
 from .exceptions import JobStateError
-from .models import Job
+from .models import Job, WebhookDelivery, WebhookSecret
+
+
+class WebhookDeliveryInline(admin.TabularInline):
+    model = WebhookDelivery
+    fields = ("id", "event", "status", "attempts", "last_status_code", "last_error", "next_attempt_at", "delivered_at")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = True
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
 
 
 @admin.register(Job)
@@ -26,6 +38,7 @@ class JobAdmin(admin.ModelAdmin):
     list_select_related = ("project__organization",)
     readonly_fields = [f.name for f in Job._meta.fields]
     actions = ("cancel_jobs", "retry_jobs")
+    inlines = (WebhookDeliveryInline,)
     show_full_result_count = False
 
     def has_add_permission(self, request) -> bool:
@@ -55,3 +68,67 @@ class JobAdmin(admin.ModelAdmin):
     @admin.action(description="Retry selected failed or cancelled jobs", permissions=["view"])
     def retry_jobs(self, request, queryset):
         self._apply(request, queryset, services.job_retry, "Retried")
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(admin.ModelAdmin):
+    list_display = (
+        "id",
+        "event",
+        "status",
+        "job",
+        "url",
+        "attempts",
+        "last_status_code",
+        "next_attempt_at",
+        "delivered_at",
+        "created_at",
+    )
+    list_filter = ("status", "event", "created_at")
+    search_fields = ("=id", "=job__id", "url")
+    date_hierarchy = "created_at"
+    list_select_related = ("job",)
+    readonly_fields = [f.name for f in WebhookDelivery._meta.fields]
+    actions = ("redeliver",)
+    show_full_result_count = False
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    @admin.action(description="Redeliver selected webhooks (same webhook-id and body)", permissions=["view"])
+    def redeliver(self, request, queryset):
+        count = 0
+        for delivery in queryset:
+            with transaction.atomic():
+                webhooks.webhook_redeliver(delivery=delivery)
+            count += 1
+        self.message_user(request, f"Queued {count} delivery(ies) again.", messages.SUCCESS)
+
+
+@admin.register(WebhookSecret)
+class WebhookSecretAdmin(admin.ModelAdmin):
+    list_display = ("project", "created_at", "rotated_at", "previous_valid_until")
+    search_fields = ("project__name", "project__organization__name")
+    list_select_related = ("project__organization",)
+    fields = ("project", "secret", "previous_valid_until", "created_at", "rotated_at")
+    actions = ("rotate",)
+
+    def get_readonly_fields(self, request, obj=None):
+        readonly = ["secret", "previous_valid_until", "created_at", "rotated_at"]
+        return readonly + ["project"] if obj else readonly
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            return
+        secret = webhooks.webhook_secret_get(project=obj.project)
+        obj.pk = secret.pk
+        obj.secret = secret.secret
+
+    @admin.action(description="Rotate selected secrets (the previous one keeps signing for the grace period)")
+    def rotate(self, request, queryset):
+        for secret in queryset.select_related("project"):
+            webhooks.webhook_secret_rotate(project=secret.project)
+        self.message_user(request, f"Rotated {queryset.count()} secret(s).", messages.SUCCESS)

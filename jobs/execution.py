@@ -5,19 +5,25 @@ from __future__ import annotations
 import json
 import logging
 import random
+import time
+from functools import partial
 from typing import Any
 
 from celery import Task
-from celery.exceptions import Ignore, SoftTimeLimitExceeded
+from celery.exceptions import Ignore, Reject, SoftTimeLimitExceeded
 from django.conf import settings
+from django.db import InterfaceError, OperationalError, connections, transaction
 
 from kaapi.logging import log_context
 
 from . import green, services
 from .exceptions import RetryableJobError
-from .registry import get_job_function
+from .registry import RegisteredFunction, get_job_function
 
 logger = logging.getLogger(__name__)
+
+
+DATABASE_ERRORS = (OperationalError, InterfaceError)
 
 
 class JobFailed(Exception):
@@ -33,6 +39,50 @@ def backoff_delay(retries: int, *, base: float, cap: float, retry_after: float |
     return delay
 
 
+class ResultNotJSON(Exception):
+    """The job function returned something that cannot be stored as JSON."""
+
+
+class _NotRecorded(Exception):
+    def __init__(self, result: Any) -> None:
+        self.result = result
+
+
+def _ensure_json(result: Any) -> None:
+    try:
+        json.dumps(result)
+    except (TypeError, ValueError) as exc:
+        raise ResultNotJSON(str(exc)) from exc
+
+
+def _call_and_record(
+    registered: RegisteredFunction, task: Task, *, project_id: int, job_id: str, kwargs: dict[str, Any]
+) -> tuple[Any, bool]:
+    """Run the function and record SUCCESS; returns (result, recorded).
+
+    For an ``atomic`` function the function's database writes and the SUCCESS commit in one transaction, so a
+    worker killed in between leaves neither and the redelivered message runs the function again: its database
+    effects happen exactly once per SUCCESS. Long I/O-bound functions (LLM calls) are not atomic: they must not
+    hold a transaction open, and the job's status still protects against running a finished job again.
+    """
+    call = partial(
+        registered.function, project_id=project_id, job_id=job_id, task_id=task.request.id, task_instance=task, **kwargs
+    )
+    if not registered.atomic:
+        result = call()
+        _ensure_json(result)
+        return result, services.job_mark_success(job_id=job_id, result=result)
+    try:
+        with transaction.atomic():
+            result = call()
+            _ensure_json(result)
+            if not services.job_mark_success(job_id=job_id, result=result):
+                raise _NotRecorded(result)  # roll back the function's writes too
+    except _NotRecorded as exc:
+        return exc.result, False
+    return result, True
+
+
 def _fail(job_id: str, error: str) -> None:
     services.job_mark_failed(job_id=job_id, error=error)
     raise JobFailed(error)
@@ -41,65 +91,82 @@ def _fail(job_id: str, error: str) -> None:
 def run_job_message(
     task: Task, *, function_path: str, project_id: int, job_id: str, trace_id: str, kwargs: dict[str, Any]
 ) -> Any:
+    with log_context(trace_id=trace_id or None, job_id=job_id, task_id=task.request.id):
+        try:
+            return _run(task, function_path=function_path, project_id=project_id, job_id=job_id, kwargs=kwargs)
+        except DATABASE_ERRORS as exc:
+            _requeue_after_database_error(exc)
+
+
+def _requeue_after_database_error(exc: Exception) -> None:
+    """The database is unreachable (e.g. restarting): nothing can be recorded, so the message goes back to the
+    queue after a pause instead of being acknowledged; the redelivery resumes the job once the database is back."""
+    delay = random.uniform(1.0, 3.0)
+    logger.warning("database error (%s); the message goes back to the queue in %.1f s", exc, delay)
+    for conn in connections.all(initialized_only=True):
+        try:
+            conn.close()
+        except Exception:  # a broken connection may fail to close; it is discarded either way
+            pass
+    time.sleep(delay)
+    raise Reject(exc, requeue=True)
+
+
+def _run(task: Task, *, function_path: str, project_id: int, job_id: str, kwargs: dict[str, Any]) -> Any:
     request = task.request
-    with log_context(trace_id=trace_id or None, job_id=job_id, task_id=request.id):
-        try:
-            registered = get_job_function(function_path)
-        except ValueError as exc:
-            logger.error("refused message: %s", exc)
-            _fail(job_id, f"refused: {exc}")
+    try:
+        registered = get_job_function(function_path)
+    except ValueError as exc:
+        logger.error("refused message: %s", exc)
+        _fail(job_id, f"refused: {exc}")
 
-        redelivered = bool((request.delivery_info or {}).get("redelivered"))
-        claim = services.job_claim(job_id=job_id, task_id=request.id, redelivered=redelivered)
-        if claim is services.Claim.SKIP:
-            logger.info("job is not pending; message ignored")
-            raise Ignore()
-        if claim is services.Claim.EXHAUSTED:
-            raise JobFailed("the worker running this job was lost too many times")
+    redelivered = bool((request.delivery_info or {}).get("redelivered"))
+    claim = services.job_claim(job_id=job_id, task_id=request.id, redelivered=redelivered)
+    if claim is services.Claim.SKIP:
+        logger.info("job is not pending; message ignored")
+        raise Ignore()
+    if claim is services.Claim.EXHAUSTED:
+        raise JobFailed("the worker running this job was lost too many times")
 
-        logger.info("job started: %s", function_path)
-        limit = task.soft_time_limit or settings.CELERY_TASK_SOFT_TIME_LIMIT
-        try:
-            with green.soft_time_limit(limit):  # the gevent pool enforces only the hard limit itself
-                result = registered.function(
-                    project_id=project_id, job_id=job_id, task_id=request.id, task_instance=task, **kwargs
-                )
-            json.dumps(result)
-        except SoftTimeLimitExceeded:
-            logger.error("job timed out after %s s", limit)
-            _fail(job_id, f"timed out after {limit} s")
-        except RetryableJobError as exc:
-            if request.retries >= task.max_retries:
-                logger.error("job failed after %s retries: %s", request.retries, exc)
-                _fail(job_id, f"gave up after {request.retries + 1} attempts: {exc}")
-            delay = backoff_delay(
-                request.retries,
-                base=settings.CELERY_TASK_DEFAULT_RETRY_DELAY,
-                cap=settings.CELERY_TASK_RETRY_BACKOFF_MAX,
-                retry_after=exc.retry_after,
-            )
-            logger.warning("job will retry in %.1f s: %s", delay, exc)
-            services.job_mark_retrying(job_id=job_id, error=str(exc), delay=delay)
-            retry = task.retry(countdown=delay, exc=exc, throw=False)
-            services.job_mark_dispatched(job_id=job_id)
-            raise retry
-        except (TypeError, ValueError) as exc:
-            if "JSON serializable" in str(exc):
-                _fail(job_id, f"the job function returned a value that is not JSON: {exc}")
-            logger.exception("job failed")
-            _fail(job_id, f"{type(exc).__name__}: {exc}")
-        except Exception as exc:
-            logger.exception("job failed")
-            _fail(job_id, f"{type(exc).__name__}: {exc}")
-        except BaseException as exc:
-            if green.is_hard_time_limit(exc):  # gevent pool: the greenlet is being killed
-                hard = task.time_limit or settings.CELERY_TASK_TIME_LIMIT
-                logger.error("job killed by the hard time limit (%s s)", hard)
-                services.job_mark_failed(job_id=job_id, error=f"killed by the hard time limit ({hard} s)")
-            raise
+    logger.info("job started: %s", function_path)
+    limit = task.soft_time_limit or settings.CELERY_TASK_SOFT_TIME_LIMIT
+    try:
+        with green.soft_time_limit(limit):  # the gevent pool enforces only the hard limit itself
+            result, recorded = _call_and_record(registered, task, project_id=project_id, job_id=job_id, kwargs=kwargs)
+    except SoftTimeLimitExceeded:
+        logger.error("job timed out after %s s", limit)
+        _fail(job_id, f"timed out after {limit} s")
+    except RetryableJobError as exc:
+        if request.retries >= task.max_retries:
+            logger.error("job failed after %s retries: %s", request.retries, exc)
+            _fail(job_id, f"gave up after {request.retries + 1} attempts: {exc}")
+        delay = backoff_delay(
+            request.retries,
+            base=settings.CELERY_TASK_DEFAULT_RETRY_DELAY,
+            cap=settings.CELERY_TASK_RETRY_BACKOFF_MAX,
+            retry_after=exc.retry_after,
+        )
+        logger.warning("job will retry in %.1f s: %s", delay, exc)
+        services.job_mark_retrying(job_id=job_id, error=str(exc), delay=delay)
+        retry = task.retry(countdown=delay, exc=exc, throw=False)
+        services.job_mark_dispatched(job_id=job_id)
+        raise retry from None
+    except ResultNotJSON as exc:
+        _fail(job_id, f"the job function returned a value that is not JSON: {exc}")
+    except Exception as exc:
+        if isinstance(exc, DATABASE_ERRORS):
+            raise  # infrastructure, not the job's fault: run_job_message requeues the message
+        logger.exception("job failed")
+        _fail(job_id, f"{type(exc).__name__}: {exc}")
+    except BaseException as exc:
+        if green.is_hard_time_limit(exc):  # gevent pool: the greenlet is being killed
+            hard = task.time_limit or settings.CELERY_TASK_TIME_LIMIT
+            logger.error("job killed by the hard time limit (%s s)", hard)
+            services.job_mark_failed(job_id=job_id, error=f"killed by the hard time limit ({hard} s)")
+        raise
 
-        if services.job_mark_success(job_id=job_id, result=result):
-            logger.info("job succeeded")
-        else:
-            logger.info("job finished but was cancelled meanwhile; result dropped")
-        return result
+    if recorded:
+        logger.info("job succeeded")
+    else:
+        logger.info("job finished but is no longer PROCESSING (cancelled or finished elsewhere); result dropped")
+    return result

@@ -81,3 +81,86 @@ class Job(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status in FINISHED_STATUSES
+
+
+# --- Webhooks ------------------------------------------------------------------------------------------
+class WebhookSecret(models.Model):
+    """The secret a project's webhooks are signed with (Standard Webhooks, ``whsec_…``).
+
+    After a rotation the previous secret keeps signing too (a second signature) until ``previous_valid_until``,
+    so receivers can switch without dropping deliveries.
+    """
+
+    project = models.OneToOneField(
+        "tenancy.Project", on_delete=models.CASCADE, related_name="webhook_secret", verbose_name="project"
+    )
+    secret = models.CharField("secret", max_length=128, help_text="Current signing secret (whsec_…).")
+    previous_secret = models.CharField(
+        "previous secret", max_length=128, blank=True, default="", help_text="Secret before the last rotation."
+    )
+    previous_valid_until = models.DateTimeField(
+        "previous valid until", null=True, blank=True, help_text="Until then deliveries carry both signatures."
+    )
+    created_at = models.DateTimeField("created at", auto_now_add=True)
+    rotated_at = models.DateTimeField("rotated at", null=True, blank=True)
+
+    class Meta:
+        verbose_name = "webhook secret"
+
+    def __str__(self) -> str:
+        return f"webhook secret of {self.project_id}"
+
+
+class WebhookEvent(models.TextChoices):
+    SUCCEEDED = "job.succeeded", "job succeeded"
+    FAILED = "job.failed", "job failed"
+    CANCELLED = "job.cancelled", "job cancelled"
+
+
+class DeliveryStatus(models.TextChoices):
+    PENDING = "PENDING", "Pending"  # waiting for its first attempt or a retry
+    DELIVERED = "DELIVERED", "Delivered"
+    FAILED = "FAILED", "Failed"  # gave up (attempts exhausted, 410 Gone, or address refused)
+
+
+class WebhookDeliveryQuerySet(models.QuerySet):
+    def pending(self) -> WebhookDeliveryQuerySet:
+        return self.filter(status=DeliveryStatus.PENDING)
+
+    def due(self, *, before) -> WebhookDeliveryQuerySet:
+        return self.pending().filter(next_attempt_at__lte=before)
+
+
+class WebhookDelivery(models.Model):
+    """One webhook message about one job event, and how its delivery went.
+
+    Its id is the ``webhook-id`` header: the same on every attempt and redelivery, so receivers can drop
+    duplicates. The body is frozen when the job finishes.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="webhook_deliveries", verbose_name="job")
+    url = models.URLField("URL", max_length=2048)
+    event = models.CharField("event", max_length=32, choices=WebhookEvent.choices)
+    payload = models.JSONField("payload", help_text="The JSON body sent on every attempt.")
+    status = models.CharField("status", max_length=16, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING)
+    attempts = models.PositiveIntegerField("attempts", default=0)
+    last_status_code = models.PositiveSmallIntegerField("last status code", null=True, blank=True)
+    last_error = models.TextField("last error", blank=True, default="")
+    next_attempt_at = models.DateTimeField(
+        "next attempt at", null=True, blank=True, help_text="When the next attempt is due (while PENDING)."
+    )
+    delivered_at = models.DateTimeField("delivered at", null=True, blank=True)
+    created_at = models.DateTimeField("created at", auto_now_add=True)
+    updated_at = models.DateTimeField("updated at", auto_now=True)
+
+    objects = WebhookDeliveryQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = "webhook delivery"
+        verbose_name_plural = "webhook deliveries"
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["status", "next_attempt_at"], name="webhook_status_next_attempt")]
+
+    def __str__(self) -> str:
+        return f"{self.event} {self.id} ({self.status})"

@@ -18,15 +18,18 @@ class RegisteredFunction:
     path: str
     function: JobFunction
     job_type: str
+    atomic: bool = False
 
 
 _registry: dict[str, RegisteredFunction] = {}
 
 
-def job_function(*, job_type: str) -> Callable[[JobFunction], JobFunction]:
+def job_function(*, job_type: str, atomic: bool = False) -> Callable[[JobFunction], JobFunction]:
     """Register a job function under its dotted path (``module.function``).
 
     The function is called as ``fn(project_id=..., job_id=..., task_id=..., task_instance=..., **params)``.
+    With ``atomic=True`` its database writes commit in the same transaction as the job's SUCCESS (exactly-once
+    database effects); use it only for functions that do short database work, never for long I/O.
     """
 
     def decorator(fn: JobFunction) -> JobFunction:
@@ -34,7 +37,7 @@ def job_function(*, job_type: str) -> Callable[[JobFunction], JobFunction]:
         existing = _registry.get(path)
         if existing is not None and existing.function is not fn:
             raise ValueError(f"job function {path!r} is already registered")
-        _registry[path] = RegisteredFunction(path=path, function=fn, job_type=job_type)
+        _registry[path] = RegisteredFunction(path=path, function=fn, job_type=job_type, atomic=atomic)
         return fn
 
     return decorator

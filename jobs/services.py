@@ -14,22 +14,21 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from kaapi import metrics
 from kaapi.celery import HIGH_PRIORITY, HIGH_PRIORITY_QUEUE, LOW_PRIORITY, LOW_PRIORITY_QUEUE
+from kaapi.logging import current_trace_id, new_trace_id
 from tenancy.models import Project
 
+from .dispatcher import dispatch, new_task_id, publish_and_record
 from .exceptions import JobStateError
 from .models import FINISHED_STATUSES, Job, JobStatus
 from .registry import get_job_function
-from .scheduling import revoke_task, start_high_priority_job, start_low_priority_job
+from .scheduling import revoke_task
+from .webhooks import validate_callback_url, webhook_enqueue_for_job
 
 logger = logging.getLogger(__name__)
 
 PRIORITY_LEVELS = {"high": (HIGH_PRIORITY_QUEUE, HIGH_PRIORITY), "low": (LOW_PRIORITY_QUEUE, LOW_PRIORITY)}
-_STARTERS = {HIGH_PRIORITY_QUEUE: start_high_priority_job, LOW_PRIORITY_QUEUE: start_low_priority_job}
-
-
-def new_trace_id() -> str:
-    return uuid.uuid4().hex
 
 
 # --- Creating and dispatching -----------------------------------------------------------------
@@ -48,6 +47,7 @@ def job_create(
     Call it inside the transaction that writes the job's domain rows, so both exist or neither does.
     """
     registered = get_job_function(function_path)  # ValueError when not registered
+    validate_callback_url(callback_url)  # ValidationError (a 400 in the API) for a URL never deliverable
     if priority not in PRIORITY_LEVELS:
         raise ValueError(f"priority must be one of {sorted(PRIORITY_LEVELS)}, got {priority!r}")
     queue, level = PRIORITY_LEVELS[priority]
@@ -58,38 +58,54 @@ def job_create(
         queue=queue,
         priority=level,
         params=params or {},
-        trace_id=trace_id or new_trace_id(),
+        trace_id=trace_id or current_trace_id() or new_trace_id(),
         callback_url=callback_url,
+        task_id=new_task_id(),
     )
-    transaction.on_commit(partial(job_dispatch, job_id=job.id))
+    transaction.on_commit(partial(metrics.count_job_submitted, job_type=job.job_type, queue=job.queue))
+    transaction.on_commit(partial(dispatch, [job]))
     return job
 
 
-def job_dispatch(*, job_id: uuid.UUID | str) -> bool:
-    """Publish the message of a PENDING job; True when the broker confirmed it.
-
-    A failure is logged, not raised: the job stays undispatched and the recovery sweep publishes it later,
-    so a client that was told "accepted" never loses its job.
-    """
-    job = Job.objects.filter(id=job_id, status=JobStatus.PENDING).first()
-    if job is None:
-        return False
-    task_id = job.task_id or str(uuid.uuid4())
-    try:
-        _STARTERS[job.queue](
-            job.function_path,
-            job.project_id,
-            str(job.id),
-            job.trace_id,
-            task_id=task_id,
-            priority=job.priority,
-            **job.params,
+def job_create_many(
+    *,
+    project: Project,
+    function_path: str,
+    params_list: list[dict[str, Any]],
+    priority: str = "low",
+    trace_id: str = "",
+    job_type: str | None = None,
+) -> list[Job]:
+    """Create many PENDING jobs in one INSERT and publish them after commit (batch submissions)."""
+    registered = get_job_function(function_path)
+    if priority not in PRIORITY_LEVELS:
+        raise ValueError(f"priority must be one of {sorted(PRIORITY_LEVELS)}, got {priority!r}")
+    queue, level = PRIORITY_LEVELS[priority]
+    trace_id = trace_id or new_trace_id()
+    jobs = Job.objects.bulk_create(
+        Job(
+            project=project,
+            job_type=job_type or registered.job_type,
+            function_path=function_path,
+            queue=queue,
+            priority=level,
+            params=params,
+            trace_id=trace_id,
+            task_id=new_task_id(),
         )
-    except Exception:
-        logger.warning("could not publish job %s; the recovery sweep will publish it", job.id, exc_info=True)
-        return False
-    Job.objects.filter(id=job.id, status=JobStatus.PENDING).update(task_id=task_id, dispatched_at=timezone.now())
-    return True
+        for params in params_list
+    )
+    transaction.on_commit(
+        partial(metrics.count_job_submitted, job_type=jobs[0].job_type if jobs else "", queue=queue, count=len(jobs))
+    )
+    transaction.on_commit(partial(dispatch, jobs))
+    return jobs
+
+
+def job_dispatch(*, job_id: uuid.UUID | str) -> bool:
+    """Publish the message of a PENDING job now; True when the broker confirmed it (used by the sweep)."""
+    job = Job.objects.filter(id=job_id, status=JobStatus.PENDING).first()
+    return bool(job and publish_and_record([job]))
 
 
 # --- Worker side --------------------------------------------------------------------------------
@@ -123,7 +139,7 @@ def job_claim(*, job_id: str, task_id: str, redelivered: bool) -> Claim:
             job.error = f"the worker running this job was lost {job.worker_lost_count} times; giving up"
             job.finished_at = now
             job.save(update_fields=["worker_lost_count", "status", "error", "finished_at", "updated_at"])
-            transaction.on_commit(partial(_job_finished, job_id=job.id))
+            transaction.on_commit(partial(_job_finished, job=job))
             return Claim.EXHAUSTED
         job.attempts += 1
         job.started_at = now
@@ -134,23 +150,35 @@ def job_claim(*, job_id: str, task_id: str, redelivered: bool) -> Claim:
 
 def job_mark_success(*, job_id: str, result: Any) -> bool:
     """PROCESSING → SUCCESS. False when the job was cancelled meanwhile (the result is dropped)."""
-    now = timezone.now()
-    done = Job.objects.filter(id=job_id, status=JobStatus.PROCESSING).update(
-        status=JobStatus.SUCCESS, result=result, error="", progress_percent=100, finished_at=now, updated_at=now
+    return _finish(
+        job_id=job_id,
+        from_statuses=[JobStatus.PROCESSING],
+        status=JobStatus.SUCCESS,
+        result=result,
+        error="",
+        progress_percent=100,
     )
-    if done:
-        _job_finished(job_id=job_id)
-    return bool(done)
 
 
 def job_mark_failed(*, job_id: str, error: str) -> bool:
     """PENDING/PROCESSING → FAILED with ``error``."""
-    now = timezone.now()
-    done = Job.objects.filter(id=job_id, status__in=[JobStatus.PENDING, JobStatus.PROCESSING]).update(
-        status=JobStatus.FAILED, error=error[:10000], finished_at=now, updated_at=now
+    return _finish(
+        job_id=job_id,
+        from_statuses=[JobStatus.PENDING, JobStatus.PROCESSING],
+        status=JobStatus.FAILED,
+        error=error[:10000],
     )
+
+
+def _finish(*, job_id: str, from_statuses: list[str], **fields: Any) -> bool:
+    """Move a job from one of ``from_statuses`` to a finished status (a conditional UPDATE), then run the
+    finish hook once with the finished row."""
+    now = timezone.now()
+    done = Job.objects.filter(id=job_id, status__in=from_statuses).update(finished_at=now, updated_at=now, **fields)
     if done:
-        _job_finished(job_id=job_id)
+        job = Job.objects.filter(id=job_id).first()
+        if job is not None:
+            _job_finished(job=job)
     return bool(done)
 
 
@@ -201,7 +229,7 @@ def job_cancel(*, job: Job, terminate: bool = False) -> Job:
             revoke_task(job.task_id, terminate=terminate and was_running)
         except Exception:  # the DB state already makes the cancellation stick
             logger.warning("could not broadcast revoke for task %s", job.task_id, exc_info=True)
-    _job_finished(job_id=job.id)
+    _job_finished(job=job)
     return job
 
 
@@ -214,7 +242,7 @@ def job_retry(*, job: Job) -> Job:
         progress_percent=0,
         progress_message="",
         worker_lost_count=0,
-        task_id="",
+        task_id=new_task_id(),
         dispatched_at=None,
         started_at=None,
         finished_at=None,
@@ -223,7 +251,7 @@ def job_retry(*, job: Job) -> Job:
     job.refresh_from_db()
     if not done:
         raise JobStateError(f"only FAILED or CANCELLED jobs can be retried; this job is {job.status}")
-    transaction.on_commit(partial(job_dispatch, job_id=job.id))
+    transaction.on_commit(partial(dispatch, [job]))
     return job
 
 
@@ -237,9 +265,75 @@ def jobs_dispatch_stalled(*, older_than: timedelta | None = None, limit: int = 1
     return sum(job_dispatch(job_id=job_id) for job_id in ids)
 
 
-def _job_finished(*, job_id) -> None:
-    """Hook run once when a job reaches a finished status."""
-    logger.info("job %s finished", job_id)
+def jobs_recover_overdue(*, limit: int = 1000) -> dict[str, int]:
+    """PROCESSING jobs started longer ago than the hard time limit plus a margin: no worker will finish them.
+
+    Each is requeued (PENDING, published again), counting a lost delivery, or — once its deliveries were lost
+    ``JOB_MAX_WORKER_LOST`` times — ends FAILED. Returns ``{"requeued": n, "failed": m}``.
+    """
+    overdue = timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + settings.JOB_STALLED_MARGIN_SECONDS)
+    cutoff = timezone.now() - overdue
+    ids = list(
+        Job.objects.filter(status=JobStatus.PROCESSING, started_at__lt=cutoff).values_list("id", flat=True)[:limit]
+    )
+    counts = {"requeued": 0, "failed": 0}
+    for job_id in ids:
+        with transaction.atomic():
+            job = (
+                Job.objects.select_for_update(skip_locked=True)
+                .filter(id=job_id, status=JobStatus.PROCESSING, started_at__lt=cutoff)
+                .first()
+            )
+            if job is None:
+                continue
+            job.worker_lost_count += 1
+            now = timezone.now()
+            if job.worker_lost_count >= settings.JOB_MAX_WORKER_LOST:
+                job.status = JobStatus.FAILED
+                job.error = (
+                    f"no worker finished this job within {int(overdue.total_seconds())} s, "
+                    f"{job.worker_lost_count} times; giving up"
+                )
+                job.finished_at = now
+                job.save(update_fields=["worker_lost_count", "status", "error", "finished_at", "updated_at"])
+                transaction.on_commit(partial(_job_finished, job=job))
+                counts["failed"] += 1
+            else:
+                job.status = JobStatus.PENDING
+                job.error = f"requeued: no worker finished it within {int(overdue.total_seconds())} s"
+                job.task_id = ""
+                job.dispatched_at = None
+                job.save(
+                    update_fields=["worker_lost_count", "status", "error", "task_id", "dispatched_at", "updated_at"]
+                )
+                transaction.on_commit(partial(job_dispatch, job_id=job.id))
+                counts["requeued"] += 1
+            logger.warning("overdue PROCESSING job %s: %s", job.id, job.error)
+    return counts
+
+
+def _job_finished(*, job: Job) -> None:
+    """Hook run once when a job reaches a finished status: metrics, and its webhook if it has a callback URL.
+
+    A webhook problem is logged and never changes the job's outcome (a savepoint keeps the caller's
+    transaction usable).
+    """
+    metrics.observe_job_finished(
+        job_type=job.job_type,
+        status=job.status,
+        queue=job.queue,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+    )
+    logger.info("job %s finished: %s", job.id, job.status)
+    if not job.callback_url:
+        return
+    try:
+        with transaction.atomic():
+            webhook_enqueue_for_job(job=job)
+    except Exception:
+        logger.exception("could not queue the webhook of job %s", job.id)
 
 
 __all__ = [
@@ -256,4 +350,5 @@ __all__ = [
     "job_report_progress",
     "job_retry",
     "jobs_dispatch_stalled",
+    "jobs_recover_overdue",
 ]

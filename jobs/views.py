@@ -2,12 +2,15 @@ from __future__ import annotations
 
 from django.db import transaction
 from django.http import Http404
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import APIException
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from kaapi.logging import current_trace_id
+from kaapi.schema import VALIDATION_ERRORS, ErrorSerializer
 from tenancy.authentication import request_project
 
 from . import selectors, services
@@ -29,6 +32,27 @@ def submitted_response(job: Job, request: Request) -> Response:
     return Response(JobSubmittedSerializer(job, context={"request": request}).data, status=status.HTTP_202_ACCEPTED)
 
 
+# --- OpenAPI: the errors of these operations (401/403 and X-Request-ID: kaapi.schema) ------------
+_BAD_REQUEST = {400: OpenApiResponse(VALIDATION_ERRORS, description="Invalid input, per field.")}
+_NOT_FOUND = {404: OpenApiResponse(ErrorSerializer, description="No job with this id in your project.")}
+_SUBMITTED = {202: OpenApiResponse(JobSubmittedSerializer, description="Accepted: poll status_url.")}
+
+
+def _conflict(description: str) -> dict:
+    return {409: OpenApiResponse(ErrorSerializer, description=description)}
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="List the project's jobs, newest first",
+        responses={200: JobSerializer(many=True), **_BAD_REQUEST},
+    ),
+    retrieve=extend_schema(
+        summary="One job of the project",
+        responses={200: JobSerializer, **_NOT_FOUND},
+    ),
+)
+@extend_schema(tags=["jobs"])
 class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """Jobs of the caller's project."""
 
@@ -37,6 +61,8 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
     lookup_value_converter = "uuid"
 
     def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):  # OpenAPI generation: no project
+            return Job.objects.none()
         return selectors.job_list(project=request_project(self.request))
 
     def get_object(self) -> Job:
@@ -45,6 +71,16 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
             raise Http404("No job with this id in your project.")
         return job
 
+    @extend_schema(
+        summary="Cancel a pending or running job",
+        request=JobCancelSerializer,
+        responses={
+            200: JobSerializer,
+            **_BAD_REQUEST,
+            **_NOT_FOUND,
+            **_conflict("The job already finished."),
+        },
+    )
     @action(detail=True, methods=["post"])
     def cancel(self, request: Request, pk=None) -> Response:
         options = JobCancelSerializer(data=request.data or {})
@@ -55,6 +91,11 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
             raise Conflict(str(exc)) from None
         return Response(JobSerializer(job).data)
 
+    @extend_schema(
+        summary="Run a failed or cancelled job again",
+        request=None,
+        responses={**_SUBMITTED, **_NOT_FOUND, **_conflict("The job is not FAILED or CANCELLED.")},
+    )
     @action(detail=True, methods=["post"])
     def retry(self, request: Request, pk=None) -> Response:
         try:
@@ -64,18 +105,24 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
             raise Conflict(str(exc)) from None
         return submitted_response(job, request)
 
+    @extend_schema(
+        summary="Submit a diagnostic echo job",
+        request=EchoJobSerializer,
+        responses={**_SUBMITTED, **_BAD_REQUEST},
+    )
     @action(detail=False, methods=["post"], serializer_class=EchoJobSerializer)
     def echo(self, request: Request) -> Response:
         """Submit a diagnostic echo job: its result is its params, after an optional delay."""
         serializer = EchoJobSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        with transaction.atomic():
-            job = services.job_create(
-                project=request_project(request),
-                function_path=ECHO_PATH,
-                params={"delay": data["delay"], **data["params"]},
-                priority=data["priority"],
-                callback_url=data["callback_url"],
-            )
+        # One row and no domain rows: autocommit is its own transaction, and the job is published after it.
+        job = services.job_create(
+            project=request_project(request),
+            function_path=ECHO_PATH,
+            params={"delay": data["delay"], **data["params"]},
+            priority=data["priority"],
+            callback_url=data["callback_url"],
+            trace_id=current_trace_id() or "",
+        )
         return submitted_response(job, request)

@@ -9,6 +9,8 @@ import os
 from celery import Celery
 from kombu import Exchange, Queue
 
+import kaapi.logging  # noqa: F401  (connects the signals that give every task its logging context)
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kaapi.settings")
 
 HIGH_PRIORITY_QUEUE = "high_priority"

@@ -8,6 +8,7 @@ with an ``ImproperlyConfigured`` error naming the variable.
 from __future__ import annotations
 
 import base64
+import ipaddress
 import os
 import sys
 from pathlib import Path
@@ -99,6 +100,7 @@ INSTALLED_APPS = [
     "django_filters",
     "django_celery_results",
     "django_celery_beat",
+    "drf_spectacular",
     "tenancy",
     "jobs",
     "llm",
@@ -106,7 +108,10 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "kaapi.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Serves the admin's and the API docs' static files under gunicorn (collected into STATIC_ROOT).
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -184,6 +189,7 @@ USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "var" / "static"
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # filled by `manage.py collectstatic` (the Docker image does)
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(BASE_DIR / "var" / "media")))
 
 # --- REST framework ---------------------------------------------------------------------------
@@ -198,6 +204,7 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "kaapi.api.exception_handler",
     "UNAUTHENTICATED_USER": None,
 }
+REST_FRAMEWORK["DEFAULT_SCHEMA_CLASS"] = "drf_spectacular.openapi.AutoSchema"
 # Keyed hash for API keys: HMAC-SHA256 over a 256-bit random secret, keyed by this pepper.
 API_KEY_PEPPER = env_str("API_KEY_PEPPER", SECRET_KEY)
 
@@ -243,6 +250,8 @@ if CELERY_TASK_TIME_LIMIT <= CELERY_TASK_SOFT_TIME_LIMIT:
 # Ack after the task ran, and put the message back when the process running it dies.
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# On a lost broker connection, stop tasks whose message will be redelivered anyway (the Celery 6 default).
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
 CELERY_TASK_DEFAULT_RETRY_DELAY = env_int("CELERY_TASK_DEFAULT_RETRY_DELAY", 60, minimum=0)
 CELERY_TASK_MAX_RETRIES = env_int("CELERY_TASK_MAX_RETRIES", 3, minimum=0)
 # Upper bound of one backoff step (exponential backoff with full jitter).
@@ -262,7 +271,10 @@ CELERY_RESULT_BACKEND_THREAD_SAFE = True
 CELERY_RESULT_EXTENDED = True
 CELERY_RESULT_COMPRESSION = "gzip"
 CELERY_RESULT_EXPIRES = env_int("CELERY_RESULT_EXPIRES", 3600, minimum=1)
-CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# The database scheduler (schedules edited in admin) behind a lock so that only one beat fires: jobs/beat.py.
+CELERY_BEAT_SCHEDULER = "jobs.beat:LockedDatabaseScheduler"
+# Longest sleep of beat between two looks at the schedule table: an edit in admin is picked up within it.
+CELERY_BEAT_MAX_LOOP_INTERVAL = env_float("CELERY_BEAT_MAX_LOOP_INTERVAL", 5.0, minimum=0.1)
 CELERY_TIMEZONE = env_str("CELERY_TIMEZONE", "UTC")
 CELERY_ENABLE_UTC = env_bool("CELERY_ENABLE_UTC", True)
 # Run tasks in-process (unit tests of single functions only; never for system tests).
@@ -271,6 +283,100 @@ CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 # --- Jobs ---------------------------------------------------------------------------------------
 # A PENDING job not dispatched for this long is published again by the recovery sweep.
 JOB_DISPATCH_GRACE_SECONDS = env_int("JOB_DISPATCH_GRACE_SECONDS", 60, minimum=1)
+# "background": a thread of each process publishes committed jobs in batches, off the request path;
+# "inline": the committing thread publishes before the response. See jobs/dispatcher.py.
+JOB_DISPATCH_MODE = env_str("JOB_DISPATCH_MODE", "background")
+if JOB_DISPATCH_MODE not in {"background", "inline"}:
+    raise ImproperlyConfigured(f"JOB_DISPATCH_MODE must be background or inline, got {JOB_DISPATCH_MODE!r}")
+
+# --- Documents (doctransform) ----------------------------------------------------------------
+# Uploads above this size are refused with 413.
+DOCUMENT_MAX_UPLOAD_BYTES = env_int("DOCUMENT_MAX_UPLOAD_BYTES", 25 * 1024 * 1024, minimum=1)
+# Non-file form fields and JSON bodies are small; larger file uploads spill from memory to a temporary file.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 2_621_440, minimum=1024)
+FILE_UPLOAD_MAX_MEMORY_SIZE = env_int("FILE_UPLOAD_MAX_MEMORY_SIZE", 2_621_440, minimum=0)
+# Seconds one conversion may take; the converter process is killed after that. It must leave the task time
+# to read and store the files, so it has to be below the soft time limit.
+DOCUMENT_TRANSFORM_TIMEOUT = env_int("DOCUMENT_TRANSFORM_TIMEOUT", 120, minimum=1)
+if DOCUMENT_TRANSFORM_TIMEOUT >= CELERY_TASK_SOFT_TIME_LIMIT:
+    raise ImproperlyConfigured(
+        f"DOCUMENT_TRANSFORM_TIMEOUT ({DOCUMENT_TRANSFORM_TIMEOUT}) must be less than "
+        f"CELERY_TASK_SOFT_TIME_LIMIT ({CELERY_TASK_SOFT_TIME_LIMIT})"
+    )
+# Address-space cap (MiB) of the converter process: a decompression bomb ends in a clean error. 0: no cap.
+DOCUMENT_TRANSFORM_MAX_MEMORY_MB = env_int("DOCUMENT_TRANSFORM_MAX_MEMORY_MB", 2048, minimum=0)
+# The converter process is replaced after this many conversions (bounds leaks in the converter libraries).
+DOCUMENT_TRANSFORM_MAX_CONVERSIONS = env_int("DOCUMENT_TRANSFORM_MAX_CONVERSIONS", 200, minimum=1)
+# Where documents are stored: "local" (MEDIA_ROOT) or "s3" (any S3-compatible service, through django-storages).
+DOCUMENT_STORAGE = env_str("DOCUMENT_STORAGE", "local").strip().lower()
+if DOCUMENT_STORAGE == "local":
+    _documents_storage = {"BACKEND": "django.core.files.storage.FileSystemStorage"}
+elif DOCUMENT_STORAGE == "s3":
+    _documents_storage = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": env_str("DOCUMENT_S3_BUCKET", ""),
+            "endpoint_url": env_str("DOCUMENT_S3_ENDPOINT_URL", "") or None,
+            "region_name": env_str("DOCUMENT_S3_REGION", "") or None,
+            "access_key": env_str("DOCUMENT_S3_ACCESS_KEY_ID", "") or None,
+            "secret_key": env_str("DOCUMENT_S3_SECRET_ACCESS_KEY", "") or None,
+            "location": env_str("DOCUMENT_S3_PREFIX", ""),
+            "default_acl": None,
+            "file_overwrite": False,
+            "querystring_auth": True,
+        },
+    }
+    if not _documents_storage["OPTIONS"]["bucket_name"]:
+        raise ImproperlyConfigured("DOCUMENT_S3_BUCKET must be set when DOCUMENT_STORAGE is s3")
+else:
+    raise ImproperlyConfigured(f"DOCUMENT_STORAGE must be local or s3, got {DOCUMENT_STORAGE!r}")
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    "documents": _documents_storage,
+}
+
+# --- Webhooks -----------------------------------------------------------------------------------
+# Callback URLs must be https; plain http only where this allows it (development and tests).
+WEBHOOK_ALLOW_HTTP = env_bool("WEBHOOK_ALLOW_HTTP", False)
+# CIDRs that webhooks may reach although they are loopback/private/link-local/... (e.g. "10.1.2.0/24").
+WEBHOOK_ALLOWED_NETWORKS = env_list("WEBHOOK_ALLOWED_NETWORKS", [])
+for _network in WEBHOOK_ALLOWED_NETWORKS:
+    try:
+        ipaddress.ip_network(_network, strict=False)
+    except ValueError:
+        raise ImproperlyConfigured(f"WEBHOOK_ALLOWED_NETWORKS: {_network!r} is not a network (CIDR)") from None
+WEBHOOK_CONNECT_TIMEOUT = env_float("WEBHOOK_CONNECT_TIMEOUT", 5.0, minimum=0.1)  # seconds
+WEBHOOK_READ_TIMEOUT = env_float("WEBHOOK_READ_TIMEOUT", 10.0, minimum=0.1)  # seconds
+# Attempts of one delivery, and the exponential backoff (with jitter) between them: with the defaults
+# the retries spread over roughly 1.5 to 3 hours.
+WEBHOOK_MAX_ATTEMPTS = env_int("WEBHOOK_MAX_ATTEMPTS", 10, minimum=1)
+WEBHOOK_RETRY_BASE_DELAY = env_float("WEBHOOK_RETRY_BASE_DELAY", 30.0, minimum=0)
+WEBHOOK_RETRY_MAX_DELAY = env_float("WEBHOOK_RETRY_MAX_DELAY", 3600.0, minimum=0)
+# After a rotation, deliveries are signed with the new and the previous secret for this long.
+WEBHOOK_SECRET_ROTATION_GRACE = env_int("WEBHOOK_SECRET_ROTATION_GRACE", 86400, minimum=0)
+
+# --- Periodic maintenance ---------------------------------------------------------------------------
+# Beat lock: "auto" (Redis when REDIS_URL is set, else a PostgreSQL advisory lock, else a file lock for
+# SQLite), "redis", "postgres", "file" or "none".
+BEAT_LOCK_BACKEND = env_str("BEAT_LOCK_BACKEND", "auto")
+if BEAT_LOCK_BACKEND not in {"auto", "redis", "postgres", "file", "none"}:
+    raise ImproperlyConfigured(
+        f"BEAT_LOCK_BACKEND must be auto, redis, postgres, file or none, got {BEAT_LOCK_BACKEND!r}"
+    )
+# Name of the lock (default: derived from the database name, so one beat per database).
+BEAT_LOCK_NAME = env_str("BEAT_LOCK_NAME", "")
+# Redis lock time-to-live (seconds): a standby beat takes over at most this long after the holder died.
+BEAT_LOCK_TIMEOUT = env_int("BEAT_LOCK_TIMEOUT", 30, minimum=1)
+if BEAT_LOCK_TIMEOUT < 2 * CELERY_BEAT_MAX_LOOP_INTERVAL:
+    raise ImproperlyConfigured("BEAT_LOCK_TIMEOUT must be at least twice CELERY_BEAT_MAX_LOOP_INTERVAL")
+# A PROCESSING job started longer ago than the hard time limit plus this margin is requeued or failed.
+JOB_STALLED_MARGIN_SECONDS = env_int("JOB_STALLED_MARGIN_SECONDS", 300, minimum=0)
+# Finished jobs (and their webhook deliveries) are deleted this many days after they finished; 0 keeps them.
+JOB_RETENTION_DAYS = env_int("JOB_RETENTION_DAYS", 30, minimum=0)
+# Deletions run in batches of this many rows, at most this many batches per run (the next run goes on).
+MAINTENANCE_BATCH_SIZE = env_int("MAINTENANCE_BATCH_SIZE", 1000, minimum=1)
+MAINTENANCE_MAX_BATCHES = env_int("MAINTENANCE_MAX_BATCHES", 100, minimum=1)
 
 # --- LLM calls ------------------------------------------------------------------------------------
 # Fernet keys (comma-separated, newest first) that encrypt provider credentials at rest. Unset: one key derived
@@ -306,6 +412,10 @@ CELERY_WORKER_GEVENT_CONCURRENCY = env_int("CELERY_WORKER_GEVENT_CONCURRENCY", 3
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
 if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
     raise ImproperlyConfigured(f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {LOG_LEVEL!r}")
+# "text" (readable, the default) or "json" (one JSON object per line, for log shippers).
+LOG_FORMAT = env_str("LOG_FORMAT", "text").lower()
+if LOG_FORMAT not in {"text", "json"}:
+    raise ImproperlyConfigured(f"LOG_FORMAT must be text or json, got {LOG_FORMAT!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -315,10 +425,40 @@ LOGGING = {
             "format": "%(asctime)s %(levelname)s %(name)s [trace=%(trace_id)s job=%(job_id)s task=%(task_id)s] "
             "%(message)s"
         },
+        "json": {"()": "kaapi.logging.JsonFormatter"},
     },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "text", "filters": ["context"]},
+        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["context"]},
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
+}
+
+# --- Operations: health, metrics, API docs --------------------------------------------------------
+# Readiness (/readyz) gives the database and the broker this many seconds each.
+READYZ_TIMEOUT_SECONDS = env_float("READYZ_TIMEOUT_SECONDS", 2.0, minimum=0.1)
+# Prometheus multiprocess mode: every web and worker process writes its samples to files in this directory
+# and /metrics adds them up. Processes that should be counted together must share it. Empty: single-process
+# mode (/metrics shows only the answering process). prometheus-client reads it from the environment.
+PROMETHEUS_MULTIPROC_DIR = env_str("PROMETHEUS_MULTIPROC_DIR", str(BASE_DIR / "var" / "prometheus"))
+if PROMETHEUS_MULTIPROC_DIR:
+    Path(PROMETHEUS_MULTIPROC_DIR).mkdir(parents=True, exist_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = PROMETHEUS_MULTIPROC_DIR
+else:
+    os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+# When set, /metrics requires "Authorization: Bearer <token>" (Prometheus: bearer_token in the scrape config).
+METRICS_TOKEN = env_str("METRICS_TOKEN", "")
+# Queue depths in /metrics are read from the broker at most this often (seconds).
+METRICS_QUEUE_DEPTH_CACHE_SECONDS = env_float("METRICS_QUEUE_DEPTH_CACHE_SECONDS", 10.0, minimum=0)
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Kaapi jobs API",
+    "DESCRIPTION": "Submit background jobs (LLM calls, document transformations), poll them or receive webhooks. "
+    "Every request carries a project API key in the X-API-KEY header; X-Request-ID (optional) sets the trace id.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SERVE_AUTHENTICATION": [],
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {"JobStatusEnum": "jobs.models.JobStatus"},
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "kaapi.schema.postprocess_common"],
 }

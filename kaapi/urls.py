@@ -1,8 +1,21 @@
 from django.contrib import admin
 from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from kaapi import schema  # noqa: F401  (OpenAPI extensions)
+from kaapi.health import HealthzView, ReadyzView
+from kaapi.metrics import metrics_view
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("api/v1/", include("tenancy.urls")),
     path("api/v1/", include("jobs.urls")),
     path("api/v1/", include("llm.urls")),
+    path("api/v1/", include("doctransform.urls")),
+    # Operations: no API key (see README "Running in production")
+    path("healthz", HealthzView.as_view(), name="healthz"),
+    path("readyz", ReadyzView.as_view(), name="readyz"),
+    path("metrics", metrics_view, name="metrics"),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
 ]

@@ -6,18 +6,20 @@
 #   scripts/services.sh env PROFILE                print the export lines for the profile's URLs
 #   scripts/services.sh rabbitmqctl PROFILE ARGS   run rabbitmqctl against the profile's node
 #
-# PROFILE is "dev" (make run) or "test" (make test); each has its own ports and data under .services/PROFILE.
+# PROFILE is "dev" (make run), "test" (make test) or "chaos" (the fault-injection tests, which stop and restart
+# their nodes); each has its own ports and data under .services/PROFILE.
 # Ports can be moved with KAAPI_<PROFILE>_{AMQP,PG,REDIS}_PORT.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cmd="${1:?usage: services.sh start|stop|env|rabbitmqctl PROFILE [SERVICE...]}"
+cmd="${1:?usage: services.sh start|stop|restart|env|rabbitmqctl PROFILE [SERVICE...]}"
 profile="${2:?profile (dev or test) required}"
 shift 2
 
 case "$profile" in
   dev)  amqp_default=5673; pg_default=55431; redis_default=6391 ;;
   test) amqp_default=5674; pg_default=55432; redis_default=6392 ;;
+  chaos) amqp_default=5675; pg_default=55433; redis_default=6393 ;;
   *) echo "unknown profile $profile" >&2; exit 2 ;;
 esac
 P="${profile^^}"
@@ -153,5 +155,7 @@ case "$cmd" in
     echo "export KAAPI_REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0" ;;
   rabbitmqctl)
     rabbitmqctl_node "$@" ;;
+  restart)  # restart one service's node in place (fault injection)
+    for s in "$@"; do "stop_$s"; "start_$s"; done ;;
   *) echo "unknown command $cmd" >&2; exit 2 ;;
 esac

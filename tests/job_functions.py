@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from celery.exceptions import SoftTimeLimitExceeded
+from django.db import connection
 
 from jobs.exceptions import RetryableJobError
 from jobs.models import Job
@@ -54,6 +55,20 @@ def touch_file(*, project_id, job_id, task_id, task_instance, path: str, **param
     with Path(path).open("a") as fh:
         fh.write(f"{job_id}\n")
     return {"path": path}
+
+
+@job_function(job_type="TEST")
+def return_unserializable(*, project_id, job_id, task_id, task_instance, **params):
+    return {"when": object()}
+
+
+@job_function(job_type="TEST", atomic=True)
+def record_effect(*, project_id, job_id, task_id, task_instance, seconds: float = 0.1, **params):
+    """An atomic job with a database side effect: one row in chaos_effect per run that committed."""
+    time.sleep(seconds)
+    with connection.cursor() as cursor:
+        cursor.execute("INSERT INTO chaos_effect (job_id) VALUES (%s)", [job_id])
+    return {"pid": os.getpid()}
 
 
 @job_function(job_type="TEST")

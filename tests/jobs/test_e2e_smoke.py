@@ -34,3 +34,46 @@ def test_echo_jobs_across_both_priorities_succeed(start_worker, api_client):
     stored = TaskResult.objects.get(task_id=jobs[ids[3]].task_id)
     assert stored.task_name == "execute_high_priority_task"
     assert '"n": 3' in stored.result
+
+
+def test_run_worker_command_starts_a_worker_that_runs_jobs(transactional_db, project):
+    import subprocess
+    import sys
+
+    from jobs.models import Job
+    from jobs.scheduling import get_task_status
+    from kaapi.celery import app
+    from tests.conftest import ROOT, purge_queues, worker_environment
+    from tests.jobs.factories import make_job
+
+    purge_queues()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "manage.py",
+            "run_worker",
+            "--queues",
+            "low_priority",
+            "--concurrency",
+            "1",
+            "--hostname",
+            "cmd-test@localhost",
+            "--loglevel",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=worker_environment(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_until(lambda: app.control.ping(destination=["cmd-test@localhost"], timeout=0.5), timeout=60)
+        job = make_job(project, priority="low", via="run_worker")
+        wait_until(lambda: Job.objects.get(id=job.id).status == JobStatus.SUCCESS, timeout=60)
+        job.refresh_from_db()
+        status = wait_until(lambda: (s := get_task_status(job.task_id))["ready"] and s, timeout=30)
+        assert status["status"] == "SUCCESS"
+        assert status["result"] == {"delay": 0, "via": "run_worker"}
+    finally:
+        proc.terminate()
+        proc.wait(30)

@@ -1,0 +1,26 @@
+# The one image of every Kaapi service (web, workers, beat, Flower, migrate); see docker-compose.yml.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /app
+COPY requirements.txt .
+RUN pip install -r requirements.txt
+
+COPY . .
+# The admin's static files, served by WhiteNoise (settings need a key to load; this one never signs anything).
+RUN SECRET_KEY=collectstatic-only python manage.py collectstatic --noinput
+
+RUN useradd --system --uid 1000 --home-dir /app kaapi \
+    && mkdir -p /var/lib/kaapi/prometheus /var/lib/kaapi/media \
+    && chown -R kaapi /var/lib/kaapi /app/var
+USER kaapi
+# Writable defaults for a container started without docker-compose.yml's environment.
+ENV PROMETHEUS_MULTIPROC_DIR=/var/lib/kaapi/prometheus \
+    MEDIA_ROOT=/var/lib/kaapi/media
+
+EXPOSE 8000
+CMD ["gunicorn", "kaapi.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "4"]

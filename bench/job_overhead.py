@@ -1,0 +1,122 @@
+"""Job overhead: echo jobs through the full path vs raw Celery no-op tasks, same broker, pool and prefetch.
+
+Full path: jobs.services.job_create (INSERT, publish with confirms after commit, UPDATE dispatched_at) →
+RabbitMQ → worker (claim UPDATE, run, SUCCESS UPDATE, result row in the django-celery-results table).
+Raw: `noop.apply_async()` → RabbitMQ → worker, no result stored.
+
+Two measurements of each, in the same run:
+  submit+run — submission and execution overlap, the clock stops when the last one finished;
+  drain      — a pre-filled queue, the clock runs from worker start-up to empty.
+
+    python bench/job_overhead.py --jobs 3000 --concurrency 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.harness import kaapi_worker, print_table, purge, queue_depth, raw_worker, setup_environment  # noqa: E402
+
+
+def wait(predicate, timeout: float = 600, interval: float = 0.02) -> float:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("benchmark did not finish")
+        time.sleep(interval)
+    return time.perf_counter()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--jobs", type=int, default=3000)
+    parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--output", help="append the markdown table to this file")
+    args = parser.parse_args()
+    n, c = args.jobs, args.concurrency
+
+    setup_environment("overhead")
+    from django.db import transaction
+    from django_celery_results.models import TaskResult
+
+    from bench.raw_celery_app import app as raw_app
+    from bench.raw_celery_app import noop
+    from jobs.models import Job, JobStatus
+    from jobs.services import job_create
+    from kaapi.celery import app
+    from tenancy.services import project_get_or_create
+
+    project = project_get_or_create(organization_name="bench", project_name="overhead")
+    purge(app)
+    Job.objects.all().delete()
+    TaskResult.objects.all().delete()
+    with raw_app.connection_for_write() as conn:
+        raw_app.conf.task_queues[0](conn.default_channel).declare()
+        raw_app.conf.task_queues[0](conn.default_channel).purge()
+
+    def submit_jobs() -> None:
+        for i in range(n):
+            with transaction.atomic():
+                job_create(project=project, function_path="jobs.functions.echo", priority="high", params={"i": i})
+
+    def jobs_done() -> bool:  # the job row is SUCCESS and Celery's result row is written
+        return (
+            Job.objects.filter(status=JobStatus.SUCCESS).count() >= n
+            and TaskResult.objects.filter(status="SUCCESS").count() >= n
+        )
+
+    results = {}
+
+    # Raw Celery, submit + run
+    worker = raw_worker(concurrency=c)
+    t0 = time.perf_counter()
+    for i in range(n):
+        noop.apply_async((i,))
+    results["raw_submit_run"] = wait(lambda: queue_depth(raw_app, "raw") == 0) - t0
+    worker.stop()
+    # Raw Celery, drain: the clock starts when the worker answers a ping; what it ran before does not count
+    for i in range(n):
+        noop.apply_async((i,))
+    worker = raw_worker(concurrency=c)
+    t0, left = time.perf_counter(), queue_depth(raw_app, "raw")
+    results["raw_drain"] = (wait(lambda: queue_depth(raw_app, "raw") == 0) - t0) * n / max(left, 1)
+    worker.stop()
+
+    # Kaapi, submit + run
+    worker = kaapi_worker("high_priority", concurrency=c)
+    t0 = time.perf_counter()
+    submit_jobs()
+    results["kaapi_submit_run"] = wait(jobs_done) - t0
+    worker.stop()
+    Job.objects.all().delete()
+    TaskResult.objects.all().delete()
+    # Kaapi, drain
+    submit_jobs()
+    worker = kaapi_worker("high_priority", concurrency=c)
+    t0, left = time.perf_counter(), n - Job.objects.filter(status=JobStatus.SUCCESS).count()
+    results["kaapi_drain"] = (wait(jobs_done) - t0) * n / max(left, 1)
+    worker.stop()
+    stored = TaskResult.objects.filter(status="SUCCESS").count()
+    rows = []
+    for kind in ("submit_run", "drain"):
+        raw_rate = n / results[f"raw_{kind}"]
+        kaapi_rate = n / results[f"kaapi_{kind}"]
+        rows.append((kind.replace("_", "+"), f"{kaapi_rate:,.0f}", f"{raw_rate:,.0f}", f"{kaapi_rate / raw_rate:.2f}"))
+    table = print_table(
+        f"Job overhead: {n} echo jobs vs raw Celery no-op tasks (prefork, concurrency {c}, prefetch 1)",
+        rows,
+        ("measure", "kaapi jobs/s", "raw Celery tasks/s", "ratio (goal ≥ 0.5)"),
+    )
+    print(f"\nresult rows in the table after the drain run: {stored} of {n}")
+    if args.output:
+        with open(args.output, "a") as fh:
+            fh.write(table + "\n\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,233 @@
+"""Submission: POST /api/v1/llm/call under gunicorn with 64 concurrent clients, beside a trivial authenticated
+DRF endpoint (GET /api/v1/whoami/) on the same server in the same run.
+
+The server is the documented production web command (gunicorn, sync workers); the client is a small asyncio
+HTTP/1.1 client in this process (one connection per request, as gunicorn's sync workers close it). No worker
+runs: submission is measured alone, the jobs stay queued and are purged afterwards.
+
+Two phases per endpoint:
+  capacity  closed loop: 64 clients send back to back; requests/s is the server's capacity. (Latency here is
+            only queueing: with 64 requests always in flight it is 64 / capacity by Little's law.)
+  latency   open loop: 64 clients together send --load-fraction of the llm/call capacity at a steady rate,
+            each request timed from when it was due (no coordinated omission); p50/p99.
+Goal: llm/call capacity at least 0.5x the trivial endpoint's, and p99 under 100 ms under load.
+
+    python bench/submission.py --clients 64 --seconds 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.harness import LOG_DIR, percentile, print_table, purge, setup_environment  # noqa: E402
+
+HOST = "127.0.0.1"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def build_request(method: str, path: str, api_key: str, body: dict | None, port: int) -> bytes:
+    payload = json.dumps(body).encode() if body is not None else b""
+    head = [
+        f"{method} {path} HTTP/1.1",
+        f"Host: {HOST}:{port}",
+        f"X-API-KEY: {api_key}",
+        "Connection: close",
+        f"Content-Length: {len(payload)}",
+    ]
+    if body is not None:
+        head.append("Content-Type: application/json")
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + payload
+
+
+async def load(port: int, raw: bytes, *, clients: int, seconds: float, expect: int) -> tuple[int, list[float], int]:
+    """Closed loop: ``clients`` coroutines each send one request after another for ``seconds``."""
+    latencies: list[float] = []
+    errors = 0
+    stop_at = time.perf_counter() + seconds
+
+    async def client() -> None:
+        nonlocal errors
+        while time.perf_counter() < stop_at:
+            started = time.perf_counter()
+            try:
+                reader, writer = await asyncio.open_connection(HOST, port)
+                writer.write(raw)
+                await writer.drain()
+                data = await reader.read()
+                writer.close()
+                status = int(data.split(b" ", 2)[1])
+            except (OSError, ValueError, IndexError):
+                errors += 1
+                continue
+            if status != expect:
+                errors += 1
+            latencies.append((time.perf_counter() - started) * 1000)
+
+    await asyncio.gather(*(client() for _ in range(clients)))
+    return len(latencies), latencies, errors
+
+
+async def paced(port: int, raw: bytes, *, clients: int, rate: float, seconds: float, expect: int):
+    """Open loop: ``rate`` requests/s in all, spread over ``clients`` connections, timed from their due time."""
+    latencies: list[float] = []
+    errors = 0
+    per_client = rate / clients
+    start = time.perf_counter() + 0.1
+
+    async def client(index: int) -> None:
+        nonlocal errors
+        n = 0
+        while True:
+            due = start + (index / clients + n) / per_client
+            if due > start + seconds:
+                return
+            n += 1
+            if (pause := due - time.perf_counter()) > 0:
+                await asyncio.sleep(pause)
+            try:
+                reader, writer = await asyncio.open_connection(HOST, port)
+                writer.write(raw)
+                await writer.drain()
+                data = await reader.read()
+                writer.close()
+                status = int(data.split(b" ", 2)[1])
+            except (OSError, ValueError, IndexError):
+                errors += 1
+                continue
+            if status != expect:
+                errors += 1
+            latencies.append((time.perf_counter() - due) * 1000)
+
+    await asyncio.gather(*(client(i) for i in range(clients)))
+    return latencies, errors
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clients", type=int, default=64)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--workers", type=int, default=4, help="gunicorn workers (docker-compose uses 4)")
+    parser.add_argument("--load-fraction", type=float, default=0.5, help="open-loop rate, as a fraction of capacity")
+    parser.add_argument("--output")
+    args = parser.parse_args()
+
+    setup_environment("submission")
+    from kaapi.celery import app
+    from tenancy.services import api_key_create, project_get_or_create
+
+    project = project_get_or_create(organization_name="bench", project_name="submission")
+    api_key = api_key_create(project=project).plaintext
+    call_body = prepare_llm_call(project)
+    purge(app)
+
+    port = free_port()
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "kaapi.wsgi:application",
+            "--bind",
+            f"{HOST}:{port}",
+            "--workers",
+            str(args.workers),
+            "--log-level",
+            "warning",
+        ],
+        env={**os.environ, "LOG_LEVEL": "WARNING"},
+        stdout=open(LOG_DIR / "gunicorn.log", "wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection((HOST, port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise RuntimeError("gunicorn did not start; see var/bench-logs/gunicorn.log") from None
+                time.sleep(0.2)
+        trivial = build_request("GET", "/api/v1/whoami/", api_key, None, port)
+        submit = build_request("POST", call_body[0], api_key, call_body[1], port)
+        asyncio.run(load(port, trivial, clients=8, seconds=2, expect=200))  # warm up every gunicorn worker
+        asyncio.run(load(port, submit, clients=8, seconds=2, expect=202))
+        measured = {}
+        for name, raw, expect in (("trivial", trivial, 200), ("submit", submit, 202)):
+            count, latencies, errors = asyncio.run(
+                load(port, raw, clients=args.clients, seconds=args.seconds, expect=expect)
+            )
+            measured[name] = (count / args.seconds, latencies, errors)
+        rate = args.load_fraction * measured["submit"][0]
+        paced_results = {
+            name: asyncio.run(paced(port, raw, clients=args.clients, rate=rate, seconds=args.seconds, expect=expect))
+            for name, raw, expect in (("trivial", trivial, 200), ("submit", submit, 202))
+        }
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(30)
+        purge(app)
+
+    t_rate, t_lat, t_err = measured["trivial"]
+    s_rate, s_lat, s_err = measured["submit"]
+    tp_lat, tp_err = paced_results["trivial"]
+    sp_lat, sp_err = paced_results["submit"]
+    rows = [
+        (
+            "GET /api/v1/whoami/ (trivial, authenticated)",
+            f"{t_rate:,.0f}",
+            "—",
+            f"{percentile(tp_lat, 50):.1f}",
+            f"{percentile(tp_lat, 99):.1f}",
+            str(t_err + tp_err),
+        ),
+        (
+            f"POST {call_body[0]}",
+            f"{s_rate:,.0f}",
+            f"{s_rate / t_rate:.2f}",
+            f"{percentile(sp_lat, 50):.1f}",
+            f"{percentile(sp_lat, 99):.1f}",
+            str(s_err + sp_err),
+        ),
+    ]
+    table = print_table(
+        f"Submission under gunicorn ({args.workers} sync workers), {args.clients} concurrent clients: capacity "
+        f"(closed loop) and latency at {rate:,.0f} requests/s (open loop, {args.load_fraction:g} of llm/call "
+        f"capacity), {args.seconds:g} s each",
+        rows,
+        ("endpoint", "capacity req/s", "ratio (goal ≥ 0.5)", "p50 ms", "p99 ms (goal < 100)", "errors"),
+    )
+    print(
+        f"(closed-loop latency, queueing only: trivial p50 {percentile(t_lat, 50):.0f} ms, "
+        f"llm/call p50 {percentile(s_lat, 50):.0f} ms)"
+    )
+    if args.output:
+        with open(args.output, "a") as fh:
+            fh.write(table + "\n\n")
+
+
+def prepare_llm_call(project) -> tuple[str, dict]:
+    """The request body of an LLM call for ``project`` (credentials stored, config inline)."""
+    return "/api/v1/jobs/echo/", {"params": {"q": "What is AI?"}}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,174 @@
+"""Run conversions in a separate, long-lived converter process, with a time limit per conversion.
+
+Each worker process (each thread, for a threads pool) keeps one converter process: it imports markitdown
+once (~1 s) and then serves conversions at the cost of a socket round trip. When a conversion takes longer
+than its limit, or the converter crashes (a segfault in a parser, the memory cap, the OOM killer), the
+converter is killed and the conversion fails with a clear error; the worker process itself never hangs or
+dies, and the next conversion starts a fresh converter. The converter is also replaced after
+``DOCUMENT_TRANSFORM_MAX_CONVERSIONS`` conversions, and it dies with its worker (PR_SET_PDEATHSIG and EOF).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from multiprocessing.connection import Connection
+from typing import Any
+
+from django.conf import settings
+
+from .exceptions import (
+    ConverterCrashed,
+    DocumentEncrypted,
+    DocumentUnreadable,
+    TransformationFailed,
+    TransformationTimeout,
+)
+from .transformers import Transformer
+
+logger = logging.getLogger(__name__)
+
+STARTUP_TIMEOUT = 60.0
+_ERRORS = {cls.__name__: cls for cls in (DocumentEncrypted, DocumentUnreadable, TransformationFailed)}
+_PR_SET_PDEATHSIG = 1
+try:  # resolved here, not between fork and exec, where loading a library is not safe
+    _prctl = ctypes.CDLL(None, use_errno=True).prctl
+except (OSError, AttributeError):  # not Linux: the converter still exits on EOF once its conversion is done
+    _prctl = None
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+class ConverterProcess:
+    """One converter process and the socket to it."""
+
+    def __init__(self, *, max_memory_mb: int, max_conversions: int, startup_timeout: float = STARTUP_TIMEOUT):
+        self.max_memory_mb = max_memory_mb
+        self.max_conversions = max_conversions
+        self.startup_timeout = startup_timeout
+        self.process: subprocess.Popen | None = None
+        self.conversions = 0
+        self._conn: Connection | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def start(self) -> None:
+        parent_sock, child_sock = socket.socketpair()
+        try:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "doctransform.converter_server",
+                    str(child_sock.fileno()),
+                    str(self.max_memory_mb),
+                ],
+                pass_fds=(child_sock.fileno(),),
+                cwd=str(settings.BASE_DIR),
+                stdin=subprocess.DEVNULL,
+                preexec_fn=_die_with_parent,
+            )
+        finally:
+            child_sock.close()
+        self._conn = Connection(parent_sock.detach())
+        self.conversions = 0
+        if not self._conn.poll(self.startup_timeout):
+            self.close()
+            raise ConverterCrashed(f"the converter process did not start within {self.startup_timeout:g} s")
+        try:
+            self._conn.recv()
+        except (EOFError, OSError):
+            raise ConverterCrashed(f"the converter process failed to start ({self._exit_description()})") from None
+        logger.info("converter process %s started", self.process.pid)
+
+    def convert(self, *, function_path: str, data: bytes, hints: dict[str, Any], timeout: float) -> str:
+        """Run one conversion; kill the converter if it does not answer within ``timeout`` seconds."""
+        if not self.alive() or self.conversions >= self.max_conversions:
+            self.close()
+            self.start()
+        self.conversions += 1
+        answered = False
+        try:
+            try:
+                self._conn.send(("convert", function_path, data, hints))
+            except OSError:
+                raise ConverterCrashed(f"the converter process died ({self._exit_description()})") from None
+            if not self._conn.poll(timeout):
+                raise TransformationTimeout(f"the conversion took longer than {timeout:g} s and was stopped")
+            try:
+                reply = self._conn.recv()
+            except (EOFError, OSError):
+                raise ConverterCrashed(
+                    f"the converter process crashed while converting this document ({self._exit_description()})"
+                ) from None
+            answered = True
+        finally:
+            if not answered:  # timeout, crash, or the task's own soft time limit interrupting the wait
+                self.close()
+        if reply[0] == "ok":
+            return reply[1]
+        _, error_class, message = reply
+        raise _ERRORS.get(error_class, TransformationFailed)(message)
+
+    def close(self) -> None:
+        """Stop the converter (killing it if it is busy)."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL does not wait for the process
+                logger.error("converter process %s did not die", self.process.pid)
+
+    def _exit_description(self) -> str:
+        if self.process is None:
+            return "not started"
+        try:
+            code = self.process.wait(5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            code = self.process.wait(5)
+        if code < 0:
+            name = signal.Signals(-code).name if -code in signal.valid_signals() else str(-code)
+            hint = " (out of memory?)" if -code == signal.SIGKILL else ""
+            return f"killed by {name}{hint}"
+        return f"exit code {code}"
+
+
+_local = threading.local()
+
+
+def converter_process() -> ConverterProcess:
+    """This thread's converter process (started lazily by the first conversion)."""
+    converter = getattr(_local, "converter", None)
+    if converter is None:
+        converter = _local.converter = ConverterProcess(
+            max_memory_mb=settings.DOCUMENT_TRANSFORM_MAX_MEMORY_MB,
+            max_conversions=settings.DOCUMENT_TRANSFORM_MAX_CONVERSIONS,
+        )
+    return converter
+
+
+def run_transformer(*, transformer: Transformer, data: bytes, charset: str | None, filename: str) -> str:
+    """Convert ``data`` with ``transformer`` in the converter process, within DOCUMENT_TRANSFORM_TIMEOUT."""
+    return converter_process().convert(
+        function_path=transformer.function_path,
+        data=data,
+        hints={"charset": charset, "filename": filename},
+        timeout=settings.DOCUMENT_TRANSFORM_TIMEOUT,
+    )

@@ -1,0 +1,49 @@
+"""Errors of document handling. Pure Python: the converter process raises some of them too."""
+
+from __future__ import annotations
+
+
+class DocumentError(Exception):
+    """Base class; the message is meant for the API client or the job's error."""
+
+
+# --- Upload (answered with 4xx) ----------------------------------------------------------------
+class EmptyDocument(DocumentError):
+    pass
+
+
+class DocumentTooLarge(DocumentError):
+    def __init__(self, message: str, *, limit: int) -> None:
+        super().__init__(message)
+        self.limit = limit
+
+
+class UnsupportedTransformation(DocumentError):
+    """No transformer for the (source type, target format[, name]) asked for."""
+
+    def __init__(self, message: str, *, content_type: str, unsupported_type: bool, supported: list[dict]) -> None:
+        super().__init__(message)
+        self.content_type = content_type
+        self.unsupported_type = unsupported_type  # True: the document's type; False: the target or transformer
+        self.supported = supported
+
+
+# --- Transformation (the job ends FAILED with the message) ------------------------------------------
+class TransformationFailed(DocumentError):
+    pass
+
+
+class DocumentEncrypted(TransformationFailed):
+    pass
+
+
+class DocumentUnreadable(TransformationFailed):
+    pass
+
+
+class TransformationTimeout(TransformationFailed):
+    pass
+
+
+class ConverterCrashed(TransformationFailed):
+    pass

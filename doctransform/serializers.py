@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from jobs.serializers import JobSubmittedSerializer
+
+from .models import Document
+from .services import document_content_path
+from .transformers import MARKDOWN, TARGET_FORMATS
+
+
+class DocumentSerializer(serializers.ModelSerializer):
+    source_document_id = serializers.UUIDField(source="source_id", read_only=True, allow_null=True)
+    job_id = serializers.UUIDField(read_only=True, allow_null=True, help_text="The job that produced it.")
+    content_url = serializers.SerializerMethodField(help_text="Where to download the file.")
+
+    class Meta:
+        model = Document
+        fields = [
+            "id",
+            "filename",
+            "content_type",
+            "size",
+            "checksum_sha256",
+            "source_document_id",
+            "job_id",
+            "transformer",
+            "content_url",
+            "created_at",
+        ]
+        read_only_fields = fields
+
+    def get_content_url(self, document: Document) -> str:
+        request = self.context.get("request")
+        path = document_content_path(document)
+        return request.build_absolute_uri(path) if request else path
+
+
+class DocumentUploadSerializer(serializers.Serializer):
+    file = serializers.FileField(allow_empty_file=True, help_text="The document (multipart/form-data).")
+    target_format = serializers.CharField(
+        default=MARKDOWN, max_length=32, help_text=f"One of {', '.join(TARGET_FORMATS)} (for now: {MARKDOWN})."
+    )
+    transformer = serializers.CharField(
+        required=False, default="", allow_blank=True, max_length=64, help_text="Default: the pair's default."
+    )
+    callback_url = serializers.URLField(required=False, default="", allow_blank=True, max_length=2048)
+
+
+class DocumentSubmittedSerializer(JobSubmittedSerializer):
+    """The 202 answer to an upload: the job to poll, and the stored document (schema of the answer)."""
+
+    document = DocumentSerializer()
+
+
+class SupportedTransformationSerializer(serializers.Serializer):
+    source_type = serializers.CharField()
+    target_format = serializers.CharField()
+    transformers = serializers.ListField(child=serializers.CharField())
+    default = serializers.CharField()

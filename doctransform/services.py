@@ -1,0 +1,242 @@
+"""Document services: store, transform and delete documents."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+import uuid
+from pathlib import PurePath
+from typing import Any
+
+from django.conf import settings
+from django.core.files import File
+from django.core.files.base import ContentFile
+from django.core.files.storage import Storage, storages
+from django.db import IntegrityError, transaction
+from django.urls import reverse
+
+from jobs.exceptions import RetryableJobError
+from jobs.models import Job
+from jobs.services import job_create, job_report_progress
+from tenancy.models import Project
+
+from . import detection, transformers
+from .converter import run_transformer
+from .exceptions import DocumentTooLarge, EmptyDocument, TransformationFailed
+from .models import Document
+
+logger = logging.getLogger(__name__)
+
+EXECUTE_JOB_PATH = "doctransform.jobs.execute_job"
+_FILENAME_MAX = 255
+
+
+def document_storage() -> Storage:
+    return storages["documents"]
+
+
+def document_content_path(document: Document) -> str:
+    return reverse("document-content", kwargs={"pk": document.id})
+
+
+def _digest(content: File) -> tuple[str, int]:
+    sha256 = hashlib.sha256()
+    size = 0
+    content.seek(0)
+    for chunk in content.chunks():
+        sha256.update(chunk)
+        size += len(chunk)
+    content.seek(0)
+    return sha256.hexdigest(), size
+
+
+def _clean_filename(filename: str) -> str:
+    name = PurePath((filename or "").replace("\\", "/")).name.strip() or "document"
+    if len(name) > _FILENAME_MAX:
+        suffix = PurePath(name).suffix[:16]
+        name = name[: _FILENAME_MAX - len(suffix)] + suffix
+    return name
+
+
+def document_store(
+    *,
+    project: Project,
+    content: File,
+    filename: str,
+    content_type: str,
+    source: Document | None = None,
+    job: Job | None = None,
+    transformer: str = "",
+) -> Document:
+    """Write ``content`` to the documents storage and create its row.
+
+    The storage key is made of ids only (never the client's file name). If the row cannot be created,
+    the stored file is removed again.
+    """
+    document_id = uuid.uuid4()
+    checksum, size = _digest(content)
+    key = f"documents/{project.id}/{document_id}{detection.EXTENSIONS.get(content_type, '.bin')}"
+    storage = document_storage()
+    stored_key = storage.save(key, content)
+    try:
+        return Document.objects.create(
+            id=document_id,
+            project=project,
+            filename=_clean_filename(filename),
+            content_type=content_type,
+            size=size,
+            checksum_sha256=checksum,
+            storage_key=stored_key,
+            source=source,
+            job=job,
+            transformer=transformer,
+        )
+    except BaseException:
+        storage.delete(stored_key)
+        raise
+
+
+def document_upload(
+    *,
+    project: Project,
+    file: File,
+    filename: str,
+    target_format: str = transformers.MARKDOWN,
+    transformer: str | None = None,
+    callback_url: str = "",
+    trace_id: str = "",
+) -> tuple[Document, Job]:
+    """Store an uploaded document and create the job that transforms it (low priority).
+
+    Raises ``EmptyDocument``, ``DocumentTooLarge`` or ``UnsupportedTransformation`` (with the supported pairs)
+    before anything is stored.
+    """
+    limit = settings.DOCUMENT_MAX_UPLOAD_BYTES
+    if file.size is not None and file.size > limit:
+        raise DocumentTooLarge(f"the file is larger than the limit of {limit} bytes", limit=limit)
+    if not file.size:
+        raise EmptyDocument("the file is empty (0 bytes)")
+    detected = detection.detect(stream=file, filename=filename)
+    chosen = transformers.get_transformer(
+        source_type=detected.content_type, target_format=target_format, name=transformer or None
+    )
+    document = None
+    try:
+        with transaction.atomic():
+            document = document_store(
+                project=project, content=file, filename=filename, content_type=detected.content_type
+            )
+            job = transformation_job_create(
+                document=document,
+                target_format=chosen.target_format,
+                transformer=chosen.name,
+                callback_url=callback_url,
+                trace_id=trace_id,
+            )
+    except BaseException:
+        if document is not None:  # the rows were rolled back; the file was already written
+            _delete_file(document.storage_key)
+        raise
+    return document, job
+
+
+def transformation_job_create(
+    *, document: Document, target_format: str, transformer: str, callback_url: str = "", trace_id: str = ""
+) -> Job:
+    """A PENDING transformation job for ``document`` on the low-priority queue (published after commit)."""
+    return job_create(
+        project=document.project,
+        function_path=EXECUTE_JOB_PATH,
+        params={"document_id": str(document.id), "target_format": target_format, "transformer": transformer},
+        priority="low",
+        callback_url=callback_url,
+        trace_id=trace_id,
+    )
+
+
+def document_transform(
+    *, project_id: int, job_id: str, document_id: str, target_format: str, transformer: str | None
+) -> dict[str, Any]:
+    """Transform a stored document and store the result as a new document linked to its source.
+
+    Runs in a worker. The conversion itself runs in the converter process with its own time limit.
+    ``TransformationFailed`` (corrupt, password-protected, timed out, converter crashed) ends the job FAILED.
+    """
+    produced = Document.objects.filter(job_id=job_id).first()
+    if produced is not None:  # a redelivery after the output was already stored
+        return _transform_result(produced)
+    source = Document.objects.select_related("project").filter(id=document_id, project_id=project_id).first()
+    if source is None:
+        raise TransformationFailed(f"document {document_id} no longer exists (it was deleted)")
+    chosen = transformers.get_transformer(
+        source_type=source.content_type, target_format=target_format, name=transformer
+    )
+    data = _read(source)
+    charset = detection.detect_bytes(data, filename=source.filename).charset
+
+    job_report_progress(job_id=job_id, percent=10, message=f"converting {source.content_type} with {chosen.name}")
+    started = time.monotonic()
+    output = run_transformer(transformer=chosen, data=data, charset=charset, filename=source.filename)
+    elapsed = time.monotonic() - started
+    logger.info("converted %s (%s bytes) in %.3f s", source.content_type, source.size, elapsed)
+
+    job_report_progress(job_id=job_id, percent=90, message="storing the result")
+    target_type = transformers.TARGET_CONTENT_TYPES[chosen.target_format]
+    try:
+        document = document_store(
+            project=source.project,
+            content=ContentFile(output.encode("utf-8")),
+            filename=f"{PurePath(source.filename).stem or 'document'}{detection.EXTENSIONS[target_type]}",
+            content_type=target_type,
+            source=source,
+            job=Job.objects.get(id=job_id),
+            transformer=chosen.name,
+        )
+    except IntegrityError:  # another delivery of this job stored it meanwhile
+        document = Document.objects.get(job_id=job_id)
+    result = _transform_result(document)
+    result["seconds"] = round(elapsed, 3)
+    if not output.strip():
+        result["warning"] = "no text was found in the document (a scanned document would need OCR)"
+    return result
+
+
+def _read(document: Document) -> bytes:
+    try:
+        with document_storage().open(document.storage_key, "rb") as fh:
+            return fh.read()
+    except FileNotFoundError:
+        raise TransformationFailed(f"the stored file of document {document.id} is missing") from None
+    except Exception as exc:  # S3 and network errors are usually transient
+        raise RetryableJobError(f"could not read document {document.id} from storage: {exc}") from exc
+
+
+def _transform_result(document: Document) -> dict[str, Any]:
+    return {
+        "document_id": str(document.id),
+        "content_url": document_content_path(document),
+        "source_document_id": str(document.source_id) if document.source_id else None,
+        "content_type": document.content_type,
+        "size": document.size,
+        "checksum_sha256": document.checksum_sha256,
+        "transformer": document.transformer,
+    }
+
+
+def document_delete(*, document: Document) -> None:
+    """Delete the row now and the stored file once the transaction commits.
+
+    Documents derived from it stay (their source becomes empty); a pending transformation of it fails.
+    """
+    key = document.storage_key
+    with transaction.atomic():
+        document.delete()
+        transaction.on_commit(lambda: _delete_file(key))
+
+
+def _delete_file(key: str) -> None:
+    try:
+        document_storage().delete(key)
+    except Exception:  # the row is gone; a leftover file is only wasted space
+        logger.warning("could not delete stored file %s", key, exc_info=True)

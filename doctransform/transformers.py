@@ -1,0 +1,219 @@
+"""The registry of transformers, keyed by (source content type, target format) and name.
+
+A transformer names a conversion function by dotted path; the function runs in the converter process
+(``doctransform.converter_server``), never in the web process or the worker itself, so this module imports
+no converter library at import time (markitdown costs ~1 s and ~130 MB to import).
+
+Conversion functions take ``(data: bytes, *, charset: str | None, filename: str)`` and return Markdown. They
+raise ``DocumentEncrypted`` / ``DocumentUnreadable`` with a message for the job's error.
+"""
+
+from __future__ import annotations
+
+import importlib
+import io
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from . import detection as ct
+from .exceptions import DocumentEncrypted, DocumentUnreadable, TransformationFailed, UnsupportedTransformation
+
+MARKDOWN = "markdown"
+TARGET_FORMATS = (MARKDOWN,)
+TARGET_CONTENT_TYPES = {MARKDOWN: ct.MARKDOWN}
+
+ConversionFunction = Callable[..., str]
+
+
+@dataclass(frozen=True)
+class Transformer:
+    name: str
+    source_type: str
+    target_format: str
+    function_path: str  # "package.module.function", imported by the converter process
+    description: str = ""
+
+
+# (source type, target format) -> {name: transformer}; the first registered name is the default.
+_registry: dict[tuple[str, str], dict[str, Transformer]] = {}
+
+
+def register_transformer(
+    *, name: str, source_types: tuple[str, ...], target_format: str = MARKDOWN, description: str = ""
+) -> Callable[[ConversionFunction], ConversionFunction]:
+    def decorator(fn: ConversionFunction) -> ConversionFunction:
+        path = f"{fn.__module__}.{fn.__qualname__}"
+        for source_type in source_types:
+            by_name = _registry.setdefault((source_type, target_format), {})
+            existing = by_name.get(name)
+            if existing is not None and existing.function_path != path:
+                raise ValueError(f"transformer {name!r} for {source_type} -> {target_format} is already registered")
+            by_name[name] = Transformer(
+                name=name,
+                source_type=source_type,
+                target_format=target_format,
+                function_path=path,
+                description=description or (fn.__doc__ or "").strip().splitlines()[0],
+            )
+        return fn
+
+    return decorator
+
+
+def supported_transformations() -> list[dict]:
+    """Every supported pair, for answers that refuse an unsupported one."""
+    return [
+        {
+            "source_type": source_type,
+            "target_format": target_format,
+            "transformers": list(by_name),
+            "default": next(iter(by_name)),
+        }
+        for (source_type, target_format), by_name in sorted(_registry.items())
+    ]
+
+
+def get_transformer(*, source_type: str, target_format: str = MARKDOWN, name: str | None = None) -> Transformer:
+    """The transformer for the pair (the default one unless ``name``); ``UnsupportedTransformation`` if none."""
+    by_name = _registry.get((source_type, target_format))
+    if by_name is None:
+        known_type = any(source == source_type for source, _ in _registry)
+        if known_type:
+            message = f"{source_type} documents cannot be transformed to {target_format!r}"
+        else:
+            message = f"documents of type {source_type} are not supported"
+        raise UnsupportedTransformation(
+            message,
+            content_type=source_type,
+            unsupported_type=not known_type,
+            supported=supported_transformations(),
+        )
+    if name is None:
+        return next(iter(by_name.values()))
+    try:
+        return by_name[name]
+    except KeyError:
+        raise UnsupportedTransformation(
+            f"no transformer {name!r} for {source_type} -> {target_format}; choose one of {sorted(by_name)}",
+            content_type=source_type,
+            unsupported_type=False,
+            supported=supported_transformations(),
+        ) from None
+
+
+def load_function(path: str) -> ConversionFunction:
+    """Import a conversion function by dotted path (called by the converter process only)."""
+    module_name, _, attribute = path.rpartition(".")
+    return getattr(importlib.import_module(module_name), attribute)
+
+
+# --- Conversion functions (run in the converter process) --------------------------------------------
+_OLE2_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+_LABELS = {
+    ct.PDF: "a PDF",
+    ct.DOCX: "a Word document (DOCX)",
+    ct.PPTX: "a PowerPoint presentation (PPTX)",
+    ct.XLSX: "an Excel workbook (XLSX)",
+    ct.HTML: "HTML",
+    ct.CSV: "CSV",
+    ct.JSON: "JSON",
+    ct.TEXT: "text",
+    ct.MARKDOWN: "Markdown",
+}
+
+
+def _markitdown(converter: str, data: bytes, *, source_type: str, charset: str | None, filename: str) -> str:
+    from markitdown import StreamInfo, converters
+
+    stream_info = StreamInfo(
+        mimetype=source_type, extension=ct.EXTENSIONS.get(source_type), charset=charset, filename=filename or None
+    )
+    label = _LABELS.get(source_type, source_type)
+    try:
+        return getattr(converters, converter)().convert(io.BytesIO(data), stream_info).markdown or ""
+    except (TransformationFailed, MemoryError):
+        raise
+    except Exception as exc:
+        if _is_pdf_encryption_error(exc):
+            raise DocumentEncrypted("the PDF is password-protected; remove the password and upload it again") from None
+        detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        raise DocumentUnreadable(
+            f"the file could not be read as {label}; it is corrupt or truncated ({detail})"
+        ) from None
+
+
+def _is_pdf_encryption_error(exc: Exception) -> bool:
+    try:
+        from pdfminer.pdfdocument import PDFEncryptionError
+    except ImportError:  # pragma: no cover - pdfminer is a dependency of markitdown[pdf]
+        return False
+    return isinstance(exc, PDFEncryptionError)
+
+
+def _refuse_encrypted_office(data: bytes) -> None:
+    # A password-protected OOXML file is not a ZIP but an OLE2 container with an EncryptedPackage stream.
+    if data.startswith(_OLE2_MAGIC):
+        raise DocumentEncrypted(
+            "the document is password-protected (an encrypted Office file); remove the password and upload it again"
+        )
+
+
+@register_transformer(name="markitdown", source_types=(ct.PDF,))
+def pdf_to_markdown(data: bytes, *, charset: str | None = None, filename: str = "") -> str:
+    """PDF text through markitdown (pdfminer.six); layout and images are dropped."""
+    text = _markitdown("PdfConverter", data, source_type=ct.PDF, charset=None, filename=filename)
+    return text.replace("\f", "\n\n").strip() + "\n"  # pdfminer separates pages with form feeds
+
+
+@register_transformer(name="markitdown", source_types=(ct.DOCX,))
+def docx_to_markdown(data: bytes, *, charset: str | None = None, filename: str = "") -> str:
+    """Word documents through markitdown (mammoth): headings, lists, tables, links."""
+    _refuse_encrypted_office(data)
+    return _markitdown("DocxConverter", data, source_type=ct.DOCX, charset=None, filename=filename)
+
+
+@register_transformer(name="markitdown", source_types=(ct.PPTX,))
+def pptx_to_markdown(data: bytes, *, charset: str | None = None, filename: str = "") -> str:
+    """PowerPoint through markitdown (python-pptx): slide titles, text, tables, notes."""
+    _refuse_encrypted_office(data)
+    return _markitdown("PptxConverter", data, source_type=ct.PPTX, charset=None, filename=filename)
+
+
+@register_transformer(name="markitdown", source_types=(ct.XLSX,))
+def xlsx_to_markdown(data: bytes, *, charset: str | None = None, filename: str = "") -> str:
+    """Excel through markitdown (pandas + openpyxl): one table per sheet."""
+    _refuse_encrypted_office(data)
+    return _markitdown("XlsxConverter", data, source_type=ct.XLSX, charset=None, filename=filename)
+
+
+@register_transformer(name="markitdown", source_types=(ct.HTML,))
+def html_to_markdown(data: bytes, *, charset: str | None = None, filename: str = "") -> str:
+    """HTML through markitdown (BeautifulSoup + markdownify); scripts and styles are dropped."""
+    return _markitdown("HtmlConverter", data, source_type=ct.HTML, charset=charset, filename=filename)
+
+
+@register_transformer(name="markitdown", source_types=(ct.CSV,))
+def csv_to_markdown(data: bytes, *, charset: str | None = None, filename: str = "") -> str:
+    """CSV through markitdown: one Markdown table."""
+    return _markitdown("CsvConverter", data, source_type=ct.CSV, charset=charset, filename=filename)
+
+
+@register_transformer(name="json-codeblock", source_types=(ct.JSON,))
+def json_to_markdown(data: bytes, *, charset: str | None = None, filename: str = "") -> str:
+    """JSON, pretty-printed in a fenced ```json block (so no character is read as Markdown)."""
+    try:
+        value = json.loads(data.decode(charset or "utf-8"))
+    except (UnicodeDecodeError, LookupError, ValueError) as exc:
+        raise DocumentUnreadable(f"the file could not be read as JSON ({type(exc).__name__}: {exc})") from None
+    body = json.dumps(value, indent=2, ensure_ascii=False)
+    fence = "```"
+    while fence in body:  # a longer fence than any backtick run inside
+        fence += "`"
+    return f"{fence}json\n{body}\n{fence}\n"
+
+
+@register_transformer(name="markitdown", source_types=(ct.TEXT, ct.MARKDOWN, ct.JSON))
+def text_to_markdown(data: bytes, *, charset: str | None = None, filename: str = "") -> str:
+    """Text as it is, decoded to UTF-8 by markitdown."""
+    return _markitdown("PlainTextConverter", data, source_type=ct.TEXT, charset=charset, filename=filename)

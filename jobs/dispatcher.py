@@ -1,0 +1,151 @@
+"""Publishing job messages after commit, off the request path.
+
+A web request that creates a job commits the row and answers 202; publishing the message (with publisher
+confirms, plus Celery's task-sent event) costs a few broker round trips, so it is handed to a background
+thread of the process, which publishes in batches and records ``task_id``/``dispatched_at`` with one UPDATE per
+batch. Nothing is lost if the process dies first: the job is PENDING and undispatched, and the recovery sweep
+(``jobs.services.jobs_dispatch_stalled``) publishes it after ``JOB_DISPATCH_GRACE_SECONDS``.
+
+``JOB_DISPATCH_MODE=inline`` publishes in the committing thread instead, and code running inside a Celery
+task always publishes inline (a pool process may be recycled at any moment).
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Iterable
+
+from celery import current_task
+from django.conf import settings
+from django.db import close_old_connections, connection
+from django.utils import timezone
+
+from .models import Job
+from .scheduling import start_high_priority_job, start_low_priority_job
+
+logger = logging.getLogger(__name__)
+
+_STARTERS = {"high_priority": start_high_priority_job, "low_priority": start_low_priority_job}
+BATCH_SIZE = 500
+
+
+def new_task_id() -> str:
+    return str(uuid.uuid4())
+
+
+def publish_job(job: Job) -> bool:
+    """Publish ``job``'s message under ``job.task_id`` (confirmed by the broker). False when it failed."""
+    try:
+        _STARTERS[job.queue](
+            job.function_path,
+            job.project_id,
+            str(job.id),
+            job.trace_id,
+            task_id=job.task_id,
+            priority=job.priority,
+            **job.params,
+        )
+    except Exception:
+        logger.warning("could not publish job %s; the recovery sweep will publish it", job.id, exc_info=True)
+        return False
+    return True
+
+
+def publish_and_record(jobs: list[Job]) -> int:
+    """Publish ``jobs`` and record the dispatch time of those the broker confirmed; returns how many.
+
+    Jobs are created with their task id, so recording a batch is one UPDATE; a job without one (requeued by
+    maintenance) gets it here, written with its own UPDATE.
+    """
+    fresh = {job.id for job in jobs if not job.task_id}
+    for job in jobs:
+        job.task_id = job.task_id or new_task_id()
+    published = [job for job in jobs if publish_job(job)]
+    now = timezone.now()
+    preassigned = [job.id for job in published if job.id not in fresh]
+    for start in range(0, len(preassigned), BATCH_SIZE):
+        Job.objects.filter(id__in=preassigned[start : start + BATCH_SIZE]).update(dispatched_at=now)
+    for job in published:
+        if job.id in fresh:
+            Job.objects.filter(id=job.id).update(task_id=job.task_id, dispatched_at=now)
+    return len(published)
+
+
+class BackgroundDispatcher:
+    """One daemon thread per process that publishes what committing threads hand it."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._pid: int | None = None
+        self._pending = 0
+        self._idle = threading.Condition(self._lock)
+
+    def submit(self, jobs: Iterable[Job]) -> None:
+        jobs = list(jobs)
+        with self._lock:
+            if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
+                self._start()
+            self._pending += len(jobs)
+        for job in jobs:
+            self._queue.put(job)
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until everything submitted so far was handled; False on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._idle:
+            while self._pending:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._idle.wait(remaining)
+        return True
+
+    def _start(self) -> None:
+        # After a fork the child has the parent's queue object but not its thread: start afresh.
+        self._queue = queue.SimpleQueue()
+        self._pending = 0
+        self._pid = os.getpid()
+        self._thread = threading.Thread(target=self._run, name="kaapi-job-dispatcher", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            batch = [self._queue.get()]
+            while len(batch) < BATCH_SIZE:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                close_old_connections()
+                publish_and_record(batch)
+            except Exception:  # the database may be down: the sweep publishes what is left undispatched
+                logger.exception("job dispatcher: could not record %d dispatched jobs", len(batch))
+                connection.close()
+            with self._idle:
+                self._pending -= len(batch)
+                if not self._pending:
+                    self._idle.notify_all()
+
+
+dispatcher = BackgroundDispatcher()
+atexit.register(dispatcher.flush, 5.0)
+
+
+def dispatch(jobs: list[Job]) -> None:
+    """Publish freshly committed jobs: in the background, or inline (see the module docstring)."""
+    if settings.JOB_DISPATCH_MODE == "inline" or current_task:
+        try:
+            publish_and_record(jobs)
+        except Exception:
+            logger.exception("could not record the dispatch of %d jobs; the recovery sweep will see to them", len(jobs))
+        return
+    dispatcher.submit(jobs)

@@ -1,0 +1,25 @@
+"""Signed webhook delivery (Standard Webhooks) behind an SSRF guard."""
+
+from .guard import AddressRefused, refusal_reason, validate_callback_url
+from .services import (
+    webhook_attempt,
+    webhook_deliveries_publish_due,
+    webhook_enqueue_for_job,
+    webhook_payload,
+    webhook_redeliver,
+    webhook_secret_get,
+    webhook_secret_rotate,
+)
+
+__all__ = [
+    "AddressRefused",
+    "refusal_reason",
+    "validate_callback_url",
+    "webhook_attempt",
+    "webhook_deliveries_publish_due",
+    "webhook_enqueue_for_job",
+    "webhook_payload",
+    "webhook_redeliver",
+    "webhook_secret_get",
+    "webhook_secret_rotate",
+]

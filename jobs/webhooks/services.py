@@ -1,0 +1,262 @@
+"""Webhook services: per-project secrets, delivery records, one signed attempt, redelivery."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import secrets
+from datetime import datetime, timedelta
+from typing import Any
+
+import requests
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+from standardwebhooks import Webhook
+
+from kaapi.celery import app
+from kaapi.logging import log_context
+from kaapi.middleware import REQUEST_ID_HEADER as TRACE_HEADER  # the trace id, as in API requests
+from tenancy.models import Project
+
+from ..models import DeliveryStatus, Job, JobStatus, WebhookDelivery, WebhookEvent, WebhookSecret
+from .guard import AddressRefused, guarded_session, validate_callback_url
+
+logger = logging.getLogger(__name__)
+
+DELIVER_TASK = "jobs.deliver_webhook"
+SECRET_PREFIX = "whsec_"
+USER_AGENT = "Kaapi-Webhooks/1.0"
+# Retries further away than this are not held as ETA messages (RabbitMQ's consumer timeout is 30 min);
+# the webhook sweep publishes them when they are due.
+COUNTDOWN_LIMIT_SECONDS = 600
+# The sweep publishes a due delivery only once it is this late: normally its own message is on the way.
+SWEEP_GRACE = timedelta(seconds=30)
+# Headroom for an attempt in flight: a duplicate message arriving meanwhile skips the delivery.
+LEASE_MARGIN_SECONDS = 30
+ERROR_BODY_CHARS = 500
+
+_EVENTS = {
+    JobStatus.SUCCESS: WebhookEvent.SUCCEEDED,
+    JobStatus.FAILED: WebhookEvent.FAILED,
+    JobStatus.CANCELLED: WebhookEvent.CANCELLED,
+}
+
+
+# --- Secrets ------------------------------------------------------------------------------------------
+def new_secret() -> str:
+    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def webhook_secret_get(*, project: Project) -> WebhookSecret:
+    """The project's webhook secret, made on first use."""
+    secret, _ = WebhookSecret.objects.get_or_create(project=project, defaults={"secret": new_secret()})
+    return secret
+
+
+@transaction.atomic
+def webhook_secret_rotate(*, project: Project) -> WebhookSecret:
+    """A new secret; the previous one keeps signing for ``WEBHOOK_SECRET_ROTATION_GRACE`` seconds."""
+    webhook_secret_get(project=project)
+    secret = WebhookSecret.objects.select_for_update().get(project=project)
+    now = timezone.now()
+    secret.previous_secret = secret.secret
+    secret.previous_valid_until = now + timedelta(seconds=settings.WEBHOOK_SECRET_ROTATION_GRACE)
+    secret.secret = new_secret()
+    secret.rotated_at = now
+    secret.save(update_fields=["secret", "previous_secret", "previous_valid_until", "rotated_at"])
+    return secret
+
+
+def signing_secrets(secret: WebhookSecret, *, now: datetime) -> list[str]:
+    current = [secret.secret]
+    if secret.previous_secret and secret.previous_valid_until and secret.previous_valid_until > now:
+        current.append(secret.previous_secret)
+    return current
+
+
+def sign(*, secrets: list[str], msg_id: str, timestamp: datetime, body: str) -> str:
+    """The ``webhook-signature`` header: one ``v1,<base64>`` per secret, space separated."""
+    return " ".join(Webhook(secret).sign(msg_id, timestamp, body) for secret in secrets)
+
+
+# --- Deliveries ---------------------------------------------------------------------------------------
+def webhook_payload(job: Job) -> dict[str, Any]:
+    """``{"success", "data", "error", "metadata"}``; metadata carries the client's request metadata too."""
+    success = job.status == JobStatus.SUCCESS
+    metadata: dict[str, Any] = {
+        "job_id": str(job.id),
+        "job_type": job.job_type,
+        "status": job.status,
+        "trace_id": job.trace_id,
+    }
+    request_metadata = job.params.get("request_metadata") if isinstance(job.params, dict) else None
+    if isinstance(request_metadata, dict):
+        metadata.update({key: value for key, value in request_metadata.items() if key not in metadata})
+    return {
+        "success": success,
+        "data": job.result if success else None,
+        "error": None if success else (job.error or job.status.lower()),
+        "metadata": metadata,
+    }
+
+
+def _publish(delivery_id, *, countdown: float | None = None) -> None:
+    try:
+        app.send_task(DELIVER_TASK, kwargs={"delivery_id": str(delivery_id)}, countdown=countdown)
+    except Exception:
+        logger.warning("could not publish webhook delivery %s; the sweep will", delivery_id, exc_info=True)
+
+
+def webhook_enqueue_for_job(*, job: Job) -> WebhookDelivery | None:
+    """Record the delivery of a finished job's webhook and publish it after commit (None: no callback URL)."""
+    if not job.callback_url or job.status not in _EVENTS:
+        return None
+    delivery = WebhookDelivery.objects.create(
+        job=job,
+        url=job.callback_url,
+        event=_EVENTS[job.status],
+        payload=webhook_payload(job),
+        next_attempt_at=timezone.now(),
+    )
+    transaction.on_commit(lambda: _publish(delivery.id))
+    return delivery
+
+
+def webhook_redeliver(*, delivery: WebhookDelivery) -> WebhookDelivery:
+    """Send a delivery again (same webhook-id and body), with a fresh set of attempts."""
+    WebhookDelivery.objects.filter(id=delivery.id).update(
+        status=DeliveryStatus.PENDING, attempts=0, next_attempt_at=timezone.now(), updated_at=timezone.now()
+    )
+    transaction.on_commit(lambda: _publish(delivery.id))
+    delivery.refresh_from_db()
+    return delivery
+
+
+def webhook_deliveries_publish_due(*, limit: int = 500) -> int:
+    """Publish deliveries whose attempt is overdue (long backoffs, lost messages); returns how many."""
+    ids = list(
+        WebhookDelivery.objects.due(before=timezone.now() - SWEEP_GRACE)
+        .order_by("next_attempt_at")
+        .values_list("id", flat=True)[:limit]
+    )
+    for delivery_id in ids:
+        _publish(delivery_id)
+    return len(ids)
+
+
+# --- One attempt --------------------------------------------------------------------------------------
+_session: requests.Session | None = None
+
+
+def _get_session() -> requests.Session:
+    # Made lazily in the process that uses it (never shared across a prefork fork).
+    global _session
+    if _session is None:
+        _session = guarded_session()
+    return _session
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    value = response.headers.get("Retry-After", "")
+    return float(value) if value.strip().isdigit() else None
+
+
+def _send(delivery: WebhookDelivery) -> tuple[int | None, str, bool, float | None]:
+    """POST the signed body once: (status code, error, permanent failure, retry-after)."""
+    job = delivery.job
+    try:
+        validate_callback_url(delivery.url)  # the settings may have changed since the job was submitted
+    except ValidationError as exc:
+        return None, "; ".join(exc.messages), True, None
+    now = timezone.now()
+    body = json.dumps(delivery.payload, separators=(",", ":"), ensure_ascii=False)
+    msg_id = str(delivery.id)
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": USER_AGENT,
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(int(now.timestamp())),
+        "webhook-signature": sign(
+            secrets=signing_secrets(webhook_secret_get(project=job.project), now=now),
+            msg_id=msg_id,
+            timestamp=now,
+            body=body,
+        ),
+        TRACE_HEADER: job.trace_id,
+    }
+    try:
+        response = _get_session().post(
+            delivery.url,
+            data=body.encode(),
+            headers=headers,
+            timeout=(settings.WEBHOOK_CONNECT_TIMEOUT, settings.WEBHOOK_READ_TIMEOUT),
+            allow_redirects=False,
+            stream=True,
+        )
+    except AddressRefused as exc:
+        return None, str(exc), True, None
+    except Exception as exc:  # timeouts, refused connections, TLS, malformed URLs: a failed attempt, recorded
+        return None, f"{type(exc).__name__}: {exc}", False, None
+    with response:
+        code = response.status_code
+        if 200 <= code < 300:
+            return code, "", False, None
+        if code == 410:
+            return code, "the receiver answered 410 Gone: not retrying", True, None
+        if 300 <= code < 400:
+            return code, f"redirect ({code}) to {response.headers.get('Location', '?')} not followed", False, None
+        text = next(response.iter_content(ERROR_BODY_CHARS, decode_unicode=False), b"")
+        excerpt = text.decode("utf-8", "replace")[:ERROR_BODY_CHARS]
+        return code, f"HTTP {code}: {excerpt}".strip(), False, _retry_after(response)
+
+
+def _retry_delay(attempts: int, retry_after: float | None) -> float:
+    from ..execution import backoff_delay  # the job retries' backoff (full jitter); imported late: no cycle
+
+    return backoff_delay(
+        attempts - 1,
+        base=settings.WEBHOOK_RETRY_BASE_DELAY,
+        cap=settings.WEBHOOK_RETRY_MAX_DELAY,
+        retry_after=retry_after,
+    )
+
+
+def webhook_attempt(*, delivery_id: str) -> str:
+    """Claim a due delivery, POST it once, record the outcome and schedule the retry; returns the outcome."""
+    now = timezone.now()
+    lease = settings.WEBHOOK_CONNECT_TIMEOUT + settings.WEBHOOK_READ_TIMEOUT + LEASE_MARGIN_SECONDS
+    # Celery may fire an ETA a moment early: a second of tolerance.
+    claimed = WebhookDelivery.objects.filter(
+        id=delivery_id, status=DeliveryStatus.PENDING, next_attempt_at__lte=now + timedelta(seconds=1)
+    ).update(attempts=F("attempts") + 1, next_attempt_at=now + timedelta(seconds=lease), updated_at=now)
+    if not claimed:
+        return "skipped"
+    delivery = WebhookDelivery.objects.select_related("job__project").get(id=delivery_id)
+    with log_context(trace_id=delivery.job.trace_id or None, job_id=str(delivery.job_id)):
+        code, error, permanent, retry_after = _send(delivery)
+        done = timezone.now()
+        fields: dict[str, Any] = {"last_status_code": code, "last_error": error[:10000], "updated_at": done}
+        if code is not None and 200 <= code < 300:
+            fields.update(status=DeliveryStatus.DELIVERED, delivered_at=done, next_attempt_at=None)
+            outcome = "delivered"
+        elif permanent or delivery.attempts >= settings.WEBHOOK_MAX_ATTEMPTS:
+            fields.update(status=DeliveryStatus.FAILED, next_attempt_at=None)
+            outcome = "failed"
+        else:
+            delay = _retry_delay(delivery.attempts, retry_after)
+            fields.update(next_attempt_at=done + timedelta(seconds=delay))
+            outcome = "retrying"
+        WebhookDelivery.objects.filter(id=delivery.id).update(**fields)
+        if outcome == "retrying":
+            logger.warning("webhook attempt %s failed (%s); retrying in %.1f s", delivery.attempts, error, delay)
+            if delay <= COUNTDOWN_LIMIT_SECONDS:
+                _publish(delivery.id, countdown=delay)
+        elif outcome == "failed":
+            logger.error("webhook delivery gave up after %s attempt(s): %s", delivery.attempts, error)
+        else:
+            logger.info("webhook delivered (%s) after %s attempt(s)", code, delivery.attempts)
+        return outcome

@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+
+class WhoAmISerializer(serializers.Serializer):
+    organization = serializers.CharField()
+    project = serializers.CharField()
+    project_id = serializers.IntegerField()
+    api_key_prefix = serializers.CharField()
+    api_key_name = serializers.CharField()
+
+
+class WhoAmIView(APIView):
+    """Which organization, project and key this request authenticated as (a cheap check of an API key)."""
+
+    @extend_schema(responses={200: WhoAmISerializer}, summary="The caller's organization, project and key")
+    def get(self, request: Request) -> Response:
+        api_key = request.auth
+        project = api_key.project
+        return Response(
+            WhoAmISerializer(
+                {
+                    "organization": project.organization.name,
+                    "project": project.name,
+                    "project_id": project.id,
+                    "api_key_prefix": api_key.prefix,
+                    "api_key_name": api_key.name,
+                }
+            ).data
+        )

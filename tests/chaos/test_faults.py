@@ -1,0 +1,133 @@
+"""Killed workers, broker and database restarts: no job is lost or stuck, effects happen once per SUCCESS."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+
+from jobs.models import Job, JobStatus
+from jobs.services import jobs_dispatch_stalled
+from tests import job_functions
+from tests.chaos.conftest import effects_per_job, resilient, services
+from tests.conftest import wait_until
+from tests.jobs.factories import make_job
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+EFFECT = f"{job_functions.record_effect.__module__}.record_effect"
+
+
+def submit(project, count: int, *, seconds: float) -> list[str]:
+    return [str(make_job(project, function_path=EFFECT, seconds=seconds).id) for _ in range(count)]
+
+
+def all_finished(ids):
+    return resilient(lambda: Job.objects.filter(id__in=ids).finished().count() == len(ids))
+
+
+def assert_all_succeeded_exactly_once(ids) -> None:
+    statuses = dict(Job.objects.filter(id__in=ids).values_list("id", "status"))
+    assert len(statuses) == len(ids), "a job row is missing"
+    not_ok = {str(k): v for k, v in statuses.items() if v != JobStatus.SUCCESS}
+    assert not not_ok, f"jobs not SUCCESS: {not_ok}"
+    effects = effects_per_job()
+    assert set(effects) == set(ids)
+    assert all(count == 1 for count in effects.values()), {k: v for k, v in effects.items() if v != 1}
+
+
+def test_workers_killed_every_few_seconds_lose_no_job(start_worker, project, effect_table):
+    env = {"JOB_MAX_WORKER_LOST": "10"}
+    workers = [start_worker(queues="high_priority", concurrency=2, env=env) for _ in range(2)]
+    ids = submit(project, 200, seconds=0.3)
+    kills = 0
+    deadline = time.monotonic() + 300
+    rng = random.Random(7)
+    while not all_finished(ids)():
+        assert time.monotonic() < deadline, "jobs did not finish under repeated worker kills"
+        time.sleep(rng.uniform(1.5, 3.0))
+        victim = rng.choice([w for w in workers if w.process.poll() is None])
+        children = victim.child_pids()
+        if children and rng.random() < 0.5:
+            import os
+            import signal
+
+            os.kill(rng.choice(children), signal.SIGKILL)  # the pool replaces the child
+        else:
+            victim.kill()
+            workers.remove(victim)
+            workers.append(start_worker(queues="high_priority", concurrency=2, env=env))
+        kills += 1
+    assert kills >= 3
+    assert_all_succeeded_exactly_once(ids)
+    assert Job.objects.filter(id__in=ids, worker_lost_count__gt=0).exists(), "no kill hit a running job"
+
+
+def test_broker_restart_during_submission_and_execution_loses_no_job(start_worker, project, effect_table):
+    start_worker(queues="high_priority", concurrency=2)
+    ids = submit(project, 40, seconds=0.2)
+    submitted: list[str] = []
+
+    def keep_submitting():
+        try:
+            for _ in range(60):
+                submitted.extend(submit(project, 1, seconds=0.2))
+                time.sleep(0.1)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=keep_submitting)
+    thread.start()
+    time.sleep(1)
+    services("stop", "rabbitmq")
+    time.sleep(3)
+    services("start", "rabbitmq")
+    thread.join(120)
+    ids += submitted
+    assert len(ids) == 100
+    stranded = Job.objects.filter(id__in=ids).undispatched().count()
+    assert stranded > 0, "no submission met the outage; the test proved nothing"
+
+    def swept_and_finished():
+        jobs_dispatch_stalled(older_than=timedelta(seconds=0))  # what the periodic recovery sweep does
+        return all_finished(ids)()
+
+    wait_until(swept_and_finished, timeout=240, interval=2, message="all jobs to finish after the broker restart")
+    assert_all_succeeded_exactly_once(ids)
+
+
+def test_postgres_restart_workers_recover_and_jobs_finish(start_worker, project, effect_table):
+    start_worker(queues="high_priority", concurrency=2)
+    ids = submit(project, 80, seconds=0.1)
+    wait_until(lambda: Job.objects.filter(id__in=ids, status=JobStatus.SUCCESS).count() >= 10, timeout=60)
+    assert Job.objects.filter(id__in=ids).finished().count() < len(ids), "all done before the restart"
+    connection.close()
+    services("restart", "postgres")
+    wait_until(all_finished(ids), timeout=240, interval=1, message="all jobs to finish after the database restart")
+    assert_all_succeeded_exactly_once(ids)
+
+
+def test_submission_while_broker_is_down_is_accepted_and_published_later(start_worker, api_client):
+    services("stop", "rabbitmq")
+    try:
+        started = time.monotonic()
+        resp = api_client.post("/api/v1/jobs/echo/", {"params": {"during": "outage"}}, format="json")
+        elapsed = time.monotonic() - started
+    finally:
+        services("start", "rabbitmq")
+    assert resp.status_code == 202, resp.content
+    assert elapsed < 10, f"submission took {elapsed:.1f}s while the broker was down"
+    job = Job.objects.get(id=resp.json()["job_id"])
+    assert job.status == JobStatus.PENDING and job.dispatched_at is None
+    start_worker(queues="high_priority")
+
+    def swept_and_done():
+        jobs_dispatch_stalled(older_than=timedelta(seconds=0))
+        return Job.objects.filter(id=job.id, status=JobStatus.SUCCESS).exists()
+
+    wait_until(swept_and_done, timeout=120, interval=1, message="the accepted job to run")
+    assert Job.objects.get(id=job.id).result == {"delay": 0.0, "during": "outage"}

@@ -1,0 +1,165 @@
+"""The documents API without a worker: validation, scoping, download and deletion."""
+
+from pathlib import Path
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+
+from doctransform.models import Document
+from jobs.models import Job, JobStatus
+
+from . import files
+
+pytestmark = pytest.mark.django_db
+
+URL = "/api/v1/documents/"
+
+
+def upload(client, name: str, data: bytes, **fields):
+    return client.post(URL, {"file": SimpleUploadedFile(name, data), **fields}, format="multipart")
+
+
+def test_upload_stores_the_document_and_creates_a_low_priority_job(api_client, media_root):
+    data = files.docx()
+    resp = upload(api_client, "plan.docx", data, callback_url="https://example.com/hook")
+    assert resp.status_code == 202, resp.content
+    body = resp.json()
+    assert body["status"] == "PENDING"
+    assert body["status_url"].endswith(f"/api/v1/jobs/{body['job_id']}/")
+    document = body["document"]
+    assert document["filename"] == "plan.docx"
+    assert document["content_type"] == files.SUPPORTED["docx"][2]
+    assert document["size"] == len(data)
+    assert document["content_url"].endswith(f"/api/v1/documents/{document['id']}/content/")
+    job = Job.objects.get(id=body["job_id"])
+    assert (job.job_type, job.queue, job.function_path) == (
+        "DOC_TRANSFORM",
+        "low_priority",
+        "doctransform.jobs.execute_job",
+    )
+    assert job.params == {"document_id": document["id"], "target_format": "markdown", "transformer": "markitdown"}
+    assert job.callback_url == "https://example.com/hook"
+    stored = Document.objects.get(id=document["id"])
+    assert (media_root / stored.storage_key).read_bytes() == data
+    assert "plan" not in stored.storage_key  # keys are made of ids, never of the client's file name
+
+    content = api_client.get(f"{URL}{document['id']}/content/", HTTP_ACCEPT="application/pdf")
+    assert content.status_code == 200
+    assert b"".join(content.streaming_content) == data
+    assert content["Content-Type"] == document["content_type"]
+    assert 'attachment; filename="plan.docx"' in content["Content-Disposition"]
+
+
+def test_zero_byte_upload_is_400(api_client):
+    resp = upload(api_client, "empty.pdf", b"")
+    assert resp.status_code == 400
+    assert resp.json() == {"file": ["the file is empty (0 bytes)"]}
+    assert not Document.objects.exists() and not Job.objects.exists()
+
+
+def test_missing_file_and_json_body_are_refused(api_client):
+    assert api_client.post(URL, {"target_format": "markdown"}, format="multipart").status_code == 400
+    resp = api_client.post(URL, {"file": "x"}, format="json")
+    assert resp.status_code == 415
+    assert "Unsupported media type" in resp.json()["detail"]
+
+
+def test_over_limit_upload_is_413_and_nothing_is_stored(api_client, settings, media_root):
+    settings.DOCUMENT_MAX_UPLOAD_BYTES = 1000
+    resp = upload(api_client, "big.txt", b"a" * 1001)
+    assert resp.status_code == 413
+    assert resp.json() == {"detail": "The file is larger than the upload limit of 1000 bytes."}
+    # far over the limit: refused from the Content-Length, before the body is read
+    resp = upload(api_client, "huge.txt", b"a" * 200_000)
+    assert resp.status_code == 413
+    assert upload(api_client, "ok.txt", b"a" * 1000).status_code == 202
+    assert Document.objects.count() == 1
+    assert len(list((media_root / "documents").rglob("*.*"))) >= 1
+
+
+def test_unsupported_type_is_415_listing_the_supported_pairs(api_client):
+    resp = upload(api_client, "photo.pdf", b"\x89PNG\r\n\x1a\n" + b"\x00" * 64)
+    assert resp.status_code == 415
+    body = resp.json()
+    assert body["content_type"] == "image/png"
+    assert "image/png are not supported" in body["detail"]
+    pairs = {(p["source_type"], p["target_format"]) for p in body["supported"]}
+    for _, _, content_type in files.SUPPORTED.values():
+        assert (content_type, "markdown") in pairs
+    assert not Document.objects.exists()
+
+
+def test_unknown_transformer_or_target_is_400(api_client):
+    resp = upload(api_client, "a.csv", files.csv(), transformer="nope")
+    assert resp.status_code == 400
+    assert "no transformer 'nope' for text/csv -> markdown" in resp.json()["detail"]
+    assert "supported" in resp.json()
+    resp = upload(api_client, "a.csv", files.csv(), target_format="pdf")
+    assert resp.status_code == 400
+    assert resp.json()["detail"] == "text/csv documents cannot be transformed to 'pdf'."
+    assert {
+        "source_type": "text/csv",
+        "target_format": "markdown",
+        "transformers": ["markitdown"],
+        "default": "markitdown",
+    } in resp.json()["supported"]
+    # a named alternative transformer is accepted
+    resp = upload(api_client, "a.json", files.json_bytes(), transformer="markitdown")
+    assert resp.status_code == 202
+    assert Job.objects.get(id=resp.json()["job_id"]).params["transformer"] == "markitdown"
+
+
+def test_documents_are_scoped_to_the_project(api_client, other_client):
+    document_id = upload(api_client, "a.txt", files.text()).json()["document"]["id"]
+    for path in (f"{URL}{document_id}/", f"{URL}{document_id}/content/"):
+        assert other_client.get(path).status_code == 404
+    assert other_client.delete(f"{URL}{document_id}/").status_code == 404
+    assert other_client.get(URL).json()["results"] == []
+    listed = api_client.get(URL).json()
+    assert [d["id"] for d in listed["results"]] == [document_id]
+    assert api_client.get(f"{URL}{document_id}/").json()["filename"] == "a.txt"
+    assert api_client.get(f"{URL}not-a-uuid/").status_code == 404
+    assert Document.objects.filter(id=document_id).exists()
+
+
+def test_delete_removes_the_row_and_the_file(api_client, media_root, django_capture_on_commit_callbacks):
+    document_id = upload(api_client, "a.txt", files.text()).json()["document"]["id"]
+    path = Path(media_root) / Document.objects.get(id=document_id).storage_key
+    assert path.exists()
+    with django_capture_on_commit_callbacks(execute=True):
+        assert api_client.delete(f"{URL}{document_id}/").status_code == 204
+    assert not path.exists()
+    assert api_client.get(f"{URL}{document_id}/").status_code == 404
+    assert Job.objects.get().status == JobStatus.PENDING  # it will fail: "document ... was deleted"
+
+
+def test_supported_transformations_are_listed(api_client):
+    resp = api_client.get(f"{URL}transformers/")
+    assert resp.status_code == 200
+    by_type = {p["source_type"]: p for p in resp.json()}
+    assert by_type["application/json"]["default"] == "json-codeblock"
+    assert by_type["application/pdf"]["transformers"] == ["markitdown"]
+
+
+def test_missing_api_key_is_401(client):
+    assert client.get(URL).status_code == 401
+
+
+def test_admin_lists_and_deletes_documents_with_their_files(
+    admin_client, api_client, media_root, django_capture_on_commit_callbacks
+):
+    document_id = upload(api_client, "a.txt", files.text()).json()["document"]["id"]
+    path = Path(media_root) / Document.objects.get(id=document_id).storage_key
+    assert admin_client.get("/admin/doctransform/document/").status_code == 200
+    assert admin_client.get(f"/admin/doctransform/document/{document_id}/change/").status_code == 200
+    resp = admin_client.post(  # the new job is published on commit, which this test never reaches
+        "/admin/doctransform/document/", {"action": "transform_documents", "_selected_action": [document_id]}
+    )
+    assert resp.status_code == 302
+    assert Job.objects.filter(params__document_id=document_id).count() == 2
+    with django_capture_on_commit_callbacks(execute=True):
+        admin_client.post(
+            "/admin/doctransform/document/", {"action": "delete_documents", "_selected_action": [document_id]}
+        )
+    assert not Document.objects.filter(id=document_id).exists()
+    assert not path.exists()

@@ -1,0 +1,20 @@
+from __future__ import annotations
+
+from django.db import transaction
+
+from jobs import services
+from jobs.models import Job
+from jobs.views import ECHO_PATH
+
+
+def make_job(project, *, function_path: str = ECHO_PATH, priority: str = "high", **params) -> Job:
+    """A PENDING job created the way the services create one (published on commit)."""
+    with transaction.atomic():
+        return services.job_create(project=project, function_path=function_path, priority=priority, params=params)
+
+
+def set_status(job: Job, status: str, **fields) -> Job:
+    """Put a job in a state for a test (tests may bypass the services; the application may not)."""
+    Job.objects.filter(id=job.id).update(status=status, **fields)
+    job.refresh_from_db()
+    return job

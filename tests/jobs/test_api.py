@@ -1,0 +1,174 @@
+import uuid
+
+import pytest
+
+from jobs.models import Job, JobStatus
+from tests.jobs.factories import make_job, set_status
+
+pytestmark = pytest.mark.django_db
+
+
+def test_list_is_scoped_to_the_project(api_client, other_client, project, other_project):
+    mine = make_job(project)
+    make_job(other_project)
+    resp = api_client.get("/api/v1/jobs/")
+    assert resp.status_code == 200
+    body = resp.json()
+    assert body["count"] == 1
+    assert body["results"][0]["id"] == str(mine.id)
+
+
+def test_detail_shape(api_client, project):
+    job = make_job(project, hello="world")
+    body = api_client.get(f"/api/v1/jobs/{job.id}/").json()
+    assert set(body) >= {
+        "id",
+        "job_type",
+        "status",
+        "queue",
+        "priority",
+        "progress",
+        "result",
+        "error",
+        "attempts",
+        "trace_id",
+        "task_id",
+        "callback_url",
+        "created_at",
+        "started_at",
+        "finished_at",
+    }
+    assert body["status"] == "PENDING"
+    assert body["queue"] == "high_priority" and body["priority"] == 9
+    assert body["job_type"] == "ECHO"
+    assert body["progress"] == {"percent": 0, "message": ""}
+
+
+def test_other_projects_job_is_404(other_client, project):
+    job = make_job(project)
+    assert other_client.get(f"/api/v1/jobs/{job.id}/").status_code == 404
+    assert other_client.post(f"/api/v1/jobs/{job.id}/cancel/").status_code == 404
+    assert other_client.post(f"/api/v1/jobs/{job.id}/retry/").status_code == 404
+    assert Job.objects.get(id=job.id).status == JobStatus.PENDING
+
+
+@pytest.mark.parametrize("path", ["not-a-uuid/", "123/", f"{uuid.uuid4()}/", "%00/", "x" * 300 + "/"])
+def test_malformed_or_unknown_id_is_404(api_client, path):
+    assert api_client.get(f"/api/v1/jobs/{path}").status_code == 404
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["status=DONE", "created_after=yesterday", "created_before=2026-13-45", "job_type=" + "x" * 100, "status="],
+)
+def test_malformed_filters_are_400(api_client, project, query):
+    make_job(project)
+    resp = api_client.get(f"/api/v1/jobs/?{query}")
+    assert resp.status_code == (200 if query == "status=" else 400), resp.content
+
+
+def test_filters(api_client, project):
+    a = make_job(project)
+    b = make_job(project)
+    set_status(b, JobStatus.FAILED)
+    body = api_client.get("/api/v1/jobs/?status=FAILED&job_type=ECHO").json()
+    assert [r["id"] for r in body["results"]] == [str(b.id)]
+    body = api_client.get(f"/api/v1/jobs/?created_after={a.created_at.isoformat().replace('+00:00', 'Z')}").json()
+    assert body["count"] == 2
+    assert api_client.get("/api/v1/jobs/?created_before=2000-01-01T00:00:00Z").json()["count"] == 0
+
+
+@pytest.mark.parametrize("query", ["limit=abc", "offset=-5", "limit=100000", "ordering=;drop"])
+def test_bad_pagination_never_500(api_client, project, query):
+    make_job(project)
+    assert api_client.get(f"/api/v1/jobs/?{query}").status_code == 200
+
+
+def test_cancel_pending_job(api_client, project):
+    job = make_job(project)
+    resp = api_client.post(f"/api/v1/jobs/{job.id}/cancel/")
+    assert resp.status_code == 200
+    assert resp.json()["status"] == "CANCELLED"
+    assert Job.objects.get(id=job.id).finished_at is not None
+
+
+@pytest.mark.parametrize("status", [JobStatus.SUCCESS, JobStatus.FAILED, JobStatus.CANCELLED])
+def test_cancel_finished_job_is_409(api_client, project, status):
+    job = set_status(make_job(project), status)
+    resp = api_client.post(f"/api/v1/jobs/{job.id}/cancel/")
+    assert resp.status_code == 409
+    assert status in resp.json()["detail"]
+    assert Job.objects.get(id=job.id).status == status
+
+
+@pytest.mark.parametrize("body", [{"terminate": "perhaps"}, [1, 2]])
+def test_cancel_with_bad_body_is_400(api_client, project, body):
+    job = make_job(project)
+    assert api_client.post(f"/api/v1/jobs/{job.id}/cancel/", body, format="json").status_code == 400
+    assert Job.objects.get(id=job.id).status == JobStatus.PENDING
+
+
+@pytest.mark.parametrize("status", [JobStatus.PENDING, JobStatus.PROCESSING, JobStatus.SUCCESS])
+def test_retry_unless_failed_or_cancelled_is_409(api_client, project, status):
+    job = set_status(make_job(project), status)
+    assert api_client.post(f"/api/v1/jobs/{job.id}/retry/").status_code == 409
+
+
+def test_retry_failed_job(api_client, project):
+    job = set_status(make_job(project), JobStatus.FAILED, error="boom", attempts=1)
+    resp = api_client.post(f"/api/v1/jobs/{job.id}/retry/")
+    assert resp.status_code == 202
+    assert resp.json()["status"] == "PENDING"
+    job.refresh_from_db()
+    assert job.status == JobStatus.PENDING and job.error == "" and job.finished_at is None
+
+
+def test_echo_submission(api_client, project):
+    resp = api_client.post("/api/v1/jobs/echo/", {"params": {"a": 1}, "priority": "low", "delay": 0.5}, format="json")
+    assert resp.status_code == 202
+    body = resp.json()
+    assert body["status"] == "PENDING"
+    assert body["status_url"].endswith(f"/api/v1/jobs/{body['job_id']}/")
+    job = Job.objects.get(id=body["job_id"])
+    assert job.project == project
+    assert job.queue == "low_priority" and job.priority == 1
+    assert job.params == {"a": 1, "delay": 0.5}
+    assert job.trace_id
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"params": [1, 2]},
+        {"params": "x"},
+        {"delay": -1},
+        {"delay": 10**9},
+        {"delay": "soon"},
+        {"priority": "urgent"},
+        {"callback_url": "not a url"},
+        {"params": {"delay": 5}},
+        [1, 2, 3],
+        "just a string",
+    ],
+)
+def test_echo_bad_input_is_400_and_creates_nothing(api_client, body):
+    resp = api_client.post("/api/v1/jobs/echo/", body, format="json")
+    assert resp.status_code == 400, resp.content
+    assert Job.objects.count() == 0
+
+
+def test_malformed_json_is_400(api_client):
+    resp = api_client.generic("POST", "/api/v1/jobs/echo/", "{not json", content_type="application/json")
+    assert resp.status_code == 400
+    assert "JSON" in resp.json()["detail"]
+
+
+def test_wrong_content_type_is_415(api_client):
+    resp = api_client.generic("POST", "/api/v1/jobs/echo/", "a=1", content_type="application/x-www-form-urlencoded")
+    assert resp.status_code == 415
+
+
+def test_wrong_method_is_405(api_client, project):
+    job = make_job(project)
+    assert api_client.delete(f"/api/v1/jobs/{job.id}/").status_code == 405
+    assert api_client.get(f"/api/v1/jobs/{job.id}/cancel/").status_code == 405

@@ -1,0 +1,134 @@
+"""Periodic maintenance: default schedules, stalled-job recovery, retention in batches."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.core.management import call_command
+from django.utils import timezone
+from django_celery_beat.models import IntervalSchedule, PeriodicTask
+from django_celery_results.models import TaskResult
+
+from jobs.maintenance import DEFAULT_SCHEDULES, maintenance_retention
+from jobs.models import Job, JobStatus, WebhookDelivery
+from jobs.services import jobs_recover_overdue
+
+pytestmark = pytest.mark.django_db
+
+
+def make_job(project, *, status=JobStatus.SUCCESS, age=timedelta(0), **fields) -> Job:
+    job = Job.objects.create(
+        project=project,
+        job_type="ECHO",
+        function_path="jobs.functions.echo",
+        queue="high_priority",
+        priority=9,
+        status=status,
+        **fields,
+    )
+    when = timezone.now() - age
+    finished = when if status in (JobStatus.SUCCESS, JobStatus.FAILED, JobStatus.CANCELLED) else None
+    Job.objects.filter(id=job.id).update(created_at=when, updated_at=when, finished_at=finished, started_at=when)
+    job.refresh_from_db()
+    return job
+
+
+def test_setup_periodic_tasks_is_idempotent_and_keeps_operator_edits():
+    PeriodicTask.objects.create(
+        name="celery.backend_cleanup",
+        task="celery.backend_cleanup",
+        interval=IntervalSchedule.objects.create(every=1, period="days"),
+    )
+    call_command("setup_periodic_tasks")
+    names = [s.name for s in DEFAULT_SCHEDULES]
+    tasks = {t.name: t for t in PeriodicTask.objects.filter(name__in=names)}
+    assert {t.task for t in tasks.values()} == {
+        "jobs_cron_recover_stalled",
+        "jobs_cron_deliver_due_webhooks",
+        "jobs_cron_retention",
+    }
+    assert all("_cron_" in t.task and t.enabled and t.interval for t in tasks.values())
+    assert not PeriodicTask.objects.get(name="celery.backend_cleanup").enabled
+
+    retention = tasks["kaapi: retention"]
+    retention.enabled = False
+    retention.interval = IntervalSchedule.objects.create(every=6, period=IntervalSchedule.HOURS)
+    retention.save()
+    count = PeriodicTask.objects.count()
+
+    call_command("setup_periodic_tasks")
+    assert PeriodicTask.objects.count() == count
+    retention.refresh_from_db()
+    assert (retention.enabled, retention.interval.every) == (False, 6)
+
+    call_command("setup_periodic_tasks", "--reset")
+    retention.refresh_from_db()
+    assert (retention.enabled, retention.interval.every, retention.interval.period) == (True, 3600, "seconds")
+
+
+def test_retention_deletes_old_finished_jobs_and_expired_results_in_batches(project, settings):
+    old = [make_job(project, age=timedelta(days=40)) for _ in range(5)]
+    WebhookDelivery.objects.create(job=old[0], url="https://example.com/", event="job.succeeded", payload={})
+    recent = make_job(project, age=timedelta(days=1))
+    old_but_pending = make_job(project, status=JobStatus.PENDING, age=timedelta(days=40))
+    now = timezone.now()
+    for i in range(3):
+        TaskResult.objects.create(task_id=f"old-{i}", status="SUCCESS")
+    TaskResult.objects.filter(task_id__startswith="old-").update(
+        date_done=now - timedelta(seconds=settings.CELERY_RESULT_EXPIRES + 60)
+    )
+    TaskResult.objects.create(task_id="fresh", status="SUCCESS")
+
+    # A run is bounded: at most max_batches batches, the next run goes on.
+    assert maintenance_retention(batch_size=2, max_batches=1, retention_days=30) == {
+        "task_results": 2,
+        "group_results": 0,
+        "jobs": 2,
+    }
+    assert maintenance_retention(batch_size=2, max_batches=10, retention_days=30) == {
+        "task_results": 1,
+        "group_results": 0,
+        "jobs": 3,
+    }
+    assert set(Job.objects.values_list("id", flat=True)) == {recent.id, old_but_pending.id}
+    assert not WebhookDelivery.objects.exists()
+    assert list(TaskResult.objects.values_list("task_id", flat=True)) == ["fresh"]
+    assert maintenance_retention(batch_size=2, max_batches=10, retention_days=0)["jobs"] == 0
+
+
+def test_overdue_processing_jobs_are_requeued_then_failed(project, settings, django_capture_on_commit_callbacks):
+    overdue = timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + settings.JOB_STALLED_MARGIN_SECONDS + 60)
+    requeue = make_job(project, status=JobStatus.PROCESSING, age=overdue, task_id="old-task", attempts=1)
+    give_up = make_job(
+        project,
+        status=JobStatus.PROCESSING,
+        age=overdue,
+        attempts=3,
+        worker_lost_count=settings.JOB_MAX_WORKER_LOST - 1,
+        callback_url="https://hooks.example.com/kaapi",
+    )
+    running = make_job(project, status=JobStatus.PROCESSING, age=timedelta(seconds=10))
+
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        assert jobs_recover_overdue() == {"requeued": 1, "failed": 1}
+    # After commit: publish the requeued job; announce the failed one.
+    assert sorted(c.func.__name__ for c in callbacks) == ["_job_finished", "job_dispatch"]
+
+    requeue.refresh_from_db()
+    assert (requeue.status, requeue.worker_lost_count, requeue.task_id, requeue.dispatched_at) == (
+        JobStatus.PENDING,
+        1,
+        "",
+        None,
+    )
+    give_up.refresh_from_db()
+    assert give_up.status == JobStatus.FAILED
+    assert "no worker finished this job" in give_up.error
+    running.refresh_from_db()
+    assert running.status == JobStatus.PROCESSING
+
+    # The failed job's webhook is queued like any other finish.
+    with django_capture_on_commit_callbacks(execute=False):
+        next(c for c in callbacks if c.func.__name__ == "_job_finished")()
+    assert WebhookDelivery.objects.get(job=give_up).event == "job.failed"

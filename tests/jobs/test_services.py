@@ -1,0 +1,129 @@
+import pytest
+from django.db import transaction
+from django.test import override_settings
+
+from jobs import services
+from jobs.dispatcher import dispatcher
+from jobs.exceptions import JobStateError
+from jobs.execution import backoff_delay
+from jobs.models import Job, JobStatus
+from jobs.registry import get_job_function, job_function, registered_paths
+from tests.jobs.factories import make_job, set_status
+
+pytestmark = pytest.mark.django_db
+
+
+def test_job_create_refuses_unregistered_function(project):
+    with pytest.raises(ValueError, match="not registered"):
+        services.job_create(project=project, function_path="os.system")
+    assert Job.objects.count() == 0
+
+
+def test_job_create_refuses_unknown_priority(project):
+    with pytest.raises(ValueError, match="priority"):
+        services.job_create(project=project, function_path="jobs.functions.echo", priority="urgent")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_job_create_publishes_only_after_commit(project):
+    with transaction.atomic():
+        job = services.job_create(project=project, function_path="jobs.functions.echo")
+        assert dispatcher.flush(timeout=1)  # nothing was handed to the dispatcher yet
+        assert job.dispatched_at is None and job.task_id and job.trace_id
+    assert dispatcher.flush(timeout=10)
+    job.refresh_from_db()
+    assert job.status == JobStatus.PENDING and job.dispatched_at is not None and job.task_id
+    from kaapi.celery import app
+
+    with app.connection_for_write() as conn:  # the message is on the broker
+        assert conn.default_channel.queue_declare(queue="high_priority", passive=True).message_count >= 1
+
+
+def test_claim_is_atomic_and_only_once(project):
+    job = make_job(project)
+    assert services.job_claim(job_id=job.id, task_id="t1", redelivered=False) is services.Claim.RUN
+    assert services.job_claim(job_id=job.id, task_id="t1", redelivered=False) is services.Claim.SKIP
+    job.refresh_from_db()
+    assert job.status == JobStatus.PROCESSING and job.attempts == 1 and job.task_id == "t1" and job.started_at
+
+
+@pytest.mark.parametrize("status", [JobStatus.SUCCESS, JobStatus.FAILED, JobStatus.CANCELLED])
+def test_redelivered_message_for_finished_job_does_nothing(project, status):
+    job = set_status(make_job(project), status)
+    assert services.job_claim(job_id=job.id, task_id="t", redelivered=True) is services.Claim.SKIP
+    assert Job.objects.get(id=job.id).attempts == 0
+
+
+@override_settings(JOB_MAX_WORKER_LOST=2)
+def test_redelivery_after_worker_loss_is_bounded(project):
+    job = make_job(project)
+    assert services.job_claim(job_id=job.id, task_id="t", redelivered=False) is services.Claim.RUN
+    assert services.job_claim(job_id=job.id, task_id="t", redelivered=True) is services.Claim.RUN
+    assert services.job_claim(job_id=job.id, task_id="t", redelivered=True) is services.Claim.EXHAUSTED
+    job.refresh_from_db()
+    assert job.status == JobStatus.FAILED and job.worker_lost_count == 2 and job.attempts == 2
+    assert "lost 2 times" in job.error
+
+
+def test_success_after_cancel_is_dropped(project):
+    job = make_job(project)
+    services.job_claim(job_id=job.id, task_id="t", redelivered=False)
+    services.job_cancel(job=job)
+    assert services.job_mark_success(job_id=job.id, result={"x": 1}) is False
+    job.refresh_from_db()
+    assert job.status == JobStatus.CANCELLED and job.result is None
+
+
+def test_cancel_twice_raises(project):
+    job = make_job(project)
+    services.job_cancel(job=job)
+    with pytest.raises(JobStateError):
+        services.job_cancel(job=job)
+
+
+def test_progress_only_while_processing(project):
+    job = make_job(project)
+    assert services.job_report_progress(job_id=job.id, percent=50) is False
+    services.job_claim(job_id=job.id, task_id="t", redelivered=False)
+    assert services.job_report_progress(job_id=job.id, percent=150, message="almost") is True
+    job.refresh_from_db()
+    assert job.progress_percent == 100 and job.progress_message == "almost"
+
+
+def test_retrying_returns_job_to_pending_undispatched(project):
+    job = make_job(project)
+    Job.objects.filter(id=job.id).update(dispatched_at="2026-01-01T00:00:00Z")
+    services.job_claim(job_id=job.id, task_id="t", redelivered=False)
+    assert services.job_mark_retrying(job_id=job.id, error="429", delay=2.5)
+    job.refresh_from_db()
+    assert job.status == JobStatus.PENDING and job.dispatched_at is None and "retrying in 2.5 s" in job.error
+
+
+def test_backoff_is_exponential_with_jitter_and_capped():
+    for retries in range(6):
+        ceiling = min(60, 2 * 2**retries)
+        delays = [backoff_delay(retries, base=2, cap=60) for _ in range(50)]
+        assert all(ceiling / 2 <= d <= ceiling for d in delays)
+        assert len(set(delays)) > 1
+    assert backoff_delay(0, base=1, cap=60, retry_after=30) >= 30
+    assert backoff_delay(0, base=1, cap=10, retry_after=3600) <= 10
+
+
+def test_registry_refuses_a_second_function_under_the_same_path():
+    def execute_job(**kwargs):
+        return None
+
+    registered = job_function(job_type="X")(execute_job)
+    try:
+        with pytest.raises(ValueError, match="already registered"):
+
+            def execute_job(**kwargs):  # noqa: F811  same module and name, different function
+                return None
+
+            job_function(job_type="X")(execute_job)
+        assert get_job_function(f"{__name__}.{registered.__qualname__}").function is registered
+    finally:
+        from jobs import registry
+
+        registry._registry.pop(f"{__name__}.{registered.__qualname__}")
+    assert "jobs.functions.echo" in registered_paths()

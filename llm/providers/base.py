@@ -20,6 +20,8 @@ from django.conf import settings
 from requests.adapters import HTTPAdapter
 
 from jobs.exceptions import RetryableJobError
+from kaapi.logging import current_trace_id
+from kaapi.metrics import count_provider_error
 
 
 class ProviderError(Exception):
@@ -175,40 +177,53 @@ class Provider:
 
     def complete(self, *, credentials: Credentials, params: dict[str, Any], query: str) -> Completion:
         body = self.body({**self.defaults(), **params}, query)
+        headers = {"content-type": "application/json", **self.headers(credentials)}
+        trace_id = current_trace_id()
+        if trace_id:
+            headers["x-request-id"] = trace_id  # the provider's logs can be matched with ours
         try:
             response = http_session().post(
                 self.url(credentials),
                 json=body,
-                headers={"content-type": "application/json", **self.headers(credentials)},
+                headers=headers,
                 timeout=(settings.LLM_CONNECT_TIMEOUT, settings.LLM_READ_TIMEOUT),
                 allow_redirects=False,
             )
         except requests.Timeout as exc:
+            count_provider_error(self.name, "timeout")
             raise RetryableJobError(f"{self.name}: the request timed out ({type(exc).__name__})") from None
         except requests.ConnectionError as exc:
+            count_provider_error(self.name, "connection")
             raise RetryableJobError(f"{self.name}: could not connect: {exc}") from None
         except requests.RequestException as exc:
+            count_provider_error(self.name, "request")
             raise ProviderError(f"{self.name}: the request could not be sent: {exc}") from None
 
         status = response.status_code
         if status == 429 or status >= 500:
+            count_provider_error(self.name, "rate_limited" if status == 429 else "server_error")
             raise RetryableJobError(
                 f"{self.name} returned {status}: {self.error_message(response)}",
                 retry_after=parse_retry_after(response.headers),
             )
         if status >= 300:
+            count_provider_error(self.name, "client_error")
             raise ProviderError(f"{self.name} returned {status}: {self.error_message(response)}")
         try:
             data = response.json()
-        except ValueError:
+            if not isinstance(data, dict):
+                raise ValueError("not a JSON object")
+            return self.parse(data)
+        except ProviderError:
+            count_provider_error(self.name, "failed")
+            raise
+        except requests.JSONDecodeError:
+            count_provider_error(self.name, "malformed")
             raise ProviderResponseError(
                 f"{self.name} returned a malformed response (not JSON): {response.text[:200]!r}"
             ) from None
-        if not isinstance(data, dict):
-            raise ProviderResponseError(f"{self.name} returned a malformed response (not a JSON object)")
-        try:
-            return self.parse(data)
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+            count_provider_error(self.name, "malformed")
             raise ProviderResponseError(
                 f"{self.name} returned a malformed response (missing or invalid field {exc})"
             ) from None

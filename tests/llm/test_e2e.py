@@ -91,6 +91,7 @@ def test_gevent_worker_keeps_time_limits_and_warm_shutdown(
     provider_credentials(project, ["anthropic"])
     fake_provider.latency = 2.0
     env = {"CELERY_TASK_SOFT_TIME_LIMIT": "3", "CELERY_TASK_TIME_LIMIT": "6", "LLM_READ_TIMEOUT": "2.5"}
+    env["DOCUMENT_TRANSFORM_TIMEOUT"] = "1"  # must stay below the soft limit too
     worker = start_worker(queues="high_priority", pool="gevent", concurrency=10, env=env)
     stuck = job_create(project=project, function_path="tests.job_functions.sleep_forever", priority="high")
     calls = [submit(api_client, "anthropic", unique("slow")) for _ in range(3)]
@@ -105,8 +106,9 @@ def test_gevent_worker_keeps_time_limits_and_warm_shutdown(
 
 
 def test_gevent_hard_time_limit_ends_the_job_failed(start_worker, project):
-    env = {"CELERY_TASK_SOFT_TIME_LIMIT": "1", "CELERY_TASK_TIME_LIMIT": "2", "LLM_READ_TIMEOUT": "0.5"}
+    env = {"CELERY_TASK_SOFT_TIME_LIMIT": "2", "CELERY_TASK_TIME_LIMIT": "3", "LLM_READ_TIMEOUT": "0.5"}
+    env["DOCUMENT_TRANSFORM_TIMEOUT"] = "1"
     start_worker(queues="high_priority", pool="gevent", concurrency=5, env=env)
     job = job_create(project=project, function_path="tests.job_functions.ignore_soft_time_limit", priority="high")
     wait_until(lambda: Job.objects.get(id=job.id).status == JobStatus.FAILED, timeout=30, message="hard limit")
-    assert Job.objects.get(id=job.id).error == "killed by the hard time limit (2 s)"
+    assert Job.objects.get(id=job.id).error == "killed by the hard time limit (3 s)"

@@ -28,6 +28,7 @@ def test_each_provider_sends_its_documented_request(fake_provider, provider, pat
     (sent,) = [c for c in fake_provider.calls if c["text"] == query]
     assert sent["path"] == path
     body, headers = sent["body"], sent["headers"]
+    assert "x-request-id" not in headers  # no trace id outside a request or job
     if provider == "openai":
         assert body["input"] == query and body["instructions"] == "Be brief." and body["temperature"] == 0.2
         assert headers["authorization"] == f"Bearer {FAKE_API_KEY}" and headers["openai-organization"] == "org-9"
@@ -90,3 +91,20 @@ def test_retry_after_forms():
     assert parse_retry_after({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}) == 0.0
     assert parse_retry_after({"retry-after": "soon"}) is None
     assert parse_retry_after({}) is None
+
+
+def test_trace_id_is_sent_and_errors_are_counted(fake_provider):
+    from kaapi.logging import log_context
+    from kaapi.metrics import PROVIDER_ERRORS
+
+    query = unique()
+    with log_context(trace_id="trace-abc"):
+        complete(fake_provider, "openai", query)
+    (sent,) = [c for c in fake_provider.calls if c["text"] == query]
+    assert sent["headers"]["x-request-id"] == "trace-abc"
+
+    counter = PROVIDER_ERRORS.labels(provider="anthropic", kind="rate_limited")
+    before = counter._value.get()
+    with pytest.raises(RetryableJobError):
+        complete(fake_provider, "anthropic", unique("[fake:status=429]"))
+    assert counter._value.get() == before + 1

@@ -394,7 +394,7 @@ for _key in CREDENTIALS_ENCRYPTION_KEYS:
 # Seconds to connect to / wait for a byte from an LLM provider. The read timeout must stay below the soft time
 # limit so that a slow provider ends as a retryable timeout, not a killed task.
 LLM_CONNECT_TIMEOUT = env_float("LLM_CONNECT_TIMEOUT", 5.0, minimum=0.1)
-LLM_READ_TIMEOUT = env_float("LLM_READ_TIMEOUT", 120.0, minimum=0.1)
+LLM_READ_TIMEOUT = env_float("LLM_READ_TIMEOUT", min(120.0, CELERY_TASK_SOFT_TIME_LIMIT * 0.8), minimum=0.1)
 if LLM_READ_TIMEOUT >= CELERY_TASK_SOFT_TIME_LIMIT:
     raise ImproperlyConfigured(
         f"LLM_READ_TIMEOUT ({LLM_READ_TIMEOUT}) must be below "

@@ -47,6 +47,7 @@ class ConfigVersionCreateSerializer(serializers.Serializer):
 
 class CredentialSerializer(serializers.ModelSerializer):
     api_key = serializers.CharField(source="masked_api_key", read_only=True, help_text="Masked: ****last4.")
+    base_url = serializers.CharField(read_only=True, help_text="Empty: the provider's public API.")
 
     class Meta:
         model = ProviderCredential
@@ -56,7 +57,7 @@ class CredentialSerializer(serializers.ModelSerializer):
 
 class CredentialSetSerializer(serializers.Serializer):
     api_key = serializers.CharField(max_length=4096, write_only=True, trim_whitespace=True)
-    base_url = serializers.URLField(required=False, default="", allow_blank=True, max_length=500)
+    base_url = serializers.URLField(required=False, allow_blank=True, max_length=500)
     organization = serializers.CharField(required=False, default="", allow_blank=True, max_length=200)
 
 
@@ -86,7 +87,7 @@ class ConfigReferenceSerializer(serializers.Serializer):
 class LlmCallSerializer(serializers.Serializer):
     config = ConfigReferenceSerializer()
     query = serializers.CharField(max_length=MAX_QUERY_LENGTH, trim_whitespace=False)
-    callback_url = serializers.URLField(required=False, default="", allow_blank=True, max_length=2048)
+    callback_url = serializers.URLField(required=False, allow_blank=True, max_length=2048)
     request_metadata = serializers.DictField(
         required=False, default=None, allow_null=True, help_text="Returned as is in the job's result."
     )

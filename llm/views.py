@@ -28,6 +28,9 @@ from .serializers import (
     LlmCallSerializer,
 )
 
+BAD_REQUEST = OpenApiResponse(description="invalid input; the body names each bad field")
+NOT_FOUND = OpenApiResponse(description="no such config (or version) in your project")
+
 
 class ConfigViewSet(
     mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.DestroyModelMixin, viewsets.GenericViewSet
@@ -54,14 +57,14 @@ class ConfigViewSet(
     def _config_response(self, config: Config, code: int = status.HTTP_200_OK) -> Response:
         return Response(ConfigSerializer(self.get_queryset().get(id=config.id)).data, status=code)
 
-    @extend_schema(request=ConfigCreateSerializer, responses={201: ConfigSerializer})
+    @extend_schema(request=ConfigCreateSerializer, responses={201: ConfigSerializer, 400: BAD_REQUEST})
     def create(self, request: Request) -> Response:
         serializer = ConfigCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         config = services.config_create(project=request_project(request), **serializer.validated_data)
         return self._config_response(config, status.HTTP_201_CREATED)
 
-    @extend_schema(request=ConfigUpdateSerializer, responses={200: ConfigSerializer})
+    @extend_schema(request=ConfigUpdateSerializer, responses={200: ConfigSerializer, 400: BAD_REQUEST, 404: NOT_FOUND})
     def partial_update(self, request: Request, pk=None) -> Response:
         serializer = ConfigUpdateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -77,7 +80,7 @@ class ConfigViewSet(
     @extend_schema(
         methods=["POST"],
         request=ConfigVersionCreateSerializer,
-        responses={201: ConfigVersionSerializer},
+        responses={201: ConfigVersionSerializer, 400: BAD_REQUEST, 404: NOT_FOUND},
         summary="Create the next version",
     )
     @action(detail=True, methods=["get", "post"], serializer_class=ConfigVersionSerializer)
@@ -135,7 +138,10 @@ class CredentialViewSet(viewsets.GenericViewSet):
             raise Http404(f"no credentials for provider {provider!r} in your project")
         return Response(CredentialSerializer(credential).data)
 
-    @extend_schema(request=CredentialSetSerializer, responses={200: CredentialSerializer})
+    @extend_schema(
+        request=CredentialSetSerializer,
+        responses={200: CredentialSerializer, 400: BAD_REQUEST, 404: OpenApiResponse(description="unknown provider")},
+    )
     def update(self, request: Request, provider: str = "") -> Response:
         provider = self._provider()
         serializer = CredentialSetSerializer(data=request.data)
@@ -174,7 +180,7 @@ class LlmCallView(APIView):
                 config_id=config.get("id"),
                 config_version=config.get("version"),
                 blob=config.get("blob"),
-                callback_url=data["callback_url"],
+                callback_url=data.get("callback_url", ""),
                 request_metadata=data["request_metadata"],
             )
         except ConfigNotFound as exc:

@@ -24,6 +24,8 @@ def test_read_timeout_must_stay_below_the_soft_time_limit():
     error = settings_error(LLM_READ_TIMEOUT="300", CELERY_TASK_SOFT_TIME_LIMIT="300")
     assert "LLM_READ_TIMEOUT (300.0) must be below CELERY_TASK_SOFT_TIME_LIMIT (300)" in error
     assert settings_error(LLM_READ_TIMEOUT="299", CELERY_TASK_SOFT_TIME_LIMIT="300") == ""
+    # unset, it follows a lowered soft limit
+    assert settings_error(CELERY_TASK_SOFT_TIME_LIMIT="2", DOCUMENT_TRANSFORM_TIMEOUT="1") == ""
 
 
 def test_encryption_keys_must_be_fernet_keys():

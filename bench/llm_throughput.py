@@ -335,17 +335,23 @@ def main() -> None:
         procs.stop()
 
     print()
-    print(f"{'':34}{'count':>7}{'seconds':>9}{'per second':>12}{'worker CPU ms':>15}{'web CPU ms':>12}")
+    print(
+        f"### LLM calls: {args.calls} calls against a provider with {args.latency} s latency, same pool as raw Celery"
+    )
+    print()
+    print("| | count | seconds | per second | worker CPU ms each | web CPU ms each |")
+    print("|---|---|---|---|---|---|")
     for row in rows:
         web_cpu = f"{row.web_cpu_ms:.1f}" if row.web_cpu_ms is not None else "-"
         print(
-            f"{row.label:34}{row.count:>7}{row.seconds:>9.2f}{row.rate:>12.0f}{row.worker_cpu_ms:>15.1f}{web_cpu:>12}"
+            f"| {row.label} | {row.count} | {row.seconds:.2f} | {row.rate:.0f} | {row.worker_cpu_ms:.1f} | {web_cpu} |"
         )
+    print()
     print(
-        f"ratio LLM / raw (both queued first): {rows[0].rate / rows[1].rate:.2f}; "
-        f"{args.workers} {args.pool} worker(s) x {args.concurrency}, latency {args.latency} s, "
-        f"prefetch x{args.prefetch_multiplier}, peak PostgreSQL connections {peak['connections']}; "
-        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
+        f"(ratio LLM / raw, both queued first: {rows[0].rate / rows[1].rate:.2f}; "
+        f"{args.workers} {args.pool} worker(s) x {args.concurrency}, prefetch x{args.prefetch_multiplier}, "
+        f"peak PostgreSQL connections {peak['connections']}; {os.cpu_count()} CPUs, "
+        f"load average {os.getloadavg()[0]:.1f}, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC)"
     )
 
 

@@ -44,7 +44,7 @@ class DocumentUploadSerializer(serializers.Serializer):
     transformer = serializers.CharField(
         required=False, default="", allow_blank=True, max_length=64, help_text="Default: the pair's default."
     )
-    callback_url = serializers.URLField(required=False, default="", allow_blank=True, max_length=2048)
+    callback_url = serializers.URLField(required=False, allow_blank=True, max_length=2048)
 
 
 class DocumentSubmittedSerializer(JobSubmittedSerializer):

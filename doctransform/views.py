@@ -124,7 +124,7 @@ class DocumentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
                 filename=data["file"].name or "",
                 target_format=data["target_format"],
                 transformer=data["transformer"] or None,
-                callback_url=data["callback_url"],
+                callback_url=data.get("callback_url", ""),
             )
         except EmptyDocument as exc:
             raise ValidationError({"file": [str(exc)]}) from None

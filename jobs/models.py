@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import uuid
 
-from django.db import models
+from django.db import connections, models
+from django.db.models.sql import UpdateQuery
 
 
 class JobStatus(models.TextChoices):
@@ -25,6 +26,28 @@ class JobQuerySet(models.QuerySet):
 
     def undispatched(self) -> JobQuerySet:
         return self.filter(status=JobStatus.PENDING, dispatched_at__isnull=True)
+
+    def update_returning(self, **values) -> Job | None:
+        """``update(**values)`` of at most one row, returning the updated row in the same statement
+        (UPDATE ... RETURNING: PostgreSQL, and SQLite 3.35+); None when no row matched."""
+        query = self.query.chain(UpdateQuery)
+        query.add_update_values(values)
+        sql, params = query.get_compiler(self.db).as_sql()
+        connection = connections[self.db]
+        fields = self.model._meta.concrete_fields
+        columns = ", ".join(connection.ops.quote_name(field.column) for field in fields)
+        with connection.cursor() as cursor:
+            cursor.execute(f"{sql} RETURNING {columns}", params)
+            row = cursor.fetchone()
+        if row is None:
+            return None
+        converted = []
+        for field, value in zip(fields, row, strict=True):
+            expression = field.get_col(self.model._meta.db_table)
+            for converter in connection.ops.get_db_converters(expression) + field.get_db_converters(connection):
+                value = converter(value, expression, connection)
+            converted.append(value)
+        return self.model.from_db(self.db, [field.attname for field in fields], converted)
 
 
 class Job(models.Model):

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
+from kaapi.api import storable_json
+
 from .functions import ECHO_MAX_DELAY
 from .models import Job
 from .services import PRIORITY_LEVELS
@@ -14,6 +16,7 @@ class ProgressSerializer(serializers.Serializer):
 
 class JobSerializer(serializers.ModelSerializer):
     progress = ProgressSerializer(source="*", read_only=True)
+    callback_url = serializers.CharField(read_only=True, help_text="Where the webhook goes; empty for none.")
 
     class Meta:
         model = Job
@@ -55,10 +58,10 @@ class JobCancelSerializer(serializers.Serializer):
 
 
 class EchoJobSerializer(serializers.Serializer):
-    params = serializers.DictField(default=dict, help_text="Returned as the job's result.")
+    params = serializers.DictField(default=dict, help_text="Returned as the job's result.", validators=[storable_json])
     delay = serializers.FloatField(default=0, min_value=0, max_value=ECHO_MAX_DELAY)
     priority = serializers.ChoiceField(choices=sorted(PRIORITY_LEVELS), default="high")
-    callback_url = serializers.URLField(required=False, default="", allow_blank=True, max_length=2048)
+    callback_url = serializers.URLField(required=False, allow_blank=True, max_length=2048)
 
     def validate_params(self, value: dict) -> dict:
         if "delay" in value:

@@ -174,12 +174,12 @@ def _finish(*, job_id: str, from_statuses: list[str], **fields: Any) -> bool:
     """Move a job from one of ``from_statuses`` to a finished status (a conditional UPDATE), then run the
     finish hook once with the finished row."""
     now = timezone.now()
-    done = Job.objects.filter(id=job_id, status__in=from_statuses).update(finished_at=now, updated_at=now, **fields)
-    if done:
-        job = Job.objects.filter(id=job_id).first()
-        if job is not None:
-            _job_finished(job=job)
-    return bool(done)
+    job = Job.objects.filter(id=job_id, status__in=from_statuses).update_returning(
+        finished_at=now, updated_at=now, **fields
+    )
+    if job is not None:
+        _job_finished(job=job)
+    return job is not None
 
 
 def job_mark_retrying(*, job_id: str, error: str, delay: float) -> bool:

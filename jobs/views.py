@@ -122,7 +122,7 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
             function_path=ECHO_PATH,
             params={"delay": data["delay"], **data["params"]},
             priority=data["priority"],
-            callback_url=data["callback_url"],
+            callback_url=data.get("callback_url", ""),
             trace_id=current_trace_id() or "",
         )
         return submitted_response(job, request)

@@ -30,11 +30,14 @@ class ErrorSerializer(serializers.Serializer):
     detail = serializers.CharField()
 
 
-# 400: each invalid field (or "non_field_errors") with its messages, e.g. {"delay": ["Ensure this value ..."]}.
+# 400: each invalid field (or "non_field_errors") with its messages, e.g. {"delay": ["Ensure this value ..."]}
+# (a nested field's errors are an object of the same shape), or {"detail": "..."} for a body that is not JSON.
 VALIDATION_ERRORS = {
     "type": "object",
-    "description": "Messages per invalid field.",
-    "additionalProperties": {"type": "array", "items": {"type": "string"}},
+    "description": "Messages per invalid field, or `detail` for a request that could not be parsed.",
+    "additionalProperties": {
+        "anyOf": [{"type": "array", "items": {}}, {"type": "string"}, {"type": "object"}],
+    },
 }
 
 _TRACE_ID_SCHEMA = {"type": "string", "maxLength": TRACE_ID_MAX_LENGTH, "pattern": "^[A-Za-z0-9._-]+$"}
@@ -74,6 +77,15 @@ def postprocess_common(result, generator, request, public):
             if any("ApiKeyAuth" in requirement for requirement in operation.get("security", [])):
                 for code, description in _AUTH_ERRORS.items():
                     responses.setdefault(code, {"description": description, "content": _ERROR_BODY})
+            # Answers every operation can give although its view does not say so: a malformed query or body (400),
+            # an unknown or malformed id in the path (404).
+            if operation.get("requestBody") or any(p.get("in") == "query" for p in parameters):
+                responses.setdefault(
+                    "400",
+                    {"description": "Invalid input.", "content": {"application/json": {"schema": VALIDATION_ERRORS}}},
+                )
+            if any(p.get("in") == "path" for p in parameters):
+                responses.setdefault("404", {"description": "Not found in your project.", "content": _ERROR_BODY})
             for response in responses.values():
                 response.setdefault("headers", {})["X-Request-ID"] = _REQUEST_ID_HEADER
     return result

@@ -263,7 +263,9 @@ CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 
 # --- Celery: results and schedules ------------------------------------------------------------
-CELERY_RESULT_BACKEND = "django-db"
+# django-celery-results' tables ("django-db"), through a subclass that gzips results and writes each with one
+# upsert (kaapi/results.py).
+CELERY_RESULT_BACKEND = "kaapi.results:DatabaseBackend"
 # One backend object for all threads/greenlets. Otherwise Celery builds one per thread, which under the gevent
 # pool means one per task (~20 ms of CPU each: it scans every installed package's entry points). The backend
 # holds no connection of its own; the ORM keeps one per thread/greenlet.

@@ -19,3 +19,7 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
 ]
+
+# Unknown URLs and unhandled errors answer JSON like the rest of the API, not Django's HTML pages.
+handler404 = "kaapi.api.not_found"
+handler500 = "kaapi.api.server_error"

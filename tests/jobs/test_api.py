@@ -1,3 +1,4 @@
+import json
 import uuid
 
 import pytest
@@ -172,3 +173,19 @@ def test_wrong_method_is_405(api_client, project):
     job = make_job(project)
     assert api_client.delete(f"/api/v1/jobs/{job.id}/").status_code == 405
     assert api_client.get(f"/api/v1/jobs/{job.id}/cancel/").status_code == 405
+
+
+@pytest.mark.parametrize("text", ["nul\x00byte", "lone \ud800 surrogate"])
+def test_echo_params_that_postgres_cannot_store_are_400(api_client, text):
+    def post(body):  # json.dumps escapes both as \u0000 / \ud800, as a client's JSON would
+        return api_client.generic("POST", "/api/v1/jobs/echo/", json.dumps(body), content_type="application/json")
+
+    resp = post({"params": {"a": [text]}})
+    assert resp.status_code == 400 and "NUL" in str(resp.json())
+    assert post({"params": {text: 1}}).status_code == 400
+    assert Job.objects.count() == 0
+
+
+def test_unknown_api_url_is_json_404(api_client):
+    resp = api_client.get("/api/v1/nothing-here/")
+    assert resp.status_code == 404 and resp.json() == {"detail": "Not found."}

@@ -1,7 +1,12 @@
+import base64
+import gzip
+import json
+
 import pytest
 from django_celery_results.models import TaskResult
 
 from jobs.models import Job, JobStatus
+from jobs.scheduling import get_task_status
 from tests.conftest import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -33,7 +38,9 @@ def test_echo_jobs_across_both_priorities_succeed(start_worker, api_client):
     wait_until(lambda: TaskResult.objects.filter(task_id__in=task_ids, status="SUCCESS").count() == 50, timeout=30)
     stored = TaskResult.objects.get(task_id=jobs[ids[3]].task_id)
     assert stored.task_name == "execute_high_priority_task"
-    assert '"n": 3' in stored.result
+    assert stored.content_encoding == "gzip+base64"  # result_compression = gzip
+    assert json.loads(gzip.decompress(base64.b64decode(stored.result))) == {"delay": 0, "n": 3}
+    assert get_task_status(stored.task_id)["result"] == {"delay": 0.0, "n": 3}
 
 
 def test_run_worker_command_starts_a_worker_that_runs_jobs(transactional_db, project):

@@ -127,3 +127,16 @@ def test_registry_refuses_a_second_function_under_the_same_path():
 
         registry._registry.pop(f"{__name__}.{registered.__qualname__}")
     assert "jobs.functions.echo" in registered_paths()
+
+
+def test_update_returning_gives_the_updated_row_in_python_types(project):
+    job = make_job(project, a=1)
+    updated = Job.objects.filter(id=job.id, status=JobStatus.PENDING).update_returning(
+        status=JobStatus.FAILED, error="x", result={"k": [1, "two"]}, finished_at=job.created_at
+    )
+    assert updated.pk == job.pk and isinstance(updated.pk, type(job.pk))
+    assert updated.status == JobStatus.FAILED and updated.error == "x" and updated.result == {"k": [1, "two"]}
+    assert updated.params == {"a": 1} and updated.finished_at == job.created_at and updated.created_at == job.created_at
+    assert updated.project_id == project.id
+    assert Job.objects.filter(id=job.id, status=JobStatus.PENDING).update_returning(error="y") is None
+    assert Job.objects.get(id=job.id).error == "x"

@@ -16,7 +16,7 @@ from django.db import InterfaceError, OperationalError, connections, transaction
 
 from kaapi.logging import log_context
 
-from . import services
+from . import green, services
 from .exceptions import RetryableJobError
 from .registry import RegisteredFunction, get_job_function
 
@@ -129,10 +129,11 @@ def _run(task: Task, *, function_path: str, project_id: int, job_id: str, kwargs
         raise JobFailed("the worker running this job was lost too many times")
 
     logger.info("job started: %s", function_path)
+    limit = task.soft_time_limit or settings.CELERY_TASK_SOFT_TIME_LIMIT
     try:
-        result, recorded = _call_and_record(registered, task, project_id=project_id, job_id=job_id, kwargs=kwargs)
+        with green.soft_time_limit(limit):  # the gevent pool enforces only the hard limit itself
+            result, recorded = _call_and_record(registered, task, project_id=project_id, job_id=job_id, kwargs=kwargs)
     except SoftTimeLimitExceeded:
-        limit = task.soft_time_limit or settings.CELERY_TASK_SOFT_TIME_LIMIT
         logger.error("job timed out after %s s", limit)
         _fail(job_id, f"timed out after {limit} s")
     except RetryableJobError as exc:
@@ -157,6 +158,12 @@ def _run(task: Task, *, function_path: str, project_id: int, job_id: str, kwargs
             raise  # infrastructure, not the job's fault: run_job_message requeues the message
         logger.exception("job failed")
         _fail(job_id, f"{type(exc).__name__}: {exc}")
+    except BaseException as exc:
+        if green.is_hard_time_limit(exc):  # gevent pool: the greenlet is being killed
+            hard = task.time_limit or settings.CELERY_TASK_TIME_LIMIT
+            logger.error("job killed by the hard time limit (%s s)", hard)
+            services.job_mark_failed(job_id=job_id, error=f"killed by the hard time limit ({hard} s)")
+        raise
 
     if recorded:
         logger.info("job succeeded")

@@ -7,8 +7,10 @@ with an ``ImproperlyConfigured`` error naming the variable.
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import os
+import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -155,6 +157,17 @@ else:
 _db_test_name = env_str("DATABASE_TEST_NAME", "")
 if _db_test_name:
     _db["TEST"] = {"NAME": _db_test_name}
+# Greenlet workers (`-P gevent`) run hundreds of tasks in one process and Django keeps one connection per
+# greenlet: there the connections come from a bounded psycopg pool instead (0 turns the pool off).
+DATABASE_GEVENT_POOL_MAX_SIZE = env_int("DATABASE_GEVENT_POOL_MAX_SIZE", 20, minimum=0)
+GEVENT_PATCHED = "gevent.monkey" in sys.modules and sys.modules["gevent.monkey"].is_module_patched("socket")
+if GEVENT_PATCHED and DATABASE_GEVENT_POOL_MAX_SIZE and _db["ENGINE"] == "django.db.backends.postgresql":
+    _db["CONN_MAX_AGE"] = 0  # required by the pool: close() returns the connection to it
+    _db.setdefault("OPTIONS", {})["pool"] = {
+        "min_size": 2,
+        "max_size": DATABASE_GEVENT_POOL_MAX_SIZE,
+        "timeout": 30,
+    }
 DATABASES = {"default": _db}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -255,6 +268,10 @@ CELERY_ACCEPT_CONTENT = ["json"]
 # django-celery-results' tables ("django-db"), through a subclass that gzips results and writes each with one
 # upsert (kaapi/results.py).
 CELERY_RESULT_BACKEND = "kaapi.results:DatabaseBackend"
+# One backend object for all threads/greenlets. Otherwise Celery builds one per thread, which under the gevent
+# pool means one per task (~20 ms of CPU each: it scans every installed package's entry points). The backend
+# holds no connection of its own; the ORM keeps one per thread/greenlet.
+CELERY_RESULT_BACKEND_THREAD_SAFE = True
 CELERY_RESULT_EXTENDED = True
 CELERY_RESULT_COMPRESSION = "gzip"
 CELERY_RESULT_EXPIRES = env_int("CELERY_RESULT_EXPIRES", 3600, minimum=1)
@@ -364,6 +381,36 @@ JOB_RETENTION_DAYS = env_int("JOB_RETENTION_DAYS", 30, minimum=0)
 # Deletions run in batches of this many rows, at most this many batches per run (the next run goes on).
 MAINTENANCE_BATCH_SIZE = env_int("MAINTENANCE_BATCH_SIZE", 1000, minimum=1)
 MAINTENANCE_MAX_BATCHES = env_int("MAINTENANCE_MAX_BATCHES", 100, minimum=1)
+
+# --- LLM calls ------------------------------------------------------------------------------------
+# Fernet keys (comma-separated, newest first) that encrypt provider credentials at rest. Unset: one key derived
+# from SECRET_KEY. To rotate, put the new key first and keep the old ones until `manage.py
+# rotate_llm_credentials` has re-encrypted every credential.
+CREDENTIALS_ENCRYPTION_KEYS = env_list("CREDENTIALS_ENCRYPTION_KEYS", [])
+for _key in CREDENTIALS_ENCRYPTION_KEYS:
+    try:
+        if len(base64.urlsafe_b64decode(_key.encode())) != 32:
+            raise ValueError
+    except ValueError:
+        raise ImproperlyConfigured(
+            "CREDENTIALS_ENCRYPTION_KEYS must be Fernet keys (32 url-safe base64-encoded bytes), comma-separated"
+        ) from None
+# Seconds to connect to / wait for a byte from an LLM provider. The read timeout must stay below the soft time
+# limit so that a slow provider ends as a retryable timeout, not a killed task.
+LLM_CONNECT_TIMEOUT = env_float("LLM_CONNECT_TIMEOUT", 5.0, minimum=0.1)
+LLM_READ_TIMEOUT = env_float("LLM_READ_TIMEOUT", min(120.0, CELERY_TASK_SOFT_TIME_LIMIT * 0.8), minimum=0.1)
+if LLM_READ_TIMEOUT >= CELERY_TASK_SOFT_TIME_LIMIT:
+    raise ImproperlyConfigured(
+        f"LLM_READ_TIMEOUT ({LLM_READ_TIMEOUT}) must be below "
+        f"CELERY_TASK_SOFT_TIME_LIMIT ({CELERY_TASK_SOFT_TIME_LIMIT})"
+    )
+# Keep-alive connections per provider host in a worker process's HTTP pool; size it to the worker concurrency.
+LLM_HTTP_POOL_MAXSIZE = env_int("LLM_HTTP_POOL_MAXSIZE", 300, minimum=1)
+# Allow provider base URLs on loopback/private networks (a local vLLM or Ollama); off, they are refused
+# when the credential is stored, so a client cannot point the workers at internal services.
+LLM_ALLOW_PRIVATE_BASE_URLS = env_bool("LLM_ALLOW_PRIVATE_BASE_URLS", DEBUG)
+# Greenlets per worker process when `run_worker --pool gevent` (or threads) gets no --concurrency.
+CELERY_WORKER_GEVENT_CONCURRENCY = env_int("CELERY_WORKER_GEVENT_CONCURRENCY", 300, minimum=1)
 
 # --- Logging ------------------------------------------------------------------------------------
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()

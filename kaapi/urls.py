@@ -10,6 +10,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include("tenancy.urls")),
     path("api/v1/", include("jobs.urls")),
+    path("api/v1/", include("llm.urls")),
     path("api/v1/", include("doctransform.urls")),
     # Operations: no API key (see README "Running in production")
     path("healthz", HealthzView.as_view(), name="healthz"),

@@ -38,7 +38,7 @@ cleanup() {
 trap cleanup INT TERM EXIT
 
 $PY manage.py runserver "127.0.0.1:$PORT" --noreload >var/log/web.log 2>&1 & pids+=($!)
-.venv/bin/celery -A kaapi worker -Q high_priority -P gevent -c 100 -n high@%h --without-gossip --without-mingle \
+.venv/bin/celery -A kaapi worker -Q high_priority -P gevent -c 300 --prefetch-multiplier 2 -n high@%h --without-gossip --without-mingle \
   >var/log/worker-high.log 2>&1 & pids+=($!)
 $PY manage.py run_worker --queues low_priority,default,cron --pool prefork --concurrency 2 --hostname low@%h \
   >var/log/worker-low.log 2>&1 & pids+=($!)

@@ -7,6 +7,7 @@ import signal
 import time
 from pathlib import Path
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.db import connection
 
 from jobs.exceptions import RetryableJobError
@@ -68,3 +69,13 @@ def record_effect(*, project_id, job_id, task_id, task_instance, seconds: float 
     with connection.cursor() as cursor:
         cursor.execute("INSERT INTO chaos_effect (job_id) VALUES (%s)", [job_id])
     return {"pid": os.getpid()}
+
+
+@job_function(job_type="TEST")
+def ignore_soft_time_limit(*, project_id, job_id, task_id, task_instance, **params):
+    """Swallows the soft time limit: only the hard limit can stop it."""
+    while True:
+        try:
+            time.sleep(3600)
+        except SoftTimeLimitExceeded:
+            pass

@@ -1,0 +1,126 @@
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
+from django.utils import timezone
+
+from . import services
+from .models import Config, ConfigVersion, ProviderCredential
+from .validation import validate_blob
+
+
+class ConfigVersionInline(admin.TabularInline):
+    model = ConfigVersion
+    fields = ("version", "provider", "commit_message", "created_at")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = True
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(Config)
+class ConfigAdmin(admin.ModelAdmin):
+    list_display = ("id", "name", "project", "created_at", "updated_at", "deleted_at")
+    list_filter = ("deleted_at", "created_at")
+    search_fields = ("name", "description", "project__name")
+    list_select_related = ("project__organization",)
+    readonly_fields = ("created_at", "updated_at", "deleted_at")
+    inlines = (ConfigVersionInline,)
+    actions = ("soft_delete",)
+
+    @admin.action(description="Delete selected configs (soft delete)", permissions=["change"])
+    def soft_delete(self, request, queryset):
+        count = 0
+        for config in queryset.filter(deleted_at__isnull=True):
+            services.config_delete(config=config)
+            count += 1
+        self.message_user(request, f"Deleted {count} config(s).", messages.SUCCESS)
+
+
+class ConfigVersionForm(forms.ModelForm):
+    class Meta:
+        model = ConfigVersion
+        fields = ("config", "blob", "commit_message")
+
+    def clean_blob(self):
+        try:
+            return validate_blob(self.cleaned_data["blob"])
+        except ValidationError as exc:
+            raise ValidationError([f"{field}: {m}" for field, msgs in exc.message_dict.items() for m in msgs]) from None
+
+
+@admin.register(ConfigVersion)
+class ConfigVersionAdmin(admin.ModelAdmin):
+    """Versions are immutable: they can be added (the next number) and viewed, never changed."""
+
+    form = ConfigVersionForm
+    list_display = ("config", "version", "provider", "commit_message", "created_at")
+    list_filter = ("created_at",)
+    search_fields = ("config__name", "commit_message")
+    list_select_related = ("config__project",)
+    raw_id_fields = ("config",)
+
+    def get_readonly_fields(self, request, obj=None):
+        return ("config", "version", "blob", "commit_message", "created_at") if obj else ()
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return obj is None and super().has_change_permission(request, obj)
+
+    def save_model(self, request, obj, form, change) -> None:
+        created = services.config_version_create(
+            config=form.cleaned_data["config"],
+            blob=form.cleaned_data["blob"],
+            commit_message=form.cleaned_data["commit_message"],
+        )
+        obj.pk, obj.version, obj.created_at = created.pk, created.version, created.created_at
+
+
+class ProviderCredentialForm(forms.ModelForm):
+    api_key = forms.CharField(
+        widget=forms.PasswordInput(render_value=False),
+        required=False,
+        help_text="Stored encrypted and never shown again. Leave empty to keep the current key.",
+    )
+    base_url = forms.URLField(required=False, assume_scheme="https", max_length=500)
+
+    class Meta:
+        model = ProviderCredential
+        fields = ("project", "provider", "api_key", "base_url", "organization")
+
+    def clean(self):
+        cleaned = super().clean()
+        if not self.instance.pk and not cleaned.get("api_key"):
+            self.add_error("api_key", "required")
+        if cleaned.get("base_url"):
+            try:
+                services.validate_base_url(cleaned["base_url"])
+            except ValidationError as exc:
+                self.add_error("base_url", exc.message_dict["base_url"])
+        return cleaned
+
+
+@admin.register(ProviderCredential)
+class ProviderCredentialAdmin(admin.ModelAdmin):
+    form = ProviderCredentialForm
+    list_display = ("project", "provider", "masked_api_key", "base_url", "organization", "updated_at")
+    list_filter = ("provider",)
+    search_fields = ("project__name", "project__organization__name", "base_url")
+    list_select_related = ("project__organization",)
+    readonly_fields = ("masked_api_key", "created_at", "updated_at")
+
+    def save_model(self, request, obj, form, change) -> None:
+        data = form.cleaned_data
+        if data.get("api_key"):
+            saved = services.credential_set(
+                project=data["project"],
+                provider=data["provider"],
+                api_key=data["api_key"],
+                base_url=data.get("base_url", ""),
+                organization=data.get("organization", ""),
+            )
+            obj.pk = saved.pk
+        else:
+            obj.updated_at = timezone.now()
+            obj.save(update_fields=["project", "provider", "base_url", "organization", "updated_at"])

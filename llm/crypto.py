@@ -1,0 +1,55 @@
+"""Encryption of provider credentials at rest: Fernet (AES-128-CBC + HMAC-SHA256) with key rotation.
+
+Keys come from ``CREDENTIALS_ENCRYPTION_KEYS`` (newest first); when it is unset one key is derived from
+``SECRET_KEY`` with HKDF, so changing ``SECRET_KEY`` then makes stored credentials unreadable.
+"""
+
+from __future__ import annotations
+
+import base64
+from functools import lru_cache
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from django.conf import settings
+
+
+class CredentialDecryptionError(Exception):
+    """A stored credential cannot be decrypted with the configured keys."""
+
+
+def derive_key(secret: str) -> bytes:
+    hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"kaapi llm provider credentials")
+    return base64.urlsafe_b64encode(hkdf.derive(secret.encode()))
+
+
+@lru_cache(maxsize=4)
+def _fernet(keys: tuple[str, ...], secret_key: str) -> MultiFernet:
+    raw = [key.encode() for key in keys] or [derive_key(secret_key)]
+    return MultiFernet([Fernet(key) for key in raw])
+
+
+def fernet() -> MultiFernet:
+    return _fernet(tuple(settings.CREDENTIALS_ENCRYPTION_KEYS), settings.SECRET_KEY)
+
+
+def encrypt(plaintext: str) -> str:
+    return fernet().encrypt(plaintext.encode()).decode()
+
+
+def decrypt(token: str) -> str:
+    try:
+        return fernet().decrypt(token.encode()).decode()
+    except InvalidToken:
+        raise CredentialDecryptionError(
+            "the stored credential cannot be decrypted with the configured CREDENTIALS_ENCRYPTION_KEYS"
+        ) from None
+
+
+def rotate(token: str) -> str:
+    """Re-encrypt ``token`` under the newest key."""
+    try:
+        return fernet().rotate(token.encode()).decode()
+    except InvalidToken:
+        raise CredentialDecryptionError("the stored credential cannot be decrypted; it was not rotated") from None

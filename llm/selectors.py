@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+from tenancy.models import Project
+
+from . import crypto
+from .models import Config, ConfigQuerySet, ConfigVersion, ProviderCredential
+from .providers import Credentials
+
+
+def config_list(*, project: Project) -> ConfigQuerySet:
+    return Config.objects.live().for_project(project).order_by("-created_at")
+
+
+def config_get(*, project: Project, config_id: int) -> Config | None:
+    """A live config of ``project``; another project's config is None, like an unknown one."""
+    return Config.objects.live().for_project(project).filter(id=config_id).first()
+
+
+def config_version_list(*, config: Config):
+    return ConfigVersion.objects.filter(config=config).order_by("version")
+
+
+def config_version_get(*, config: Config, version: int) -> ConfigVersion | None:
+    return ConfigVersion.objects.filter(config=config, version=version).first()
+
+
+def config_latest_version(*, config: Config) -> int | None:
+    return ConfigVersion.objects.filter(config=config).order_by("-version").values_list("version", flat=True).first()
+
+
+def credential_list(*, project: Project):
+    return ProviderCredential.objects.filter(project=project).order_by("provider")
+
+
+def credential_get(*, project: Project, provider: str) -> ProviderCredential | None:
+    return ProviderCredential.objects.filter(project=project, provider=provider).first()
+
+
+def credential_exists(*, project: Project, provider: str) -> bool:
+    return ProviderCredential.objects.filter(project=project, provider=provider).exists()
+
+
+def credentials_for_call(*, project_id: int, provider: str) -> Credentials | None:
+    """The decrypted credentials a worker sends to the provider; None when the project has none."""
+    # No ordering: the model's default one joins project and organization, on every LLM call.
+    rows = (
+        ProviderCredential.objects.filter(project_id=project_id, provider=provider)
+        .order_by()
+        .values_list("api_key_encrypted", "base_url", "organization")[:1]
+    )
+    if not rows:
+        return None
+    encrypted, base_url, organization = rows[0]
+    return Credentials(api_key=crypto.decrypt(encrypted), base_url=base_url, organization=organization)

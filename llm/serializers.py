@@ -1,0 +1,103 @@
+from __future__ import annotations
+
+import json
+
+from rest_framework import serializers
+
+from .models import Config, ConfigVersion, ProviderCredential
+
+MAX_QUERY_LENGTH = 200_000
+MAX_METADATA_BYTES = 16_384
+
+
+class ConfigSerializer(serializers.ModelSerializer):
+    latest_version = serializers.IntegerField(read_only=True, help_text="The highest version number.")
+
+    class Meta:
+        model = Config
+        fields = ["id", "name", "description", "latest_version", "created_at", "updated_at"]
+        read_only_fields = fields
+
+
+class ConfigCreateSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=200)
+    description = serializers.CharField(required=False, default="", allow_blank=True, max_length=10_000)
+    blob = serializers.JSONField(help_text='Version 1: {"completion": {"provider": "...", "params": {...}}}')
+    commit_message = serializers.CharField(required=False, default="", allow_blank=True, max_length=500)
+
+
+class ConfigUpdateSerializer(serializers.Serializer):
+    name = serializers.CharField(required=False, max_length=200)
+    description = serializers.CharField(required=False, allow_blank=True, max_length=10_000)
+
+
+class ConfigVersionSerializer(serializers.ModelSerializer):
+    config_id = serializers.IntegerField(read_only=True)
+
+    class Meta:
+        model = ConfigVersion
+        fields = ["config_id", "version", "blob", "commit_message", "created_at"]
+        read_only_fields = fields
+
+
+class ConfigVersionCreateSerializer(serializers.Serializer):
+    blob = serializers.JSONField(help_text='{"completion": {"provider": "...", "params": {...}}}')
+    commit_message = serializers.CharField(required=False, default="", allow_blank=True, max_length=500)
+
+
+class CredentialSerializer(serializers.ModelSerializer):
+    api_key = serializers.CharField(source="masked_api_key", read_only=True, help_text="Masked: ****last4.")
+    base_url = serializers.CharField(read_only=True, help_text="Empty: the provider's public API.")
+
+    class Meta:
+        model = ProviderCredential
+        fields = ["provider", "api_key", "base_url", "organization", "created_at", "updated_at"]
+        read_only_fields = fields
+
+
+class CredentialSetSerializer(serializers.Serializer):
+    api_key = serializers.CharField(max_length=4096, write_only=True, trim_whitespace=True)
+    base_url = serializers.URLField(required=False, allow_blank=True, max_length=500)
+    organization = serializers.CharField(required=False, default="", allow_blank=True, max_length=200)
+
+
+class ConfigReferenceSerializer(serializers.Serializer):
+    id = serializers.IntegerField(required=False, min_value=1)
+    version = serializers.IntegerField(required=False, min_value=1)
+    blob = serializers.JSONField(required=False, help_text="An inline config instead of id and version.")
+
+    def to_internal_value(self, data):
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - {"id", "version", "blob"})
+            if unknown:
+                raise serializers.ValidationError(
+                    {"non_field_errors": [f"unknown field(s) {', '.join(unknown)}; use id and version, or blob"]}
+                )
+        return super().to_internal_value(data)
+
+    def validate(self, attrs):
+        if "blob" in attrs:
+            if "id" in attrs or "version" in attrs:
+                raise serializers.ValidationError("give either id and version, or blob, not both")
+        elif "id" not in attrs or "version" not in attrs:
+            raise serializers.ValidationError('needs both "id" and "version", or "blob"')
+        return attrs
+
+
+class LlmCallSerializer(serializers.Serializer):
+    config = ConfigReferenceSerializer()
+    query = serializers.CharField(max_length=MAX_QUERY_LENGTH, trim_whitespace=False)
+    callback_url = serializers.URLField(required=False, allow_blank=True, max_length=2048)
+    request_metadata = serializers.DictField(
+        required=False, default=None, allow_null=True, help_text="Returned as is in the job's result."
+    )
+
+    def validate_query(self, value: str) -> str:
+        if not value.strip():
+            raise serializers.ValidationError("must not be blank")
+        return value
+
+    def validate_request_metadata(self, value):
+        if value is not None and len(json.dumps(value)) > MAX_METADATA_BYTES:
+            raise serializers.ValidationError(f"must be at most {MAX_METADATA_BYTES} bytes of JSON")
+        return value

@@ -1,0 +1,193 @@
+"""LLM services: configs and their versions, provider credentials, and starting an LLM call."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from typing import Any
+from urllib.parse import urlparse
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from jobs.models import Job
+from jobs.services import job_create
+from tenancy.models import Project
+
+from . import crypto, selectors
+from .exceptions import ConfigNotFound, CredentialsMissing
+from .models import Config, ConfigVersion, Provider, ProviderCredential
+from .validation import validate_blob
+
+EXECUTE_JOB_PATH = "llm.jobs.execute_job"
+API_KEY_HINT_MIN_LENGTH = 16  # shorter keys show no hint at all
+
+
+# --- Configs ------------------------------------------------------------------------------------
+def _name_taken(*, project: Project, name: str, exclude_id: int | None = None) -> bool:
+    return Config.objects.live().for_project(project).filter(name=name).exclude(id=exclude_id).exists()
+
+
+def _name_taken_error(name: str) -> ValidationError:
+    return ValidationError({"name": [f"a config named {name!r} already exists in this project"]})
+
+
+@transaction.atomic
+def config_create(*, project: Project, name: str, blob: Any, description: str = "", commit_message: str = "") -> Config:
+    """A new config with its version 1."""
+    blob = validate_blob(blob)
+    if _name_taken(project=project, name=name):
+        raise _name_taken_error(name)
+    try:
+        with transaction.atomic():
+            config = Config.objects.create(project=project, name=name, description=description)
+    except IntegrityError:  # a concurrent create won the name
+        raise _name_taken_error(name) from None
+    ConfigVersion.objects.create(config=config, version=1, blob=blob, commit_message=commit_message)
+    return config
+
+
+@transaction.atomic
+def config_update(*, config: Config, name: str | None = None, description: str | None = None) -> Config:
+    if name is not None and name != config.name:
+        if _name_taken(project=config.project, name=name, exclude_id=config.id):
+            raise _name_taken_error(name)
+        config.name = name
+    if description is not None:
+        config.description = description
+    try:
+        with transaction.atomic():
+            config.save(update_fields=["name", "description", "updated_at"])
+    except IntegrityError:
+        raise _name_taken_error(config.name) from None
+    return config
+
+
+def config_delete(*, config: Config) -> None:
+    """Soft delete: the config disappears from the API and frees its name; its versions stay for the jobs."""
+    Config.objects.filter(id=config.id, deleted_at__isnull=True).update(
+        deleted_at=timezone.now(), updated_at=timezone.now()
+    )
+
+
+@transaction.atomic
+def config_version_create(*, config: Config, blob: Any, commit_message: str = "") -> ConfigVersion:
+    """The next version (n + 1). The config row is locked, so concurrent creations get distinct numbers."""
+    blob = validate_blob(blob)
+    Config.objects.select_for_update().filter(id=config.id).values_list("id", flat=True).get()
+    latest = ConfigVersion.objects.filter(config=config).aggregate(n=Max("version"))["n"] or 0
+    version = ConfigVersion.objects.create(config=config, version=latest + 1, blob=blob, commit_message=commit_message)
+    Config.objects.filter(id=config.id).update(updated_at=timezone.now())
+    return version
+
+
+# --- Credentials ----------------------------------------------------------------------------------
+def validate_base_url(url: str) -> str:
+    """An http(s) URL; loopback, private and link-local hosts only when ``LLM_ALLOW_PRIVATE_BASE_URLS``."""
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ValidationError({"base_url": ["must be an http:// or https:// URL"]})
+    if parsed.username or parsed.password:
+        raise ValidationError({"base_url": ["must not contain a user name or password; use api_key"]})
+    if settings.LLM_ALLOW_PRIVATE_BASE_URLS:
+        return url
+    host = parsed.hostname
+    try:
+        addresses = {ipaddress.ip_address(host)}
+    except ValueError:
+        try:
+            infos = socket.getaddrinfo(host, parsed.port or 443, proto=socket.IPPROTO_TCP)
+        except (OSError, UnicodeError):
+            raise ValidationError({"base_url": [f"the host {host!r} cannot be resolved"]}) from None
+        addresses = {ipaddress.ip_address(info[4][0]) for info in infos}
+    if any(not address.is_global for address in addresses):
+        raise ValidationError(
+            {"base_url": [f"the host {host!r} is on a private or loopback network, which this server does not allow"]}
+        )
+    return url
+
+
+def credential_set(
+    *, project: Project, provider: str, api_key: str, base_url: str = "", organization: str = ""
+) -> ProviderCredential:
+    """Create or replace the project's credentials for ``provider``; the key is stored encrypted."""
+    if provider not in Provider.values:
+        raise ValidationError({"provider": [f"must be one of {', '.join(Provider.values)}"]})
+    if base_url:
+        validate_base_url(base_url)
+    hint = api_key[-4:] if len(api_key) >= API_KEY_HINT_MIN_LENGTH else ""
+    credential, _ = ProviderCredential.objects.update_or_create(
+        project=project,
+        provider=provider,
+        defaults={
+            "api_key_encrypted": crypto.encrypt(api_key),
+            "api_key_hint": hint,
+            "base_url": base_url,
+            "organization": organization,
+        },
+    )
+    return credential
+
+
+def credential_delete(*, project: Project, provider: str) -> bool:
+    deleted, _ = ProviderCredential.objects.filter(project=project, provider=provider).delete()
+    return bool(deleted)
+
+
+def credentials_rotate() -> int:
+    """Re-encrypt every stored credential under the newest key; returns how many were rewritten."""
+    count = 0
+    for credential in ProviderCredential.objects.only("id", "api_key_encrypted").iterator():
+        rotated = crypto.rotate(credential.api_key_encrypted)
+        ProviderCredential.objects.filter(id=credential.id).update(api_key_encrypted=rotated)
+        count += 1
+    return count
+
+
+# --- The call -------------------------------------------------------------------------------------
+def llm_call_start(
+    *,
+    project: Project,
+    query: str,
+    config_id: int | None = None,
+    config_version: int | None = None,
+    blob: Any = None,
+    callback_url: str = "",
+    request_metadata: dict[str, Any] | None = None,
+) -> Job:
+    """Check everything the worker will need, then create the LLM_API job on the high-priority queue.
+
+    Refused here, not later in the worker: an unknown config or version or another project's
+    (``ConfigNotFound``), an invalid blob (``ValidationError``), no credentials for the provider
+    (``CredentialsMissing``). The resolved blob travels in the job's params: versions are immutable.
+    """
+    reference = None
+    if blob is None:
+        config = selectors.config_get(project=project, config_id=config_id)
+        if config is None:
+            raise ConfigNotFound(f"config {config_id} does not exist in your project")
+        version = selectors.config_version_get(config=config, version=config_version)
+        if version is None:
+            raise ConfigNotFound(f"config {config_id} has no version {config_version}")
+        blob = version.blob
+        reference = {"id": config.id, "version": version.version}
+    else:
+        blob = validate_blob(blob)
+    provider = blob["completion"]["provider"]
+    if not selectors.credential_exists(project=project, provider=provider):
+        raise CredentialsMissing(
+            f"this project has no credentials for provider {provider!r}; set them with "
+            f"PUT /api/v1/credentials/{provider}/"
+        )
+    params = {"blob": blob, "query": query, "config": reference, "request_metadata": request_metadata}
+    with transaction.atomic():
+        return job_create(
+            project=project,
+            function_path=EXECUTE_JOB_PATH,
+            params=params,
+            priority="high",
+            callback_url=callback_url,
+        )

@@ -1,0 +1,198 @@
+from __future__ import annotations
+
+from django.db.models import Max
+from django.http import Http404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import exceptions, mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from jobs.serializers import JobSubmittedSerializer
+from jobs.views import submitted_response
+from tenancy.authentication import request_project
+
+from . import selectors, services
+from .exceptions import ConfigNotFound, CredentialsMissing
+from .models import Config, Provider, ProviderCredential
+from .serializers import (
+    ConfigCreateSerializer,
+    ConfigSerializer,
+    ConfigUpdateSerializer,
+    ConfigVersionCreateSerializer,
+    ConfigVersionSerializer,
+    CredentialSerializer,
+    CredentialSetSerializer,
+    LlmCallSerializer,
+)
+
+BAD_REQUEST = OpenApiResponse(description="invalid input; the body names each bad field")
+NOT_FOUND = OpenApiResponse(description="no such config (or version) in your project")
+
+
+class ConfigViewSet(
+    mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.DestroyModelMixin, viewsets.GenericViewSet
+):
+    """LLM configs of the caller's project and their immutable versions."""
+
+    serializer_class = ConfigSerializer
+    lookup_value_regex = "[0-9]+"
+    http_method_names = ["get", "post", "patch", "delete", "head", "options"]
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):  # OpenAPI schema generation
+            return Config.objects.none()
+        return selectors.config_list(project=request_project(self.request)).annotate(
+            latest_version=Max("versions__version")
+        )
+
+    def get_object(self) -> Config:
+        config = self.get_queryset().filter(id=self.kwargs["pk"]).first()
+        if config is None:
+            raise Http404(f"config {self.kwargs['pk']} does not exist in your project")
+        return config
+
+    def _config_response(self, config: Config, code: int = status.HTTP_200_OK) -> Response:
+        return Response(ConfigSerializer(self.get_queryset().get(id=config.id)).data, status=code)
+
+    @extend_schema(request=ConfigCreateSerializer, responses={201: ConfigSerializer, 400: BAD_REQUEST})
+    def create(self, request: Request) -> Response:
+        serializer = ConfigCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        config = services.config_create(project=request_project(request), **serializer.validated_data)
+        return self._config_response(config, status.HTTP_201_CREATED)
+
+    @extend_schema(request=ConfigUpdateSerializer, responses={200: ConfigSerializer, 400: BAD_REQUEST, 404: NOT_FOUND})
+    def partial_update(self, request: Request, pk=None) -> Response:
+        serializer = ConfigUpdateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        config = services.config_update(config=self.get_object(), **serializer.validated_data)
+        return self._config_response(config)
+
+    def perform_destroy(self, instance: Config) -> None:
+        services.config_delete(config=instance)
+
+    @extend_schema(
+        methods=["GET"], request=None, responses={200: ConfigVersionSerializer(many=True)}, summary="List versions"
+    )
+    @extend_schema(
+        methods=["POST"],
+        request=ConfigVersionCreateSerializer,
+        responses={201: ConfigVersionSerializer, 400: BAD_REQUEST, 404: NOT_FOUND},
+        summary="Create the next version",
+    )
+    @action(detail=True, methods=["get", "post"], serializer_class=ConfigVersionSerializer)
+    def versions(self, request: Request, pk=None) -> Response:
+        config = self.get_object()
+        if request.method == "POST":
+            serializer = ConfigVersionCreateSerializer(data=request.data)
+            serializer.is_valid(raise_exception=True)
+            version = services.config_version_create(config=config, **serializer.validated_data)
+            return Response(ConfigVersionSerializer(version).data, status=status.HTTP_201_CREATED)
+        page = self.paginate_queryset(selectors.config_version_list(config=config))
+        return self.get_paginated_response(ConfigVersionSerializer(page, many=True).data)
+
+    @extend_schema(
+        responses={200: ConfigVersionSerializer},
+        parameters=[OpenApiParameter("version", OpenApiTypes.INT, OpenApiParameter.PATH)],
+    )
+    @action(
+        detail=True,
+        methods=["get"],
+        url_path=r"versions/(?P<version>[0-9]+)",
+        url_name="version-detail",
+        serializer_class=ConfigVersionSerializer,
+    )
+    def version(self, request: Request, pk=None, version: str = "") -> Response:
+        config = self.get_object()
+        found = selectors.config_version_get(config=config, version=int(version))
+        if found is None:
+            raise Http404(f"config {config.id} has no version {version}")
+        return Response(ConfigVersionSerializer(found).data)
+
+
+class CredentialViewSet(viewsets.GenericViewSet):
+    """The project's provider credentials; the API key is write-only and shown masked."""
+
+    serializer_class = CredentialSerializer
+    queryset = ProviderCredential.objects.none()  # for the OpenAPI schema; views use the selectors
+    lookup_field = "provider"
+    lookup_value_regex = "[^/]+"
+    pagination_class = None
+
+    def _provider(self) -> str:
+        provider = self.kwargs["provider"]
+        if provider not in Provider.values:
+            raise Http404(f"unknown provider {provider!r}; known: {', '.join(Provider.values)}")
+        return provider
+
+    def list(self, request: Request) -> Response:
+        credentials = selectors.credential_list(project=request_project(request))
+        return Response(CredentialSerializer(credentials, many=True).data)
+
+    def retrieve(self, request: Request, provider: str = "") -> Response:
+        credential = selectors.credential_get(project=request_project(request), provider=self._provider())
+        if credential is None:
+            raise Http404(f"no credentials for provider {provider!r} in your project")
+        return Response(CredentialSerializer(credential).data)
+
+    @extend_schema(
+        request=CredentialSetSerializer,
+        responses={200: CredentialSerializer, 400: BAD_REQUEST, 404: OpenApiResponse(description="unknown provider")},
+    )
+    def update(self, request: Request, provider: str = "") -> Response:
+        provider = self._provider()
+        serializer = CredentialSetSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        credential = services.credential_set(
+            project=request_project(request), provider=provider, **serializer.validated_data
+        )
+        return Response(CredentialSerializer(credential).data)
+
+    def destroy(self, request: Request, provider: str = "") -> Response:
+        if not services.credential_delete(project=request_project(request), provider=self._provider()):
+            raise Http404(f"no credentials for provider {provider!r} in your project")
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class LlmCallView(APIView):
+    """Submit an LLM call: 202 with the job id at once; the call runs on the high-priority queue."""
+
+    @extend_schema(
+        request=LlmCallSerializer,
+        responses={
+            202: JobSubmittedSerializer,
+            400: OpenApiResponse(description="invalid request, invalid inline config or no provider credentials"),
+            404: OpenApiResponse(description="the config or its version does not exist in your project"),
+        },
+    )
+    def post(self, request: Request) -> Response:
+        serializer = LlmCallSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        config = data["config"]
+        try:
+            job = services.llm_call_start(
+                project=request_project(request),
+                query=data["query"],
+                config_id=config.get("id"),
+                config_version=config.get("version"),
+                blob=config.get("blob"),
+                callback_url=data.get("callback_url", ""),
+                request_metadata=data["request_metadata"],
+            )
+        except ConfigNotFound as exc:
+            raise exceptions.NotFound(str(exc)) from None
+        except CredentialsMissing as exc:
+            raise exceptions.ValidationError({"credentials": [str(exc)]}) from None
+        return submitted_response(job, request)
+
+
+class LlmCallSlashView(LlmCallView):
+    """``POST /api/v1/llm/call/``: the same, for clients that add a trailing slash (not in the schema)."""
+
+    @extend_schema(exclude=True)
+    def post(self, request: Request) -> Response:
+        return super().post(request)

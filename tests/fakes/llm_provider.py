@@ -1,0 +1,290 @@
+"""A fake LLM provider on 127.0.0.1 speaking the three APIs the `llm` app calls.
+
+- ``POST /v1/responses`` (OpenAI Responses), ``POST /v1/chat/completions`` (Chat Completions),
+  ``POST /v1/messages`` (Anthropic Messages), with the providers' documented bodies and auth headers.
+- Every answer waits ``latency`` seconds (one thread per connection, so hundreds of calls wait at once).
+- Errors are injected by a directive in the user's text: ``[fake:status=429,retry_after=1,times=2]`` answers
+  429 with ``Retry-After: 1`` to the first two calls carrying that exact text, then succeeds. Keys:
+  ``status`` (an HTTP error status), ``times`` (how many calls fail; default all), ``retry_after``,
+  ``error=timeout`` (wait ``sleep`` seconds, default 5, before answering), ``error=malformed`` (200 with a
+  body that is not JSON), ``error=shape`` (200 JSON without the documented fields), ``latency`` (seconds).
+
+Run it alone with ``python -m tests.fakes.llm_provider --latency 1``: it prints its URL on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+DIRECTIVE = re.compile(r"\[fake:([^\]]*)\]")
+ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    429: "rate_limit_error",
+    500: "api_error",
+    503: "api_error",
+    529: "overloaded_error",
+}
+
+
+def parse_directive(text: str) -> dict[str, str]:
+    match = DIRECTIVE.search(text)
+    if not match:
+        return {}
+    pairs = (item.split("=", 1) for item in match.group(1).split(",") if "=" in item)
+    return {key.strip(): value.strip() for key, value in pairs}
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 2048
+    allow_reuse_address = True
+
+
+class FakeProvider:
+    """The server object; ``start()`` serves in a background thread."""
+
+    def __init__(self, *, latency: float = 0.0, api_key: str | None = None, port: int = 0, record: bool = True):
+        self.latency = latency
+        self.api_key = api_key  # when set, calls with another key get 401
+        self.record = record
+        self.calls: list[dict[str, Any]] = []
+        self._seen: Counter[str] = Counter()
+        self.in_flight = 0
+        self.peak_in_flight = 0  # the most calls answered at the same time
+        self._lock = threading.Lock()
+        self._server = _Server(("127.0.0.1", port), _handler_for(self))
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> FakeProvider:
+        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-llm-provider", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def serve_forever(self) -> None:
+        self._server.serve_forever()
+
+    def count(self, path: str | None = None, text: str | None = None) -> int:
+        with self._lock:
+            return sum(
+                1 for c in self.calls if (path is None or c["path"] == path) and (text is None or text in c["text"])
+            )
+
+    # --- one call ---------------------------------------------------------------------------------
+    def answer(self, path: str, headers: Any, raw: bytes) -> tuple[int, dict[str, str], bytes]:
+        with self._lock:
+            self.in_flight += 1
+            self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        try:
+            return self._answer(path, headers, raw)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+    def _answer(self, path: str, headers: Any, raw: bytes) -> tuple[int, dict[str, str], bytes]:
+        try:
+            body = json.loads(raw or b"{}")
+        except ValueError:
+            return self._error(path, 400, "We could not parse the JSON body of your request.")
+        text = _user_text(path, body)
+        directive = parse_directive(text)
+        with self._lock:
+            self._seen[text] += 1
+            nth = self._seen[text]
+            if self.record:
+                self.calls.append({"path": path, "headers": dict(headers), "body": body, "text": text, "n": nth})
+        time.sleep(float(directive.get("latency", self.latency)))
+
+        auth_error = self._check_auth(path, headers)
+        if auth_error:
+            return auth_error
+        if not isinstance(body.get("model"), str) or not body["model"]:
+            return self._error(path, 400, "you must provide a model parameter")
+
+        failing = nth <= int(directive.get("times", "1000000000"))
+        if failing and "status" in directive:
+            status = int(directive["status"])
+            extra = {"retry-after": directive["retry_after"]} if "retry_after" in directive else {}
+            message = directive.get("message", f"fake {status} error").replace("_", " ")
+            if status == 400 and "message" not in directive:
+                message = "Invalid value for 'temperature': must be between 0 and 2."
+            return self._error(path, status, message, extra)
+        error = directive.get("error")
+        if failing and error == "timeout":
+            time.sleep(float(directive.get("sleep", "5")))
+        if failing and error == "malformed":
+            return 200, {"content-type": "application/json"}, b'{"id": "resp_broken", "output": [tru'
+        if failing and error == "shape":
+            return 200, {"content-type": "application/json"}, json.dumps({"id": "x", "object": "unknown"}).encode()
+        return 200, {"content-type": "application/json"}, json.dumps(_success(path, body, text)).encode()
+
+    def _check_auth(self, path: str, headers: Any) -> tuple[int, dict[str, str], bytes] | None:
+        if path == "/v1/messages":
+            key = headers.get("x-api-key")
+            if not headers.get("anthropic-version"):
+                return self._error(path, 400, "anthropic-version: header is required")
+        else:
+            bearer = headers.get("authorization", "")
+            key = bearer[7:] if bearer.startswith("Bearer ") else None
+        if not key or (self.api_key is not None and key != self.api_key):
+            return self._error(path, 401, "Incorrect API key provided.")
+        return None
+
+    @staticmethod
+    def _error(path: str, status: int, message: str, headers: dict[str, str] | None = None):
+        kind = ERROR_TYPES.get(status, "api_error")
+        if path == "/v1/messages":
+            body = {"type": "error", "error": {"type": kind, "message": message}}
+        else:
+            body = {"error": {"message": message, "type": kind, "param": None, "code": None}}
+        return status, {"content-type": "application/json", **(headers or {})}, json.dumps(body).encode()
+
+
+def _user_text(path: str, body: dict[str, Any]) -> str:
+    if path == "/v1/responses":
+        value = body.get("input", "")
+        return value if isinstance(value, str) else json.dumps(value)
+    messages = body.get("messages") or [{}]
+    content = messages[-1].get("content", "") if isinstance(messages[-1], dict) else ""
+    return content if isinstance(content, str) else json.dumps(content)
+
+
+def _success(path: str, body: dict[str, Any], text: str) -> dict[str, Any]:
+    reply = f"Echo: {DIRECTIVE.sub('', text).strip()}"
+    input_tokens = max(1, len(text.split()) + len(str(body.get("instructions") or body.get("system") or "").split()))
+    output_tokens = max(1, len(reply.split()))
+    model = body["model"]
+    now = int(time.time())
+    if path == "/v1/responses":
+        return {
+            "id": f"resp_{uuid.uuid4().hex}",
+            "object": "response",
+            "created_at": now,
+            "status": "completed",
+            "error": None,
+            "incomplete_details": None,
+            "instructions": body.get("instructions"),
+            "max_output_tokens": body.get("max_output_tokens"),
+            "model": f"{model}-2025-01-01",
+            "output": [
+                {
+                    "type": "message",
+                    "id": f"msg_{uuid.uuid4().hex}",
+                    "status": "completed",
+                    "role": "assistant",
+                    "content": [{"type": "output_text", "text": reply, "annotations": []}],
+                }
+            ],
+            "parallel_tool_calls": True,
+            "temperature": body.get("temperature", 1.0),
+            "tool_choice": "auto",
+            "tools": [],
+            "top_p": body.get("top_p", 1.0),
+            "usage": {
+                "input_tokens": input_tokens,
+                "input_tokens_details": {"cached_tokens": 0},
+                "output_tokens": output_tokens,
+                "output_tokens_details": {"reasoning_tokens": 0},
+                "total_tokens": input_tokens + output_tokens,
+            },
+            "metadata": body.get("metadata", {}),
+        }
+    if path == "/v1/chat/completions":
+        return {
+            "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
+            "object": "chat.completion",
+            "created": now,
+            "model": model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": reply, "refusal": None, "annotations": []},
+                    "logprobs": None,
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {
+                "prompt_tokens": input_tokens,
+                "completion_tokens": output_tokens,
+                "total_tokens": input_tokens + output_tokens,
+            },
+            "system_fingerprint": "fp_fake",
+        }
+    return {
+        "id": f"msg_{uuid.uuid4().hex[:24]}",
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": [{"type": "text", "text": reply}],
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens},
+    }
+
+
+ROUTES = {"/v1/responses", "/v1/chat/completions", "/v1/messages"}
+
+
+def _handler_for(provider: FakeProvider) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, like the real APIs
+
+        def do_POST(self) -> None:  # noqa: N802
+            length = int(self.headers.get("content-length") or 0)
+            raw = self.rfile.read(length) if length else b""
+            if self.path not in ROUTES:
+                status, headers, body = 404, {"content-type": "application/json"}, b'{"error": {"message": "no route"}}'
+            else:
+                headers_lower = {k.lower(): v for k, v in self.headers.items()}
+                status, headers, body = provider.answer(self.path, headers_lower, raw)
+            try:
+                self.send_response(status)
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+            except (BrokenPipeError, ConnectionResetError):  # the client gave up (e.g. its read timeout)
+                self.close_connection = True
+
+        def log_message(self, format: str, *args: Any) -> None:  # quiet
+            pass
+
+    return Handler
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--latency", type=float, default=1.0)
+    args = parser.parse_args(argv)
+    provider = FakeProvider(latency=args.latency, port=args.port, record=False)
+    print(provider.url, flush=True)
+    try:
+        provider.serve_forever()
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,87 @@
+import pytest
+from cryptography.fernet import Fernet
+
+from llm import crypto
+from llm.models import ProviderCredential
+from llm.selectors import credentials_for_call
+from llm.services import credentials_rotate
+
+pytestmark = pytest.mark.django_db
+
+KEY = "sk-live-abcdefghijklmnop1234"
+
+
+def put(client, provider="openai", **body):
+    return client.put(f"/api/v1/credentials/{provider}/", {"api_key": KEY, **body}, format="json")
+
+
+def test_key_is_encrypted_at_rest_and_never_returned(api_client, project):
+    resp = put(api_client, organization="org-1")
+    assert resp.status_code == 200, resp.content
+    assert resp.json()["api_key"] == "****1234"
+    assert resp.json()["organization"] == "org-1"
+
+    stored = ProviderCredential.objects.get(project=project, provider="openai")
+    assert KEY not in stored.api_key_encrypted
+    assert crypto.decrypt(stored.api_key_encrypted) == KEY
+    assert credentials_for_call(project_id=project.id, provider="openai").api_key == KEY
+    assert KEY not in repr(credentials_for_call(project_id=project.id, provider="openai"))
+
+    for resp in (api_client.get("/api/v1/credentials/openai/"), api_client.get("/api/v1/credentials/")):
+        assert resp.status_code == 200
+        assert KEY not in resp.content.decode()
+        assert "****1234" in resp.content.decode()
+
+
+def test_short_keys_show_no_hint(api_client):
+    resp = api_client.put("/api/v1/credentials/anthropic/", {"api_key": "short"}, format="json")
+    assert resp.json()["api_key"] == "****"
+
+
+def test_put_replaces_and_delete_removes(api_client, project):
+    put(api_client)
+    put(api_client, api_key="sk-second-key-000000009999")
+    assert ProviderCredential.objects.filter(project=project).count() == 1
+    assert credentials_for_call(project_id=project.id, provider="openai").api_key.endswith("9999")
+    assert api_client.delete("/api/v1/credentials/openai/").status_code == 204
+    assert api_client.get("/api/v1/credentials/openai/").status_code == 404
+    assert api_client.delete("/api/v1/credentials/openai/").status_code == 404
+
+
+def test_other_projects_and_unknown_providers(api_client, other_client):
+    put(api_client)
+    assert other_client.get("/api/v1/credentials/openai/").status_code == 404
+    assert other_client.delete("/api/v1/credentials/openai/").status_code == 404
+    assert other_client.get("/api/v1/credentials/").json() == []
+    resp = put(api_client, provider="mistral")
+    assert resp.status_code == 404 and "unknown provider" in resp.json()["detail"]
+    assert api_client.put("/api/v1/credentials/openai/", {}, format="json").status_code == 400
+
+
+def test_private_base_urls_need_the_setting(api_client, settings):
+    settings.LLM_ALLOW_PRIVATE_BASE_URLS = False
+    for url in ("http://127.0.0.1:11434/v1", "http://10.1.2.3/v1", "http://localhost:8000/v1", "http://[::1]/v1"):
+        resp = put(api_client, provider="openai-chat", base_url=url)
+        assert resp.status_code == 400, url
+        assert "base_url" in resp.json()
+    assert put(api_client, provider="openai-chat", base_url="ftp://example.com").status_code == 400
+    assert put(api_client, provider="openai-chat", base_url="http://u:p@1.1.1.1/v1").status_code == 400
+    assert put(api_client, provider="openai-chat", base_url="https://1.1.1.1/v1").status_code == 200
+    settings.LLM_ALLOW_PRIVATE_BASE_URLS = True
+    assert put(api_client, provider="openai-chat", base_url="http://127.0.0.1:11434/v1").status_code == 200
+
+
+def test_rotation_re_encrypts_under_the_new_key(api_client, project, settings):
+    old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    settings.CREDENTIALS_ENCRYPTION_KEYS = [old]
+    put(api_client)
+    token = ProviderCredential.objects.get(project=project).api_key_encrypted
+
+    settings.CREDENTIALS_ENCRYPTION_KEYS = [new, old]
+    assert crypto.decrypt(token) == KEY  # still readable with the old key listed
+    assert credentials_rotate() == 1
+    rotated = ProviderCredential.objects.get(project=project).api_key_encrypted
+    settings.CREDENTIALS_ENCRYPTION_KEYS = [new]
+    assert crypto.decrypt(rotated) == KEY
+    with pytest.raises(crypto.CredentialDecryptionError):
+        crypto.decrypt(token)

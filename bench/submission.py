@@ -225,8 +225,22 @@ def main() -> None:
 
 
 def prepare_llm_call(project) -> tuple[str, dict]:
-    """The request body of an LLM call for ``project`` (credentials stored, config inline)."""
-    return "/api/v1/jobs/echo/", {"params": {"q": "What is AI?"}}
+    """Credentials and a versioned config for ``project``; the path and body of an LLM call that uses them.
+
+    The credentials keep the provider's default base URL: no worker runs here, so nothing is ever sent to it."""
+    from llm.services import config_create, credential_set
+
+    credential_set(project=project, provider="openai", api_key="sk-bench-not-a-real-key-0000")
+    config = config_create(
+        project=project,
+        name=f"bench-{time.time_ns()}",
+        blob={"completion": {"provider": "openai", "params": {"model": "gpt-4o-mini", "temperature": 0.2}}},
+    )
+    return "/api/v1/llm/call", {
+        "config": {"id": config.id, "version": 1},
+        "query": "What is AI?",
+        "request_metadata": {"conversation": 42},
+    }
 
 
 if __name__ == "__main__":

@@ -46,8 +46,9 @@ def verify(secret: str, request) -> dict:
     return Webhook(secret).verify(request.body, request.headers)
 
 
-def submit_echo(client, url: str, **body) -> str:
-    resp = client.post("/api/v1/jobs/echo/", {"callback_url": url, **body}, format="json")
+def submit_echo(client, url: str, *, request_id: str | None = None, **body) -> str:
+    headers = {"HTTP_X_REQUEST_ID": request_id} if request_id else {}
+    resp = client.post("/api/v1/jobs/echo/", {"callback_url": url, **body}, format="json", **headers)
     assert resp.status_code == 202, resp.content
     return resp.json()["job_id"]
 
@@ -187,7 +188,12 @@ def test_webhooks_end_to_end(start_worker, api_client, receiver, local_callbacks
     receiver.script("/gone", [410])
     receiver.script("/moved", [(302, {"Location": receiver.url("/elsewhere")})] * 5)
 
-    ok = submit_echo(api_client, receiver.url("/ok"), params={"n": 1, "request_metadata": {"conversation": "c-7"}})
+    ok = submit_echo(
+        api_client,
+        receiver.url("/ok"),
+        request_id="abc-123",
+        params={"n": 1, "request_metadata": {"conversation": "c-7"}},
+    )
     flaky = submit_echo(api_client, receiver.url("/flaky"), params={"n": 2})
     gone = submit_echo(api_client, receiver.url("/gone"))
     moved = submit_echo(api_client, receiver.url("/moved"))
@@ -216,7 +222,7 @@ def test_webhooks_end_to_end(start_worker, api_client, receiver, local_callbacks
         },
     }
     assert request.headers["webhook-id"] == str(delivery_of(ok).id)
-    assert request.headers[TRACE_HEADER.lower()] == job.trace_id
+    assert request.headers[TRACE_HEADER.lower()] == job.trace_id == "abc-123"  # the client's X-Request-ID
     with pytest.raises(WebhookVerificationError):
         Webhook("whsec_" + "A" * 44).verify(request.body, request.headers)
     deliveries = api_client.get(f"/api/v1/jobs/{ok}/webhooks/").json()

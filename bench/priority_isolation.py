@@ -35,6 +35,7 @@ def main() -> None:
     setup_environment("priority")
     from django.db import transaction
 
+    from jobs.dispatcher import dispatcher
     from jobs.models import Job, JobStatus
     from jobs.services import job_create, job_create_many
     from kaapi.celery import app
@@ -87,6 +88,7 @@ def main() -> None:
             priority="low",
             params_list=[{"backlog": i} for i in range(args.backlog)],
         )
+    dispatcher.flush(timeout=600)  # the backlog is in RabbitMQ before the stream starts
     published_in = time.perf_counter() - t0
     low = kaapi_worker("low_priority,default", pool="prefork", concurrency=2, label="low")
     time.sleep(2)

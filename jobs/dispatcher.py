@@ -13,6 +13,7 @@ task always publishes inline (a pool process may be recycled at any moment).
 from __future__ import annotations
 
 import atexit
+import itertools
 import logging
 import os
 import queue
@@ -32,7 +33,8 @@ from .scheduling import start_high_priority_job, start_low_priority_job
 logger = logging.getLogger(__name__)
 
 _STARTERS = {"high_priority": start_high_priority_job, "low_priority": start_low_priority_job}
-BATCH_SIZE = 500
+BATCH_SIZE = 500  # rows per UPDATE that records dispatches
+PUBLISH_BATCH_SIZE = 20  # messages the background thread publishes before it looks at its queue again
 
 
 def new_task_id() -> str:
@@ -78,10 +80,15 @@ def publish_and_record(jobs: list[Job]) -> int:
 
 
 class BackgroundDispatcher:
-    """One daemon thread per process that publishes what committing threads hand it."""
+    """One daemon thread per process that publishes what committing threads hand it.
+
+    Its queue is ordered by job priority, then arrival: a high-priority job submitted behind a batch of
+    thousands of low-priority ones is published after at most one batch in flight, not after the whole batch.
+    """
 
     def __init__(self) -> None:
-        self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self._queue: queue.PriorityQueue[tuple[int, int, Job]] = queue.PriorityQueue()
+        self._sequence = itertools.count()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._pid: int | None = None
@@ -95,7 +102,7 @@ class BackgroundDispatcher:
                 self._start()
             self._pending += len(jobs)
         for job in jobs:
-            self._queue.put(job)
+            self._queue.put((-job.priority, next(self._sequence), job))
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything submitted so far was handled; False on timeout."""
@@ -110,7 +117,7 @@ class BackgroundDispatcher:
 
     def _start(self) -> None:
         # After a fork the child has the parent's queue object but not its thread: start afresh.
-        self._queue = queue.SimpleQueue()
+        self._queue = queue.PriorityQueue()
         self._pending = 0
         self._pid = os.getpid()
         self._thread = threading.Thread(target=self._run, name="kaapi-job-dispatcher", daemon=True)
@@ -118,10 +125,10 @@ class BackgroundDispatcher:
 
     def _run(self) -> None:
         while True:
-            batch = [self._queue.get()]
-            while len(batch) < BATCH_SIZE:
+            batch = [self._queue.get()[2]]
+            while len(batch) < PUBLISH_BATCH_SIZE:
                 try:
-                    batch.append(self._queue.get_nowait())
+                    batch.append(self._queue.get_nowait()[2])
                 except queue.Empty:
                     break
             try:

@@ -11,6 +11,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -39,6 +40,7 @@ def setup_environment(name: str) -> dict[str, str]:
         ["psql", f"{pg}/postgres", "-qc", f"DROP DATABASE IF EXISTS {db} WITH (FORCE)"], capture_output=True, check=True
     )
     subprocess.run(["psql", f"{pg}/postgres", "-qc", f"CREATE DATABASE {db}"], capture_output=True, check=True)
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="kaapi-bench-metrics-"))
     os.environ.update(
         RABBITMQ_URL=os.environ["RABBITMQ_URL"].rstrip("/") + f"/{vhost}",
         DATABASE_URL=f"{pg}/{db}",

@@ -28,6 +28,9 @@ run_suite() {  # run_suite PROFILE PYTEST_ARGS...
     export SECRET_KEY="test-secret-key-not-for-production"
     export DEBUG=false
     export ALLOWED_HOSTS="localhost,127.0.0.1,testserver"
+    # Metrics of this run only (the default, var/prometheus, belongs to make run).
+    PROMETHEUS_MULTIPROC_DIR="$(mktemp -d /tmp/kaapi-test-metrics.XXXXXX)"
+    export PROMETHEUS_MULTIPROC_DIR
     export CELERY_TASK_DEFAULT_RETRY_DELAY=1
     export CELERY_TASK_RETRY_BACKOFF_MAX=4
     exec .venv/bin/python -m pytest "$@"

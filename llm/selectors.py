@@ -24,6 +24,16 @@ def config_version_get(*, config: Config, version: int) -> ConfigVersion | None:
     return ConfigVersion.objects.filter(config=config, version=version).first()
 
 
+def config_version_resolve(*, project: Project, config_id: int, version: int) -> ConfigVersion | None:
+    """Version ``version`` of a live config of ``project``, with its config, in one query."""
+    return (
+        ConfigVersion.objects.select_related("config")
+        .filter(config_id=config_id, config__project=project, config__deleted_at__isnull=True, version=version)
+        .order_by()
+        .first()
+    )
+
+
 def config_latest_version(*, config: Config) -> int | None:
     return ConfigVersion.objects.filter(config=config).order_by("-version").values_list("version", flat=True).first()
 

@@ -166,14 +166,13 @@ def llm_call_start(
     """
     reference = None
     if blob is None:
-        config = selectors.config_get(project=project, config_id=config_id)
-        if config is None:
-            raise ConfigNotFound(f"config {config_id} does not exist in your project")
-        version = selectors.config_version_get(config=config, version=config_version)
+        version = selectors.config_version_resolve(project=project, config_id=config_id, version=config_version)
         if version is None:
+            if selectors.config_get(project=project, config_id=config_id) is None:
+                raise ConfigNotFound(f"config {config_id} does not exist in your project")
             raise ConfigNotFound(f"config {config_id} has no version {config_version}")
         blob = version.blob
-        reference = {"id": config.id, "version": version.version}
+        reference = {"id": version.config_id, "version": version.version}
     else:
         blob = validate_blob(blob)
     provider = blob["completion"]["provider"]
@@ -183,11 +182,11 @@ def llm_call_start(
             f"PUT /api/v1/credentials/{provider}/"
         )
     params = {"blob": blob, "query": query, "config": reference, "request_metadata": request_metadata}
-    with transaction.atomic():
-        return job_create(
-            project=project,
-            function_path=EXECUTE_JOB_PATH,
-            params=params,
-            priority="high",
-            callback_url=callback_url,
-        )
+    # The job row is the only write: its INSERT is its own transaction, and the job is published after it.
+    return job_create(
+        project=project,
+        function_path=EXECUTE_JOB_PATH,
+        params=params,
+        priority="high",
+        callback_url=callback_url,
+    )

@@ -24,6 +24,22 @@ BENCHMARKS = [
 ]
 
 
+def tables_of(output: str) -> str:
+    """The markdown tables of a benchmark's output, with their titles and notes."""
+    lines = []
+    for line in output.splitlines():
+        if line.startswith("###"):
+            lines += [line, ""]
+        elif line.startswith("|"):
+            lines.append(line)
+        elif line.startswith("(") or (lines and lines[-1].startswith("|") and line.strip()):
+            lines += ["", line]
+    if not lines:  # a benchmark that prints plain lines: keep them as they are
+        plain = [line for line in output.splitlines() if line.strip() and not line.startswith("[")]
+        lines = ["```", *plain, "```"]
+    return "\n".join(lines)
+
+
 def main() -> int:
     # The benchmarks' metrics go to a scratch directory, not to make run's var/prometheus.
     os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="kaapi-bench-metrics-"))
@@ -41,12 +57,11 @@ def main() -> int:
             print(proc.stderr[-4000:], file=sys.stderr)
             failed.append(argv[0])
             continue
-        lines = [line for line in proc.stdout.splitlines() if line.startswith(("###", "|", "("))]
-        sections.append(f"`{' '.join(argv)}` ({time.monotonic() - started:.0f} s)\n\n" + "\n".join(lines))
+        sections.append(f"`{' '.join(argv)}` ({time.monotonic() - started:.0f} s)\n\n" + tables_of(proc.stdout))
     header = (
         f"# Benchmark results\n\nMeasured by `make bench` on {datetime.date.today()} "
         f"({os.cpu_count()} cores, load average {load:.1f} at the start). Each table compares our path with "
-        f"its baseline measured side by side in the same run; the ratios are the figures to read.\n"
+        f"its baseline measured side by side in the same run; the ratios are the figures to read.\n\n"
     )
     RESULTS.write_text(header + "\n\n".join(sections) + "\n")
     print(f"\nwrote {RESULTS.relative_to(ROOT)}" + (f"; FAILED: {failed}" if failed else ""))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import io
 import json
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -157,6 +158,74 @@ def _refuse_encrypted_office(data: bytes) -> None:
         raise DocumentEncrypted(
             "the document is password-protected (an encrypted Office file); remove the password and upload it again"
         )
+
+
+@register_transformer(name="pdfplumber", source_types=(ct.PDF,))
+def pdf_to_structured_markdown(data: bytes, *, charset: str | None = None, filename: str = "") -> str:
+    """PDF through pdfplumber: headings from font sizes, ruled tables as Markdown tables, then the text."""
+    import pdfplumber
+
+    try:
+        with pdfplumber.open(io.BytesIO(data)) as pdf:
+            return _pdf_markdown(pdf.pages)
+    except (TransformationFailed, MemoryError):
+        raise
+    except Exception as exc:
+        cause = exc.args[0] if exc.args and isinstance(exc.args[0], Exception) else exc  # pdfplumber wraps
+        if _is_pdf_encryption_error(cause):
+            raise DocumentEncrypted("the PDF is password-protected; remove the password and upload it again") from None
+        detail = f"{type(cause).__name__}: {cause}" if str(cause) else type(cause).__name__
+        raise DocumentUnreadable(
+            f"the file could not be read as a PDF; it is corrupt or truncated ({detail})"
+        ) from None
+
+
+def _pdf_markdown(pages) -> str:
+    # The most common character size is the body text; up to three larger sizes are heading levels 1-3.
+    sizes = Counter(round(char["size"], 1) for page in pages for char in page.chars)
+    body_size = sizes.most_common(1)[0][0] if sizes else 0.0
+    levels = {
+        size: level
+        for level, size in enumerate(sorted((s for s in sizes if s >= body_size * 1.15), reverse=True)[:3], start=1)
+    }
+    blocks: list[str] = []
+    for page in pages:
+        tables = page.find_tables()
+        boxes = [table.bbox for table in tables]
+
+        def outside_tables(obj, boxes=boxes) -> bool:
+            return obj.get("object_type") != "char" or not any(
+                x0 <= obj["x0"] and obj["x1"] <= x1 and top <= obj["top"] and obj["bottom"] <= bottom
+                for x0, top, x1, bottom in boxes
+            )
+
+        items: list[tuple[float, str, bool]] = []  # (top, markdown, is a paragraph line)
+        for line in page.filter(outside_tables).extract_text_lines(return_chars=True):
+            text = line["text"].strip()
+            if not text:
+                continue
+            size = round(max(char["size"] for char in line["chars"]), 1) if line["chars"] else body_size
+            level = levels.get(size)
+            items.append((line["top"], f"{'#' * level} {text}" if level else text, level is None))
+        items += [(table.bbox[1], _markdown_table(table.extract()), False) for table in tables]
+        items.sort(key=lambda item: item[0])
+        for _, markdown, is_text in items:  # consecutive text lines form one paragraph
+            if is_text and blocks and blocks[-1] and not blocks[-1].startswith(("#", "|")) and not blocks[-1] == "":
+                blocks[-1] += "\n" + markdown
+            else:
+                blocks.append(markdown)
+    return "\n\n".join(blocks).strip() + "\n"
+
+
+def _markdown_table(rows: list[list[str | None]]) -> str:
+    cells = [[(cell or "").replace("\n", " ").replace("|", "\\|").strip() for cell in row] for row in rows if row]
+    if not cells:
+        return ""
+    width = max(len(row) for row in cells)
+    cells = [row + [""] * (width - len(row)) for row in cells]
+    lines = ["| " + " | ".join(cells[0]) + " |", "|" + " --- |" * width]
+    lines += ["| " + " | ".join(row) + " |" for row in cells[1:]]
+    return "\n".join(lines)
 
 
 @register_transformer(name="markitdown", source_types=(ct.PDF,))

@@ -13,13 +13,15 @@ TABLE = [["Region", "Units"], ["North", "42"], ["South", "17"]]
 def pdf(*, encrypt: str | None = None, pages: int = 1) -> bytes:
     from reportlab.lib.pagesizes import A4
     from reportlab.lib.styles import getSampleStyleSheet
-    from reportlab.platypus import PageBreak, Paragraph, SimpleDocTemplate, Table
+    from reportlab.lib import colors
+    from reportlab.platypus import PageBreak, Paragraph, SimpleDocTemplate, Table, TableStyle
 
     buffer = io.BytesIO()
     styles = getSampleStyleSheet()
     story = []
     for page in range(pages):
-        story += [Paragraph(HEADING, styles["Heading1"]), Paragraph(BODY, styles["BodyText"]), Table(TABLE)]
+        table = Table(TABLE, style=TableStyle([("GRID", (0, 0), (-1, -1), 0.5, colors.black)]))  # a ruled table
+        story += [Paragraph(HEADING, styles["Heading1"]), Paragraph(BODY, styles["BodyText"]), table]
         if page < pages - 1:
             story.append(PageBreak())
     SimpleDocTemplate(buffer, pagesize=A4, encrypt=encrypt).build(story)

@@ -138,7 +138,7 @@ def test_supported_transformations_are_listed(api_client):
     assert resp.status_code == 200
     by_type = {p["source_type"]: p for p in resp.json()}
     assert by_type["application/json"]["default"] == "json-codeblock"
-    assert by_type["application/pdf"]["transformers"] == ["markitdown"]
+    assert by_type["application/pdf"]["transformers"] == ["pdfplumber", "markitdown"]
 
 
 def test_missing_api_key_is_401(client):

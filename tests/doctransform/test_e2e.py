@@ -49,15 +49,14 @@ def test_every_supported_type_becomes_markdown(doc_worker, api_client):
 
     heading, body = files.HEADING, files.BODY
     table_rows = ["| Region | Units |", "| North | 42 |", "| South | 17 |"]
-    for kind in ("docx", "pptx", "html"):
+    for kind in ("pdf", "docx", "pptx", "html"):
         assert f"# {heading}" in md[kind], md[kind]
-    for kind in ("docx", "pptx", "html", "xlsx", "csv"):
+    for kind in ("pdf", "docx", "pptx", "html", "xlsx", "csv"):
         for row in table_rows:
             assert row in md[kind], (kind, md[kind])
     for kind in ("pdf", "docx", "pptx", "html", "text"):
         assert body in md[kind], (kind, md[kind])
     assert "## Sales" in md["xlsx"]
-    assert heading in md["pdf"] and "North" in md["pdf"] and "42" in md["pdf"]  # PDF: text only, no structure
     assert "hidden" not in md["html"]  # scripts are dropped
     assert md["json"].startswith("```json\n{\n") and f'"title": "{heading}"' in md["json"]
     assert md["text"].strip() == files.text().decode().strip()

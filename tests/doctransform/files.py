@@ -11,9 +11,9 @@ TABLE = [["Region", "Units"], ["North", "42"], ["South", "17"]]
 
 
 def pdf(*, encrypt: str | None = None, pages: int = 1) -> bytes:
+    from reportlab.lib import colors
     from reportlab.lib.pagesizes import A4
     from reportlab.lib.styles import getSampleStyleSheet
-    from reportlab.lib import colors
     from reportlab.platypus import PageBreak, Paragraph, SimpleDocTemplate, Table, TableStyle
 
     buffer = io.BytesIO()

@@ -79,6 +79,19 @@ def test_filters(api_client, project):
     assert api_client.get("/api/v1/jobs/?created_before=2000-01-01T00:00:00Z").json()["count"] == 0
 
 
+@pytest.mark.parametrize(
+    "query",
+    [
+        "created_after=0350-06-25T18:55:22-21:26",
+        "created_before=9999-12-31T23:59:59-23:59",
+        "created_after=0001-01-01T00:00:00+23:00",
+    ],
+)
+def test_datetime_filters_with_extreme_offsets_are_never_500(api_client, project, query):
+    make_job(project)
+    assert api_client.get(f"/api/v1/jobs/?{query}".replace("+", "%2B")).status_code in (200, 400)
+
+
 @pytest.mark.parametrize("query", ["limit=abc", "offset=-5", "limit=100000", "ordering=;drop"])
 def test_bad_pagination_never_500(api_client, project, query):
     make_job(project)

@@ -92,53 +92,26 @@ class Worker:
                 self.process.wait()
 
 
+def _worker_argv(app_path: str, queues: str, pool: str, concurrency: int) -> list[str]:
+    return [
+        sys.executable, "-m", "celery", "-A", app_path, "worker", "-Q", queues, "-P", pool, "-c", str(concurrency),
+        "-l", "warning", "--without-gossip", "--without-mingle",
+    ]  # fmt: skip
+
+
 def kaapi_worker(
     queues: str, *, pool: str = "prefork", concurrency: int = 2, env: dict[str, str] | None = None, label: str = "kaapi"
 ) -> Worker:
     from kaapi.celery import app
 
-    argv = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "kaapi",
-        "worker",
-        "-Q",
-        queues,
-        "-P",
-        pool,
-        "-c",
-        str(concurrency),
-        "-l",
-        "warning",
-        "--without-gossip",
-        "--without-mingle",
-    ]
+    argv = _worker_argv("kaapi", queues, pool, concurrency)
     return Worker(argv, name=f"{label}-{uuid.uuid4().hex[:6]}@localhost", env=env).wait_ready(app)
 
 
 def raw_worker(*, pool: str = "prefork", concurrency: int = 2) -> Worker:
     from bench.raw_celery_app import app
 
-    argv = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "bench.raw_celery_app",
-        "worker",
-        "-Q",
-        "raw",
-        "-P",
-        pool,
-        "-c",
-        str(concurrency),
-        "-l",
-        "warning",
-        "--without-gossip",
-        "--without-mingle",
-    ]
+    argv = _worker_argv("bench.raw_celery_app", "raw", pool, concurrency)
     return Worker(argv, name=f"raw-{uuid.uuid4().hex[:6]}@localhost").wait_ready(app)
 
 

@@ -55,6 +55,19 @@ def build_request(method: str, path: str, api_key: str, body: dict | None, port:
     return ("\r\n".join(head) + "\r\n\r\n").encode() + payload
 
 
+async def send(port: int, raw: bytes) -> int | None:
+    """One request on a new connection; its status code, or None when the exchange failed."""
+    try:
+        reader, writer = await asyncio.open_connection(HOST, port)
+        writer.write(raw)
+        await writer.drain()
+        data = await reader.read()
+        writer.close()
+        return int(data.split(b" ", 2)[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 async def load(port: int, raw: bytes, *, clients: int, seconds: float, expect: int) -> tuple[int, list[float], int]:
     """Closed loop: ``clients`` coroutines each send one request after another for ``seconds``."""
     latencies: list[float] = []
@@ -65,18 +78,11 @@ async def load(port: int, raw: bytes, *, clients: int, seconds: float, expect: i
         nonlocal errors
         while time.perf_counter() < stop_at:
             started = time.perf_counter()
-            try:
-                reader, writer = await asyncio.open_connection(HOST, port)
-                writer.write(raw)
-                await writer.drain()
-                data = await reader.read()
-                writer.close()
-                status = int(data.split(b" ", 2)[1])
-            except (OSError, ValueError, IndexError):
-                errors += 1
-                continue
+            status = await send(port, raw)
             if status != expect:
                 errors += 1
+                if status is None:
+                    continue
             latencies.append((time.perf_counter() - started) * 1000)
 
     await asyncio.gather(*(client() for _ in range(clients)))
@@ -100,18 +106,11 @@ async def paced(port: int, raw: bytes, *, clients: int, rate: float, seconds: fl
             n += 1
             if (pause := due - time.perf_counter()) > 0:
                 await asyncio.sleep(pause)
-            try:
-                reader, writer = await asyncio.open_connection(HOST, port)
-                writer.write(raw)
-                await writer.drain()
-                data = await reader.read()
-                writer.close()
-                status = int(data.split(b" ", 2)[1])
-            except (OSError, ValueError, IndexError):
-                errors += 1
-                continue
+            status = await send(port, raw)
             if status != expect:
                 errors += 1
+                if status is None:
+                    continue
             latencies.append((time.perf_counter() - due) * 1000)
 
     await asyncio.gather(*(client(i) for i in range(clients)))

@@ -46,24 +46,18 @@ def job_create(
 
     Call it inside the transaction that writes the job's domain rows, so both exist or neither does.
     """
-    registered = get_job_function(function_path)  # ValueError when not registered
     validate_callback_url(callback_url)  # ValidationError (a 400 in the API) for a URL never deliverable
-    if priority not in PRIORITY_LEVELS:
-        raise ValueError(f"priority must be one of {sorted(PRIORITY_LEVELS)}, got {priority!r}")
-    queue, level = PRIORITY_LEVELS[priority]
-    job = Job.objects.create(
+    [job] = _new_jobs(
         project=project,
-        job_type=job_type or registered.job_type,
         function_path=function_path,
-        queue=queue,
-        priority=level,
-        params=params or {},
-        trace_id=trace_id or current_trace_id() or new_trace_id(),
+        params_list=[params or {}],
+        priority=priority,
+        trace_id=trace_id,
+        job_type=job_type,
         callback_url=callback_url,
-        task_id=new_task_id(),
     )
-    transaction.on_commit(partial(metrics.count_job_submitted, job_type=job.job_type, queue=job.queue))
-    transaction.on_commit(partial(dispatch, [job]))
+    job.save(force_insert=True)
+    transaction.on_commit(partial(_submitted, [job]))
     return job
 
 
@@ -77,12 +71,38 @@ def job_create_many(
     job_type: str | None = None,
 ) -> list[Job]:
     """Create many PENDING jobs in one INSERT and publish them after commit (batch submissions)."""
+    jobs = Job.objects.bulk_create(
+        _new_jobs(
+            project=project,
+            function_path=function_path,
+            params_list=params_list,
+            priority=priority,
+            trace_id=trace_id,
+            job_type=job_type,
+        )
+    )
+    if jobs:
+        transaction.on_commit(partial(_submitted, jobs))
+    return jobs
+
+
+def _new_jobs(
+    *,
+    project: Project,
+    function_path: str,
+    params_list: list[dict[str, Any]],
+    priority: str,
+    trace_id: str,
+    job_type: str | None,
+    callback_url: str = "",
+) -> list[Job]:
+    """Unsaved PENDING jobs, each with its task id; ValueError for an unregistered function or a bad priority."""
     registered = get_job_function(function_path)
     if priority not in PRIORITY_LEVELS:
         raise ValueError(f"priority must be one of {sorted(PRIORITY_LEVELS)}, got {priority!r}")
     queue, level = PRIORITY_LEVELS[priority]
-    trace_id = trace_id or new_trace_id()
-    jobs = Job.objects.bulk_create(
+    trace_id = trace_id or current_trace_id() or new_trace_id()
+    return [
         Job(
             project=project,
             job_type=job_type or registered.job_type,
@@ -91,15 +111,17 @@ def job_create_many(
             priority=level,
             params=params,
             trace_id=trace_id,
+            callback_url=callback_url,
             task_id=new_task_id(),
         )
         for params in params_list
-    )
-    transaction.on_commit(
-        partial(metrics.count_job_submitted, job_type=jobs[0].job_type if jobs else "", queue=queue, count=len(jobs))
-    )
-    transaction.on_commit(partial(dispatch, jobs))
-    return jobs
+    ]
+
+
+def _submitted(jobs: list[Job]) -> None:
+    """After commit: count the submissions and hand the jobs to the dispatcher (all of one type and queue)."""
+    metrics.count_job_submitted(job_type=jobs[0].job_type, queue=jobs[0].queue, count=len(jobs))
+    dispatch(jobs)
 
 
 def job_dispatch(*, job_id: uuid.UUID | str) -> bool:

@@ -18,3 +18,9 @@ def set_status(job: Job, status: str, **fields) -> Job:
     Job.objects.filter(id=job.id).update(status=status, **fields)
     job.refresh_from_db()
     return job
+
+
+def job_row(project, **fields) -> Job:
+    """A job row written directly, nothing published: an ECHO job on high_priority unless ``fields`` say else."""
+    defaults = {"job_type": "ECHO", "function_path": "jobs.functions.echo", "queue": "high_priority", "priority": 9}
+    return Job.objects.create(project=project, **{**defaults, **fields})

@@ -19,6 +19,7 @@ from django_celery_results.models import TaskResult
 from jobs.beat import FileLock, PostgresAdvisoryLock, RedisLock
 from jobs.models import Job, JobStatus
 from tests.conftest import LOG_DIR, ROOT, wait_until, worker_environment
+from tests.jobs.factories import job_row
 
 SENT = "Sending due task"
 
@@ -94,12 +95,8 @@ def runs(name: str):
 @pytest.mark.django_db(transaction=True)
 def test_beat_runs_the_database_schedule_on_the_cron_worker_and_picks_up_edits(start_worker, start_beat, project):
     # A job whose message was lost: the PENDING row exists, nothing was published.
-    lost = Job.objects.create(
-        project=project,
-        job_type="ECHO",
-        function_path="jobs.functions.echo",
-        queue="high_priority",
-        priority=9,
+    lost = job_row(
+        project,
         params={"delay": 0, "lost": True},
     )
     Job.objects.filter(id=lost.id).update(updated_at=timezone.now() - timedelta(hours=1))

@@ -13,17 +13,14 @@ from django_celery_results.models import TaskResult
 from jobs.maintenance import DEFAULT_SCHEDULES, maintenance_retention
 from jobs.models import Job, JobStatus, WebhookDelivery
 from jobs.services import jobs_recover_overdue
+from tests.jobs.factories import job_row
 
 pytestmark = pytest.mark.django_db
 
 
 def make_job(project, *, status=JobStatus.SUCCESS, age=timedelta(0), **fields) -> Job:
-    job = Job.objects.create(
-        project=project,
-        job_type="ECHO",
-        function_path="jobs.functions.echo",
-        queue="high_priority",
-        priority=9,
+    job = job_row(
+        project,
         status=status,
         **fields,
     )

@@ -18,6 +18,7 @@ from jobs.webhooks import webhook_attempt, webhook_payload, webhook_secret_get
 from jobs.webhooks.services import TRACE_HEADER
 from tests.conftest import wait_until
 from tests.fakes.webhook_receiver import WebhookReceiver
+from tests.jobs.factories import job_row
 
 # The worker may deliver to the receiver on 127.0.0.1 over http, and retries quickly.
 WORKER_ENV = {
@@ -81,12 +82,8 @@ def test_submission_with_a_bad_callback_url_is_a_400(api_client):
 
 @pytest.mark.django_db
 def test_payload_carries_result_and_request_metadata(project):
-    job = Job.objects.create(
-        project=project,
-        job_type="ECHO",
-        function_path="jobs.functions.echo",
-        queue="high_priority",
-        priority=9,
+    job = job_row(
+        project,
         status=JobStatus.SUCCESS,
         params={"request_metadata": {"conversation": "c-1", "job_id": "spoofed"}},
         result={"answer": 42},
@@ -110,12 +107,8 @@ def test_payload_carries_result_and_request_metadata(project):
 def test_a_callback_resolving_to_loopback_is_refused_under_default_settings(project, receiver, settings):
     """The guard at connect time: 'localhost' passes submission (a name) but is never connected to."""
     settings.WEBHOOK_ALLOW_HTTP = True  # the receiver speaks http; the address policy stays the default
-    job = Job.objects.create(
-        project=project,
-        job_type="ECHO",
-        function_path="jobs.functions.echo",
-        queue="high_priority",
-        priority=9,
+    job = job_row(
+        project,
         status=JobStatus.SUCCESS,
         result={},
     )
@@ -272,12 +265,8 @@ def test_webhooks_end_to_end(start_worker, api_client, receiver, local_callbacks
 @pytest.mark.django_db
 def test_an_http_callback_is_not_sent_once_http_is_no_longer_allowed(project, receiver, settings):
     settings.WEBHOOK_ALLOWED_NETWORKS = ["127.0.0.1/32"]  # the address is fine; the scheme is not
-    job = Job.objects.create(
-        project=project,
-        job_type="ECHO",
-        function_path="jobs.functions.echo",
-        queue="high_priority",
-        priority=9,
+    job = job_row(
+        project,
         status=JobStatus.SUCCESS,
     )
     delivery = WebhookDelivery.objects.create(

@@ -7,9 +7,10 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from jobs.models import DeliveryStatus, Job, JobStatus, WebhookDelivery
+from jobs.models import DeliveryStatus, JobStatus, WebhookDelivery
 from jobs.webhooks import services as webhook_services
 from jobs.webhooks import webhook_deliveries_publish_due, webhook_secret_get
+from tests.jobs.factories import job_row
 
 pytestmark = pytest.mark.django_db
 
@@ -22,12 +23,8 @@ def published(monkeypatch) -> list[str]:
 
 
 def make_delivery(project, **fields) -> WebhookDelivery:
-    job = Job.objects.create(
-        project=project,
-        job_type="ECHO",
-        function_path="jobs.functions.echo",
-        queue="high_priority",
-        priority=9,
+    job = job_row(
+        project,
         status=JobStatus.SUCCESS,
         callback_url="https://hooks.example.com/k",
     )

@@ -9,7 +9,7 @@ import time
 from functools import partial
 from typing import Any
 
-from celery import Task
+from celery import Task, states
 from celery.exceptions import Ignore, Reject, SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connections, transaction
@@ -71,16 +71,31 @@ def _call_and_record(
     if not registered.atomic:
         result = call()
         _ensure_json(result)
-        return result, services.job_mark_success(job_id=job_id, result=result)
+        return result, services.job_mark_success(job_id=job_id, result=result, also=_result_row(task, result))
     try:
         with transaction.atomic():
             result = call()
             _ensure_json(result)
-            if not services.job_mark_success(job_id=job_id, result=result):
+            if not services.job_mark_success(job_id=job_id, result=result, also=_result_row(task, result)):
                 raise _NotRecorded(result)  # roll back the function's writes too
     except _NotRecorded as exc:
+        _store_result(task, exc.result)  # the rollback took the result row with it
         return exc.result, False
     return result, True
+
+
+def _result_row(task: Task, result: Any) -> tuple[str, tuple] | None:
+    """The statement writing the task's SUCCESS into the result table, for ``job_mark_success`` to run with the
+    job's own UPDATE (one round trip instead of two). None when Celery stores the result itself: another result
+    backend, or a task that does not ignore its result (jobs/tasks.py makes the generic tasks ignore theirs)."""
+    if not task.ignore_result or not hasattr(task.backend, "result_upsert"):
+        return None
+    return task.backend.result_upsert(task.request.id, result, states.SUCCESS, request=task.request)
+
+
+def _store_result(task: Task, result: Any) -> None:
+    if task.ignore_result and hasattr(task.backend, "result_upsert"):
+        task.backend.store_result(task.request.id, result, states.SUCCESS, request=task.request)
 
 
 def _fail(job_id: str, error: str) -> None:

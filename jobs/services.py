@@ -11,7 +11,6 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
 from django.utils import timezone
 
 from kaapi import metrics
@@ -19,6 +18,7 @@ from kaapi.celery import HIGH_PRIORITY, HIGH_PRIORITY_QUEUE, LOW_PRIORITY, LOW_P
 from kaapi.logging import current_trace_id, new_trace_id
 from tenancy.models import Project
 
+from . import statements
 from .dispatcher import dispatch, new_task_id, publish_and_record
 from .exceptions import JobStateError
 from .models import FINISHED_STATUSES, Job, JobStatus
@@ -144,10 +144,7 @@ def job_claim(*, job_id: str, task_id: str, redelivered: bool) -> Claim:
     until ``JOB_MAX_WORKER_LOST`` lost deliveries, then it ends FAILED instead of looping forever.
     """
     now = timezone.now()
-    claimed = Job.objects.filter(id=job_id, status=JobStatus.PENDING).update(
-        status=JobStatus.PROCESSING, attempts=F("attempts") + 1, started_at=now, task_id=task_id, updated_at=now
-    )
-    if claimed:
+    if statements.claim(job_id=job_id, task_id=task_id, now=now):
         return Claim.RUN
     if not redelivered:
         return Claim.SKIP
@@ -170,16 +167,15 @@ def job_claim(*, job_id: str, task_id: str, redelivered: bool) -> Claim:
         return Claim.RUN
 
 
-def job_mark_success(*, job_id: str, result: Any) -> bool:
-    """PROCESSING → SUCCESS. False when the job was cancelled meanwhile (the result is dropped)."""
-    return _finish(
-        job_id=job_id,
-        from_statuses=[JobStatus.PROCESSING],
-        status=JobStatus.SUCCESS,
-        result=result,
-        error="",
-        progress_percent=100,
-    )
+def job_mark_success(*, job_id: str, result: Any, also: tuple[str, tuple] | None = None) -> bool:
+    """PROCESSING → SUCCESS. False when the job was cancelled meanwhile (the result is dropped).
+
+    ``also`` is a statement (SQL, params) written with it in one round trip: the task's Celery result row.
+    """
+    job = statements.mark_success(job_id=job_id, result=result, now=timezone.now(), also=also)
+    if job is not None:
+        _job_finished(job=job)
+    return job is not None
 
 
 def job_mark_failed(*, job_id: str, error: str) -> bool:

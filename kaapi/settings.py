@@ -154,6 +154,11 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
     _db["CONN_MAX_AGE"] = 0
 else:
     _db["CONN_HEALTH_CHECKS"] = True
+# The two statements every job runs in the worker are prepared on the server (jobs/statements.py); turn it off
+# behind a pooler that cannot keep prepared statements (PgBouncer in transaction mode before 1.21).
+DATABASE_PREPARED_STATEMENTS = env_bool("DATABASE_PREPARED_STATEMENTS", True)
+if _db["ENGINE"] == "django.db.backends.postgresql":
+    _db.setdefault("OPTIONS", {})["prepare_threshold"] = 5 if DATABASE_PREPARED_STATEMENTS else None
 _db_test_name = env_str("DATABASE_TEST_NAME", "")
 if _db_test_name:
     _db["TEST"] = {"NAME": _db_test_name}

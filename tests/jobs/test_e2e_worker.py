@@ -8,9 +8,11 @@ from base64 import b64encode
 
 import pytest
 from django.db import transaction
+from django_celery_results.models import TaskResult
 
 from jobs import services
 from jobs.models import Job, JobStatus
+from jobs.scheduling import get_task_status
 from kaapi.celery import app
 from tests import job_functions
 from tests.conftest import wait_until
@@ -155,6 +157,9 @@ def test_crash_fails_the_job_with_the_error(start_worker, project):
     wait_until(finished(job.id), timeout=30)
     job.refresh_from_db()
     assert job.status == JobStatus.FAILED and job.error == "RuntimeError: boom" and job.attempts == 1
+    # the generic tasks ignore their results (SUCCESS is written with the job's row), but failures are stored
+    stored = wait_until(lambda: TaskResult.objects.filter(task_id=job.task_id).first(), timeout=30)
+    assert stored.status == "FAILURE" and "boom" in get_task_status(job.task_id)["error"]
 
 
 def test_result_that_is_not_json_fails_the_job(start_worker, project):

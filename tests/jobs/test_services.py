@@ -140,3 +140,33 @@ def test_update_returning_gives_the_updated_row_in_python_types(project):
     assert updated.project_id == project.id
     assert Job.objects.filter(id=job.id, status=JobStatus.PENDING).update_returning(error="y") is None
     assert Job.objects.get(id=job.id).error == "x"
+
+
+@pytest.mark.parametrize("vendor", ["postgresql", "other"])
+def test_success_writes_the_celery_result_row_with_the_job(project, vendor, monkeypatch):
+    """The worker writes a job's SUCCESS and its Celery result row together (jobs/statements.py): on PostgreSQL
+    one prepared statement, on other databases (SQLite under `make run`) two in one transaction. AsyncResult
+    reads the row back."""
+    from django.db import connection
+    from django_celery_results.models import TaskResult
+
+    from jobs.scheduling import get_task_status
+    from kaapi.celery import app
+
+    if vendor != "postgresql":
+        monkeypatch.setattr(connection, "vendor", vendor)
+    job = make_job(project)
+    assert services.job_claim(job_id=str(job.id), task_id=job.task_id, redelivered=False) is services.Claim.RUN
+    assert services.job_claim(job_id=str(job.id), task_id=job.task_id, redelivered=False) is services.Claim.SKIP
+    also = app.backend.result_upsert(job.task_id, {"answer": 42}, "SUCCESS")
+    assert services.job_mark_success(job_id=str(job.id), result={"answer": 42}, also=also)
+    job.refresh_from_db()
+    assert job.status == JobStatus.SUCCESS and job.result == {"answer": 42} and job.attempts == 1
+    assert job.progress_percent == 100 and job.finished_at >= job.started_at
+    assert TaskResult.objects.get(task_id=job.task_id).content_encoding == "gzip+base64"
+    assert get_task_status(job.task_id)["result"] == {"answer": 42}
+    # the job is no longer PROCESSING: not recorded, and the result row is still written (as Celery would)
+    also = app.backend.result_upsert(job.task_id, {"answer": 43}, "SUCCESS")
+    assert not services.job_mark_success(job_id=str(job.id), result={"answer": 43}, also=also)
+    assert Job.objects.get(id=job.id).result == {"answer": 42}
+    assert get_task_status(job.task_id)["result"] == {"answer": 43} and TaskResult.objects.count() == 1

@@ -1,0 +1,110 @@
+"""The two statements every job runs in the worker, written out once per process and prepared on the server.
+
+A job costs the worker two statements: the claim (PENDING → PROCESSING) and the SUCCESS, which writes the
+task's Celery result row in the same statement. Built through the ORM on every call they cost the worker more
+CPU than the database spends running them (bench/job_overhead.py measures the job path against raw Celery):
+here their SQL is composed once from the models' own columns, their parameters are prepared by the model
+fields as the ORM would, and on PostgreSQL they run as prepared statements (server-side binding, planned once
+per connection). Errors are Django's (``django.db.OperationalError`` …) as for any ORM query, and transactions
+are the connection's own. Every other job query goes through the ORM.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from functools import cache
+from typing import Any
+
+from django.db import connections, transaction
+from django.db.models import Field, Model
+
+from .models import Job, JobStatus
+
+_SUCCESS_FIELDS = ("status", "result", "error", "progress_percent", "finished_at", "updated_at")
+
+
+def _quote(using: str, model: type[Model], name: str) -> str:
+    return connections[using].ops.quote_name(model._meta.get_field(name).column)
+
+
+def _prepared(using: str, field: Field, value: Any) -> Any:
+    return field.get_db_prep_save(value, connections[using])
+
+
+def run(sql: str, params: tuple, *, using: str, returning: bool = False) -> tuple[int, tuple | None]:
+    """Run one statement; (rows affected, the first row it returned when ``returning``)."""
+    connection = connections[using]
+    if connection.vendor != "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.rowcount, cursor.fetchone() if returning else None
+    import psycopg
+
+    connection.ensure_connection()
+    connection.validate_no_broken_transaction()
+    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(sql, params, prepare=True)  # parsed and planned once per connection (prepare_threshold)
+        return cursor.rowcount, cursor.fetchone() if returning else None
+
+
+@cache
+def _claim_sql(using: str) -> str:
+    def q(name: str) -> str:
+        return _quote(using, Job, name)
+
+    return (
+        f"UPDATE {connections[using].ops.quote_name(Job._meta.db_table)} "
+        f"SET {q('status')} = %s, {q('attempts')} = {q('attempts')} + 1, {q('started_at')} = %s, "
+        f"{q('task_id')} = %s, {q('updated_at')} = %s WHERE {q('id')} = %s AND {q('status')} = %s"
+    )
+
+
+def claim(*, job_id: Any, task_id: str, now: datetime, using: str = "default") -> bool:
+    """PENDING → PROCESSING with attempts + 1; True when this call took the job."""
+    field = Job._meta.get_field
+    params = (
+        JobStatus.PROCESSING.value,
+        _prepared(using, field("started_at"), now),
+        task_id,
+        _prepared(using, field("updated_at"), now),
+        _prepared(using, Job._meta.pk, job_id),
+        JobStatus.PENDING.value,
+    )
+    rows, _ = run(_claim_sql(using), params, using=using)
+    return rows == 1
+
+
+@cache
+def _success_sql(using: str) -> str:
+    quote = connections[using].ops.quote_name
+    assignments = ", ".join(f"{_quote(using, Job, name)} = %s" for name in _SUCCESS_FIELDS)
+    returning = ", ".join(quote(field.column) for field in Job._meta.concrete_fields)
+    return (
+        f"UPDATE {quote(Job._meta.db_table)} SET {assignments} "
+        f"WHERE {_quote(using, Job, 'id')} = %s AND {_quote(using, Job, 'status')} = %s RETURNING {returning}"
+    )
+
+
+def mark_success(
+    *, job_id: Any, result: Any, now: datetime, also: tuple[str, tuple] | None = None, using: str = "default"
+) -> Job | None:
+    """PROCESSING → SUCCESS with ``result``; the finished row, or None when the job was not PROCESSING.
+
+    ``also`` (SQL, params), another data-modifying statement, runs whether or not the job matched: on PostgreSQL
+    in the same statement (a data-modifying WITH: one round trip), elsewhere right after it in one transaction.
+    """
+    field = Job._meta.get_field
+    values = (JobStatus.SUCCESS.value, result, "", 100, now, now)
+    params = tuple(_prepared(using, field(name), value) for name, value in zip(_SUCCESS_FIELDS, values, strict=True))
+    params += (_prepared(using, Job._meta.pk, job_id), JobStatus.PROCESSING.value)
+    sql = _success_sql(using)
+    if also is None:
+        _, row = run(sql, params, using=using, returning=True)
+    elif connections[using].vendor == "postgresql":
+        with_also = f'WITH "updated" AS ({sql}), "also" AS ({also[0]}) SELECT * FROM "updated"'
+        _, row = run(with_also, params + also[1], using=using, returning=True)
+    else:
+        with transaction.atomic(using=using):
+            _, row = run(sql, params, using=using, returning=True)
+            run(*also, using=using)
+    return None if row is None else Job.from_row(row, using=using)

@@ -35,6 +35,7 @@ logger = logging.getLogger(__name__)
 _STARTERS = {"high_priority": start_high_priority_job, "low_priority": start_low_priority_job}
 BATCH_SIZE = 500  # rows per UPDATE that records dispatches
 PUBLISH_BATCH_SIZE = 20  # messages the background thread publishes before it looks at its queue again
+CONNECTION_CHECK_INTERVAL = 5.0  # seconds between checks of the background thread's database connection
 
 
 def new_task_id() -> str:
@@ -124,6 +125,7 @@ class BackgroundDispatcher:
         self._thread.start()
 
     def _run(self) -> None:
+        checked = time.monotonic()
         while True:
             batch = [self._queue.get()[2]]
             while len(batch) < PUBLISH_BATCH_SIZE:
@@ -132,7 +134,11 @@ class BackgroundDispatcher:
                 except queue.Empty:
                     break
             try:
-                close_old_connections()
+                # The thread's own connection, checked (CONN_MAX_AGE, and the health check then costs a SELECT 1)
+                # every few seconds rather than for every batch; a broken one is closed below and reopened.
+                if time.monotonic() - checked > CONNECTION_CHECK_INTERVAL:
+                    close_old_connections()
+                    checked = time.monotonic()
                 publish_and_record(batch)
             except Exception:  # the database may be down: the sweep publishes what is left undispatched
                 logger.exception("job dispatcher: could not record %d dispatched jobs", len(batch))

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+from django.db.models import Exists, OuterRef
+from django.db.models.fields.json import KT
+
 from tenancy.models import Project
 
 from . import crypto
@@ -24,14 +27,21 @@ def config_version_get(*, config: Config, version: int) -> ConfigVersion | None:
     return ConfigVersion.objects.filter(config=config, version=version).first()
 
 
-def config_version_resolve(*, project: Project, config_id: int, version: int) -> ConfigVersion | None:
-    """Version ``version`` of a live config of ``project``, with its config, in one query."""
-    return (
-        ConfigVersion.objects.select_related("config")
-        .filter(config_id=config_id, config__project=project, config__deleted_at__isnull=True, version=version)
-        .order_by()
-        .first()
+def config_version_for_call(*, project: Project, config_id: int, version: int) -> tuple[dict, bool] | None:
+    """For an LLM call, in one query: the blob of version ``version`` of a live config of ``project``, and
+    whether the project has credentials for the blob's provider. None when there is no such version."""
+    has_credentials = Exists(
+        ProviderCredential.objects.filter(project=project, provider=OuterRef("provider")).order_by()
     )
+    rows = (
+        ConfigVersion.objects.filter(
+            config_id=config_id, config__project=project, config__deleted_at__isnull=True, version=version
+        )
+        .order_by()
+        .annotate(provider=KT("blob__completion__provider"))
+        .values_list("blob", has_credentials)[:1]
+    )
+    return rows[0] if rows else None
 
 
 def config_latest_version(*, config: Config) -> int | None:

@@ -166,17 +166,18 @@ def llm_call_start(
     """
     reference = None
     if blob is None:
-        version = selectors.config_version_resolve(project=project, config_id=config_id, version=config_version)
-        if version is None:
+        found = selectors.config_version_for_call(project=project, config_id=config_id, version=config_version)
+        if found is None:
             if selectors.config_get(project=project, config_id=config_id) is None:
                 raise ConfigNotFound(f"config {config_id} does not exist in your project")
             raise ConfigNotFound(f"config {config_id} has no version {config_version}")
-        blob = version.blob
-        reference = {"id": version.config_id, "version": version.version}
+        blob, has_credentials = found
+        reference = {"id": config_id, "version": config_version}
     else:
         blob = validate_blob(blob)
+        has_credentials = selectors.credential_exists(project=project, provider=blob["completion"]["provider"])
     provider = blob["completion"]["provider"]
-    if not selectors.credential_exists(project=project, provider=provider):
+    if not has_credentials:
         raise CredentialsMissing(
             f"this project has no credentials for provider {provider!r}; set them with "
             f"PUT /api/v1/credentials/{provider}/"

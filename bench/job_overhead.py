@@ -2,7 +2,7 @@
 
 Full path: jobs.services.job_create (INSERT, publish with confirms after commit, UPDATE dispatched_at) →
 RabbitMQ → worker (claim UPDATE, run, SUCCESS UPDATE, result row in the django-celery-results table).
-Raw: `noop.apply_async()` → RabbitMQ → worker, no result stored.
+Raw: `noop.apply_async()` (with publisher confirms, as job messages) → RabbitMQ → worker, no result stored.
 
 Two measurements of each, in the same run:
   submit+run — submission and execution overlap, the clock stops when the last one finished;
@@ -45,7 +45,7 @@ def main() -> None:
     from django_celery_results.models import TaskResult
 
     from bench.raw_celery_app import app as raw_app
-    from bench.raw_celery_app import noop
+    from bench.raw_celery_app import noop, publish
     from jobs.models import Job, JobStatus
     from jobs.services import job_create
     from kaapi.celery import app
@@ -76,12 +76,12 @@ def main() -> None:
     worker = raw_worker(concurrency=c)
     t0 = time.perf_counter()
     for i in range(n):
-        noop.apply_async((i,))
+        publish(noop, i)
     results["raw_submit_run"] = wait(lambda: queue_depth(raw_app, "raw") == 0) - t0
     worker.stop()
     # Raw Celery, drain: the clock starts when the worker answers a ping; what it ran before does not count
     for i in range(n):
-        noop.apply_async((i,))
+        publish(noop, i)
     worker = raw_worker(concurrency=c)
     t0, left = time.perf_counter(), queue_depth(raw_app, "raw")
     results["raw_drain"] = (wait(lambda: queue_depth(raw_app, "raw") == 0) - t0) * n / max(left, 1)

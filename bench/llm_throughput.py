@@ -291,6 +291,7 @@ def main() -> None:
 
         def resume() -> float:
             app.control.add_consumer(HIGH_PRIORITY_QUEUE, destination=names, reply=True)
+            log("workers resumed")
             return time.time()
 
         def measure(label: str, queue_first: bool, submit, finished) -> Row:

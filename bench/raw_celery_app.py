@@ -1,7 +1,8 @@
 """Raw Celery, no Django: the baseline our full job path is compared with in the same run.
 
 Configured like kaapi's app where it matters for throughput: same broker, JSON, late acks, prefetch 1,
-publisher confirms, events on. No result backend (a raw no-op task stores nothing).
+events on (without publisher confirms, as kaapi's), task messages published with confirms (``publish``, as kaapi
+publishes job messages). No result backend (a raw no-op task stores nothing).
 """
 
 import os
@@ -9,6 +10,7 @@ import time
 
 from celery import Celery
 from kombu import Queue
+from kombu.pools import producers
 
 app = Celery("raw", broker=os.environ["RABBITMQ_URL"])
 app.conf.update(
@@ -20,7 +22,6 @@ app.conf.update(
     task_serializer="json",
     accept_content=["json"],
     task_ignore_result=True,
-    broker_transport_options={"confirm_publish": True},
     worker_send_task_events=True,
     task_send_sent_event=True,
     broker_connection_retry_on_startup=True,
@@ -35,3 +36,12 @@ def noop(n=None):
 @app.task(name="raw.sleep")
 def sleep(seconds=1.0):
     time.sleep(seconds)
+
+
+_confirmed = app.connection_for_write(transport_options={"confirm_publish": True})
+
+
+def publish(task, *args) -> None:
+    """``task.apply_async(args)`` on a connection in publisher-confirm mode."""
+    with producers[_confirmed].acquire(block=True) as producer:
+        task.apply_async(args, producer=producer)

@@ -10,7 +10,7 @@ from typing import Any
 
 from celery.result import AsyncResult
 
-from kaapi.celery import HIGH_PRIORITY, LOW_PRIORITY, app
+from kaapi.celery import HIGH_PRIORITY, LOW_PRIORITY, app, confirmed_producer
 
 from .registry import get_job_function
 
@@ -28,19 +28,21 @@ def _publish(
 ) -> str:
     get_job_function(function_path)  # ValueError for an unregistered path: never publish it
     task_id = task_id or str(uuid.uuid4())
-    app.send_task(
-        task_name,
-        kwargs={
-            "function_path": function_path,
-            "project_id": project_id,
-            "job_id": str(job_id),
-            "trace_id": trace_id,
-            **kwargs,
-        },
-        task_id=task_id,
-        priority=priority,
-        headers={"trace_id": trace_id},
-    )
+    with confirmed_producer() as producer:
+        app.send_task(
+            task_name,
+            kwargs={
+                "function_path": function_path,
+                "project_id": project_id,
+                "job_id": str(job_id),
+                "trace_id": trace_id,
+                **kwargs,
+            },
+            task_id=task_id,
+            priority=priority,
+            headers={"trace_id": trace_id},
+            producer=producer,
+        )
     return task_id
 
 

@@ -5,9 +5,13 @@ RabbitMQ answer PRECONDITION_FAILED forever), and tasks are routed by name.
 """
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import cache
 
 from celery import Celery
-from kombu import Exchange, Queue
+from kombu import Connection, Exchange, Queue
+from kombu.pools import producers
 
 import kaapi.logging  # noqa: F401  (connects the signals that give every task its logging context)
 
@@ -53,3 +57,18 @@ app.conf.task_routes = (
     },
 )
 app.autodiscover_tasks()
+
+
+@cache
+def _confirmed_connection() -> Connection:
+    """The broker connection, in confirm mode (a template: the pool below opens clones of it)."""
+    return app.connection_for_write(transport_options={**app.conf.broker_transport_options, "confirm_publish": True})
+
+
+@contextmanager
+def confirmed_producer() -> Iterator:
+    """A producer from a pool of connections in publisher-confirm mode: each publish returns once RabbitMQ has
+    the persistent message, or raises. For every message that carries work: job messages (and their sent
+    event), retries, webhook deliveries. The app's own connections (task events, beat) do not confirm."""
+    with producers[_confirmed_connection()].acquire(block=True) as producer:
+        yield producer

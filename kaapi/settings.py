@@ -220,8 +220,11 @@ CELERY_BROKER_URL = RABBITMQ_URL
 CELERY_BROKER_POOL_LIMIT = env_int("CELERY_BROKER_POOL_LIMIT", 10, minimum=0)
 # Keep retrying the broker at start-up instead of crashing (Celery 6 will stop doing it by default).
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-# Publisher confirms: publish() returns only once RabbitMQ has the (persistent) message.
-CELERY_BROKER_TRANSPORT_OPTIONS = {"confirm_publish": True}
+# Publisher confirms are not switched on here for every connection: job messages, their retries and webhook
+# deliveries are published on confirming connections (kaapi.celery.confirmed_producer), where publish() returns
+# only once RabbitMQ has the persistent message. Monitoring events (Flower) and beat's ticks go without: a confirm
+# round trip for each of a task's events cost a gevent worker a third of its throughput (bench/llm_throughput.py).
+CELERY_BROKER_TRANSPORT_OPTIONS: dict = {}
 # A publish that cannot reach the broker is retried briefly; after that the job stays PENDING
 # (undispatched) and the recovery sweep publishes it again.
 CELERY_TASK_PUBLISH_RETRY = True

@@ -17,7 +17,7 @@ from django.db.models import F
 from django.utils import timezone
 from standardwebhooks import Webhook
 
-from kaapi.celery import app
+from kaapi.celery import app, confirmed_producer
 from kaapi.logging import log_context
 from kaapi.middleware import REQUEST_ID_HEADER as TRACE_HEADER  # the trace id, as in API requests
 from tenancy.models import Project
@@ -106,7 +106,10 @@ def webhook_payload(job: Job) -> dict[str, Any]:
 
 def _publish(delivery_id, *, countdown: float | None = None) -> None:
     try:
-        app.send_task(DELIVER_TASK, kwargs={"delivery_id": str(delivery_id)}, countdown=countdown)
+        with confirmed_producer() as producer:
+            app.send_task(
+                DELIVER_TASK, kwargs={"delivery_id": str(delivery_id)}, countdown=countdown, producer=producer
+            )
     except Exception:
         logger.warning("could not publish webhook delivery %s; the sweep will", delivery_id, exc_info=True)
 

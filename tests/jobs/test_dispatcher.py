@@ -27,3 +27,30 @@ def test_background_dispatcher_publishes_high_priority_before_a_low_priority_bat
     assert batches[1][0] == 9, "the high-priority job waited behind the low-priority batch"
     assert sum(len(b) for b in batches) == 2 + 3 * PUBLISH_BATCH_SIZE
     assert max(len(b) for b in batches) <= PUBLISH_BATCH_SIZE
+
+
+def test_job_messages_are_published_with_confirms_and_events_without(monkeypatch):
+    """Job messages go through a connection in publisher-confirm mode (a message the broker did not take raises
+    instead of vanishing); the app's own connections, which carry task events to Flower, do not confirm."""
+    from contextlib import contextmanager
+
+    from jobs import scheduling
+    from kaapi.celery import app, confirmed_producer
+    from tests.conftest import purge_queues
+
+    used = []
+
+    @contextmanager
+    def recording_producer():
+        with confirmed_producer() as producer:
+            yield producer
+            # py-amqp switches a channel to confirm mode on its first confirmed publish, then waits for each ack
+            used.append((producer.connection.transport_options, producer.channel._confirm_selected))
+
+    monkeypatch.setattr(scheduling, "confirmed_producer", recording_producer)
+    scheduling.start_low_priority_job("jobs.functions.echo", 1, "00000000-0000-0000-0000-000000000000")
+    [(options, confirm_selected)] = used
+    assert options.get("confirm_publish") is True and confirm_selected
+    with app.connection_for_write() as conn:
+        assert not conn.transport_options.get("confirm_publish")
+    purge_queues()

@@ -58,6 +58,7 @@ def worker_environment(**extra: str) -> dict[str, str]:
     env["DATABASE_URL"] = f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
     env.pop("DATABASE_TEST_NAME", None)
     env["PYTHONUNBUFFERED"] = "1"
+    env["LLM_ALLOW_PRIVATE_BASE_URLS"] = "true"  # the fake LLM provider listens on 127.0.0.1
     env.update(extra)
     return env
 

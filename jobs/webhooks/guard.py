@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import requests
@@ -22,6 +23,7 @@ from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConn
 from urllib3.util import connection as urllib3_connection
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
 
@@ -29,19 +31,21 @@ class AddressRefused(Exception):
     """The callback URL's host resolves only to addresses the guard refuses."""
 
 
-def _allowed_networks() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+def _allowed_networks() -> list[Network]:
     return [ipaddress.ip_network(cidr, strict=False) for cidr in settings.WEBHOOK_ALLOWED_NETWORKS]
 
 
-def refusal_reason(address: str | IPAddress) -> str | None:
-    """Why a webhook may not connect to ``address``; None when it may."""
+def refusal_reason(address: str | IPAddress, allowed: list[Network] | None = None) -> str | None:
+    """Why a connection to ``address`` is refused; None when it is not. ``allowed``: networks let through
+    although they are not public (default: ``WEBHOOK_ALLOWED_NETWORKS``)."""
+    allowed = _allowed_networks() if allowed is None else allowed
     ip = ipaddress.ip_address(str(address).split("%", 1)[0]) if isinstance(address, str) else address
-    if any(ip in network for network in _allowed_networks() if network.version == ip.version):
+    if any(ip in network for network in allowed if network.version == ip.version):
         return None
     if isinstance(ip, ipaddress.IPv6Address):
         embedded = ip.ipv4_mapped or (ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF) if ip in _NAT64 else None)
         if embedded is not None:
-            return refusal_reason(embedded)
+            return refusal_reason(embedded, allowed)
     checks = (
         ("loopback", ip.is_loopback),
         ("link-local", ip.is_link_local),
@@ -93,8 +97,9 @@ def _guarded_new_conn(conn: HTTPConnection) -> socket.socket:
     except socket.gaierror as exc:
         raise NameResolutionError(conn.host, conn, exc) from exc
     allowed, refused = [], []
+    networks = conn.allowed_networks()
     for *_, sockaddr in infos:
-        reason = refusal_reason(sockaddr[0])
+        reason = refusal_reason(sockaddr[0], networks)
         (refused if reason else allowed).append(reason or sockaddr[0])
     if not allowed:
         raise AddressRefused(f"refused to connect to {conn.host}: {'; '.join(dict.fromkeys(refused))}")
@@ -117,11 +122,15 @@ def _guarded_new_conn(conn: HTTPConnection) -> socket.socket:
 
 
 class GuardedHTTPConnection(HTTPConnection):
+    allowed_networks = staticmethod(_allowed_networks)
+
     def _new_conn(self) -> socket.socket:
         return _guarded_new_conn(self)
 
 
 class GuardedHTTPSConnection(HTTPSConnection):
+    allowed_networks = staticmethod(_allowed_networks)
+
     def _new_conn(self) -> socket.socket:
         return _guarded_new_conn(self)
 
@@ -135,14 +144,27 @@ class GuardedHTTPSConnectionPool(HTTPSConnectionPool):
 
 
 class GuardedHTTPAdapter(HTTPAdapter):
-    """A pooled adapter whose every new connection goes through the address check."""
+    """A pooled adapter whose every new connection goes through the address check.
+
+    ``allowed_networks`` returns the networks let through although not public; by default the webhooks'
+    ``WEBHOOK_ALLOWED_NETWORKS`` (LLM providers pass their own policy).
+    """
+
+    def __init__(self, *args, allowed_networks: Callable[[], list[Network]] | None = None, **kwargs) -> None:
+        self._pool_classes = {"http": GuardedHTTPConnectionPool, "https": GuardedHTTPSConnectionPool}
+        if allowed_networks is not None:
+            policy = {"allowed_networks": staticmethod(allowed_networks)}
+            http = type("GuardedHTTPConnection", (GuardedHTTPConnection,), policy)
+            https = type("GuardedHTTPSConnection", (GuardedHTTPSConnection,), policy)
+            self._pool_classes = {
+                "http": type("GuardedHTTPConnectionPool", (GuardedHTTPConnectionPool,), {"ConnectionCls": http}),
+                "https": type("GuardedHTTPSConnectionPool", (GuardedHTTPSConnectionPool,), {"ConnectionCls": https}),
+            }
+        super().__init__(*args, **kwargs)
 
     def init_poolmanager(self, *args, **kwargs) -> None:
         super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = {
-            "http": GuardedHTTPConnectionPool,
-            "https": GuardedHTTPSConnectionPool,
-        }
+        self.poolmanager.pool_classes_by_scheme = dict(self._pool_classes)
 
 
 def guarded_session() -> requests.Session:

@@ -20,6 +20,7 @@ from django.conf import settings
 from requests.adapters import HTTPAdapter
 
 from jobs.exceptions import RetryableJobError
+from jobs.webhooks.guard import AddressRefused, GuardedHTTPAdapter
 from kaapi.logging import current_trace_id
 from kaapi.metrics import count_provider_error
 
@@ -104,7 +105,7 @@ class Completion:
 
 
 # --- HTTP -----------------------------------------------------------------------------------------------
-_session: requests.Session | None = None
+_sessions: dict[bool, requests.Session] = {}  # by LLM_ALLOW_PRIVATE_BASE_URLS
 _session_lock = threading.Lock()
 
 
@@ -112,20 +113,30 @@ def http_session() -> requests.Session:
     """One pooled session per process, shared by its threads/greenlets (urllib3's pool is thread-safe).
 
     The pool keeps up to ``LLM_HTTP_POOL_MAXSIZE`` keep-alive connections per provider host; cookies are
-    refused so that nothing a provider sets for one project is sent on behalf of another.
+    refused so that nothing a provider sets for one project is sent on behalf of another. Unless
+    ``LLM_ALLOW_PRIVATE_BASE_URLS``, every new connection goes through the SSRF guard of the webhooks (the
+    addresses a base URL resolves to are checked when connecting, and the socket is pinned to one that passed):
+    a credential's base URL was checked when it was stored, but its name may resolve elsewhere since.
     """
-    global _session
-    if _session is None:
+    allow_private = settings.LLM_ALLOW_PRIVATE_BASE_URLS
+    session = _sessions.get(allow_private)
+    if session is None:
         with _session_lock:
-            if _session is None:
+            session = _sessions.get(allow_private)
+            if session is None:
                 session = requests.Session()
-                adapter = HTTPAdapter(pool_connections=16, pool_maxsize=settings.LLM_HTTP_POOL_MAXSIZE, max_retries=0)
+                pool = {"pool_connections": 16, "pool_maxsize": settings.LLM_HTTP_POOL_MAXSIZE, "max_retries": 0}
+                adapter = (
+                    HTTPAdapter(**pool)
+                    if allow_private
+                    else GuardedHTTPAdapter(allowed_networks=list, **pool)  # no private network is allowed
+                )
                 session.mount("https://", adapter)
                 session.mount("http://", adapter)
                 session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
                 session.trust_env = False
-                _session = session
-    return _session
+                _sessions[allow_private] = session
+    return session
 
 
 def parse_retry_after(headers: Any) -> float | None:
@@ -189,6 +200,9 @@ class Provider:
                 timeout=(settings.LLM_CONNECT_TIMEOUT, settings.LLM_READ_TIMEOUT),
                 allow_redirects=False,
             )
+        except AddressRefused as exc:  # the base URL now resolves to a private address: never retried
+            count_provider_error(self.name, "refused")
+            raise ProviderError(f"{self.name}: {exc}") from None
         except requests.Timeout as exc:
             count_provider_error(self.name, "timeout")
             raise RetryableJobError(f"{self.name}: the request timed out ({type(exc).__name__})") from None

@@ -20,7 +20,9 @@ BLOBS = {
 
 
 @pytest.fixture
-def fake_provider():
+def fake_provider(settings):
+    """The fake provider on 127.0.0.1; loopback base URLs are allowed while it runs (a local vLLM or Ollama)."""
+    settings.LLM_ALLOW_PRIVATE_BASE_URLS = True
     server = FakeProvider(latency=0.05, api_key=FAKE_API_KEY).start()
     yield server
     server.stop()

@@ -108,3 +108,19 @@ def test_trace_id_is_sent_and_errors_are_counted(fake_provider):
     with pytest.raises(RetryableJobError):
         complete(fake_provider, "anthropic", unique("[fake:status=429]"))
     assert counter._value.get() == before + 1
+
+
+def test_a_base_url_that_now_resolves_to_a_private_address_is_refused_when_connecting(fake_provider, settings):
+    """A base URL is checked when the credentials are stored; a name can resolve elsewhere later (DNS rebinding).
+    Without LLM_ALLOW_PRIVATE_BASE_URLS the provider client connects only to public addresses, checked at
+    connect time: the loopback fake provider is refused before any request reaches it, and not retried.
+    WEBHOOK_ALLOWED_NETWORKS (the webhooks' exceptions) does not open it for providers."""
+    settings.LLM_ALLOW_PRIVATE_BASE_URLS = False
+    settings.WEBHOOK_ALLOWED_NETWORKS = ["127.0.0.0/8"]
+    query = unique("What is AI?")
+    with pytest.raises(ProviderError, match="refused to connect to 127.0.0.1: 127.0.0.1 is a loopback address") as info:
+        complete(fake_provider, "openai-chat", query)
+    assert not isinstance(info.value, RetryableJobError)
+    assert [c for c in fake_provider.calls if c["text"] == query] == []
+    settings.LLM_ALLOW_PRIVATE_BASE_URLS = True  # development: the same call goes through
+    assert complete(fake_provider, "openai-chat", query).text == f"Echo: {query}"

@@ -42,6 +42,9 @@ def _publish(
             priority=priority,
             headers={"trace_id": trace_id},
             producer=producer,
+            # What task events, Flower and the result table show of the arguments: which job, not its params (an
+            # LLM call's query is user data, and the Job row holds the params); also less to repr and to send.
+            kwargsrepr=repr({"function_path": function_path, "project_id": project_id, "job_id": str(job_id)}),
         )
     return task_id
 

@@ -113,8 +113,11 @@ class WorkerProcess:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"worker exited with {self.process.returncode}; see {self.log_path}")
-            if app.control.ping(destination=[self.name], timeout=0.5):
-                return self
+            try:
+                if app.control.ping(destination=[self.name], timeout=0.5):
+                    return self
+            except OSError:  # a pooled broker connection broken by an earlier broker restart: the next one reconnects
+                time.sleep(0.2)
         raise RuntimeError(f"worker did not answer a ping in {timeout}s; see {self.log_path}")
 
     def child_pids(self) -> list[int]:

@@ -38,6 +38,10 @@ def test_echo_jobs_across_both_priorities_succeed(start_worker, api_client):
     wait_until(lambda: TaskResult.objects.filter(task_id__in=task_ids, status="SUCCESS").count() == 50, timeout=30)
     stored = TaskResult.objects.get(task_id=jobs[ids[3]].task_id)
     assert stored.task_name == "execute_high_priority_task"
+    job = jobs[ids[3]]  # the result table names the job, without its params (they may be user data)
+    assert json.loads(stored.task_kwargs) == repr(
+        {"function_path": "jobs.functions.echo", "project_id": job.project_id, "job_id": str(job.id)}
+    )
     assert stored.content_encoding == "gzip+base64"  # result_compression = gzip
     assert json.loads(gzip.decompress(base64.b64decode(stored.result))) == {"delay": 0, "n": 3}
     assert get_task_status(stored.task_id)["result"] == {"delay": 0.0, "n": 3}

@@ -56,7 +56,7 @@ def job_create(
         job_type=job_type,
         callback_url=callback_url,
     )
-    job.save(force_insert=True)
+    statements.insert(job)
     transaction.on_commit(partial(_submitted, [job]))
     return job
 

@@ -1,12 +1,12 @@
-"""The two statements every job runs in the worker, written out once per process and prepared on the server.
+"""The statements every job runs, written out once per process and prepared on the server.
 
-A job costs the worker two statements: the claim (PENDING → PROCESSING) and the SUCCESS, which writes the
-task's Celery result row in the same statement. Built through the ORM on every call they cost the worker more
-CPU than the database spends running them (bench/job_overhead.py measures the job path against raw Celery):
-here their SQL is composed once from the models' own columns, their parameters are prepared by the model
-fields as the ORM would, and on PostgreSQL they run as prepared statements (server-side binding, planned once
-per connection). Errors are Django's (``django.db.OperationalError`` …) as for any ORM query, and transactions
-are the connection's own. Every other job query goes through the ORM.
+A job costs three statements: its INSERT when it is submitted, then in the worker the claim (PENDING →
+PROCESSING) and the SUCCESS, which writes the task's Celery result row in the same statement. Built through the
+ORM on every call they cost more CPU than the database spends running them (bench/job_overhead.py measures the
+job path against raw Celery): here their SQL is composed once from the model's own columns, their parameters
+are prepared by the model fields as the ORM prepares them, and on PostgreSQL they run as prepared statements
+(server-side binding, planned once per connection). Errors are Django's (``django.db.OperationalError`` …) as
+for any ORM query, and transactions are the connection's own. Every other job query goes through the ORM.
 """
 
 from __future__ import annotations
@@ -45,6 +45,26 @@ def run(sql: str, params: tuple, *, using: str, returning: bool = False) -> tupl
     with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
         cursor.execute(sql, params, prepare=True)  # parsed and planned once per connection (prepare_threshold)
         return cursor.rowcount, cursor.fetchone() if returning else None
+
+
+_INSERT_FIELDS = list(Job._meta.concrete_fields)
+
+
+@cache
+def _insert_sql(using: str) -> str:
+    quote = connections[using].ops.quote_name
+    columns = ", ".join(quote(field.column) for field in _INSERT_FIELDS)
+    return f"INSERT INTO {quote(Job._meta.db_table)} ({columns}) VALUES ({', '.join(['%s'] * len(_INSERT_FIELDS))})"
+
+
+def insert(job: Job, *, using: str = "default") -> None:
+    """INSERT the new ``job`` (``save(force_insert=True)`` without the ORM's per-call query building; no signals
+    are sent, and none are connected to Job)."""
+    connection = connections[using]
+    params = tuple(field.get_db_prep_save(field.pre_save(job, add=True), connection) for field in _INSERT_FIELDS)
+    run(_insert_sql(using), params, using=using)
+    job._state.adding = False
+    job._state.db = using
 
 
 @cache

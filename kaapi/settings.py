@@ -154,8 +154,9 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
     _db["CONN_MAX_AGE"] = 0
 else:
     _db["CONN_HEALTH_CHECKS"] = True
-# The two statements every job runs in the worker are prepared on the server (jobs/statements.py); turn it off
-# behind a pooler that cannot keep prepared statements (PgBouncer in transaction mode before 1.21).
+# The statements every job runs (its INSERT, the claim, the SUCCESS) are prepared on the server
+# (jobs/statements.py); turn it off behind a pooler that cannot keep prepared statements (PgBouncer in
+# transaction mode before 1.21).
 DATABASE_PREPARED_STATEMENTS = env_bool("DATABASE_PREPARED_STATEMENTS", True)
 if _db["ENGINE"] == "django.db.backends.postgresql":
     _db.setdefault("OPTIONS", {})["prepare_threshold"] = 5 if DATABASE_PREPARED_STATEMENTS else None
@@ -222,8 +223,8 @@ CELERY_BROKER_POOL_LIMIT = env_int("CELERY_BROKER_POOL_LIMIT", 10, minimum=0)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Publisher confirms are not switched on here for every connection: job messages, their retries and webhook
 # deliveries are published on confirming connections (kaapi.celery.confirmed_producer), where publish() returns
-# only once RabbitMQ has the persistent message. Monitoring events (Flower) and beat's ticks go without: a confirm
-# round trip for each of a task's events cost a gevent worker a third of its throughput (bench/llm_throughput.py).
+# only once RabbitMQ has the persistent message. Monitoring events (Flower) and beat's ticks (idempotent sweeps,
+# run again at the next tick) go without: a confirm round trip for each event of each task buys nothing.
 CELERY_BROKER_TRANSPORT_OPTIONS: dict = {}
 # A publish that cannot reach the broker is retried briefly; after that the job stays PENDING
 # (undispatched) and the recovery sweep publishes it again.

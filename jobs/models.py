@@ -5,6 +5,8 @@ import uuid
 from django.db import connections, models
 from django.db.models.sql import UpdateQuery
 
+from kaapi.crypto import EncryptedCharField
+
 
 class JobStatus(models.TextChoices):
     PENDING = "PENDING", "Pending"
@@ -128,9 +130,11 @@ class WebhookSecret(models.Model):
     project = models.OneToOneField(
         "tenancy.Project", on_delete=models.CASCADE, related_name="webhook_secret", verbose_name="project"
     )
-    secret = models.CharField("secret", max_length=128, help_text="Current signing secret (whsec_…).")
-    previous_secret = models.CharField(
-        "previous secret", max_length=128, blank=True, default="", help_text="Secret before the last rotation."
+    # Stored encrypted like provider credentials (kaapi/crypto.py): a database dump does not give away the keys
+    # that sign the project's webhooks.
+    secret = EncryptedCharField("secret", max_length=512, help_text="Current signing secret (whsec_…).")
+    previous_secret = EncryptedCharField(
+        "previous secret", max_length=512, blank=True, default="", help_text="Secret before the last rotation."
     )
     previous_valid_until = models.DateTimeField(
         "previous valid until", null=True, blank=True, help_text="Until then deliveries carry both signatures."

@@ -3,9 +3,9 @@ from __future__ import annotations
 from django.db.models import Exists, OuterRef
 from django.db.models.fields.json import KT
 
+from kaapi import crypto
 from tenancy.models import Project
 
-from . import crypto
 from .models import Config, ConfigQuerySet, ConfigVersion, ProviderCredential
 from .providers import Credentials
 

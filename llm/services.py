@@ -15,9 +15,10 @@ from django.utils import timezone
 
 from jobs.models import Job
 from jobs.services import job_create
+from kaapi import crypto
 from tenancy.models import Project
 
-from . import crypto, selectors
+from . import selectors
 from .exceptions import ConfigNotFound, CredentialsMissing
 from .models import Config, ConfigVersion, Provider, ProviderCredential
 from .validation import validate_blob

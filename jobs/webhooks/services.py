@@ -58,6 +58,17 @@ def webhook_secret_get(*, project: Project) -> WebhookSecret:
 
 
 @transaction.atomic
+def webhook_secrets_reencrypt() -> int:
+    """Store every webhook secret again, encrypted under the newest ``CREDENTIALS_ENCRYPTION_KEYS`` key (after a
+    key rotation, before the old key leaves the list); returns how many."""
+    count = 0
+    for secret in WebhookSecret.objects.select_for_update().order_by("pk").iterator():
+        secret.save(update_fields=["secret", "previous_secret"])
+        count += 1
+    return count
+
+
+@transaction.atomic
 def webhook_secret_rotate(*, project: Project) -> WebhookSecret:
     """A new secret; the previous one keeps signing for ``WEBHOOK_SECRET_ROTATION_GRACE`` seconds."""
     webhook_secret_get(project=project)

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from llm import crypto
+from kaapi import crypto
 from llm.models import ConfigVersion, ProviderCredential
 from llm.services import config_create
 from tests.llm.conftest import BLOBS

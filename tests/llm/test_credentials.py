@@ -1,7 +1,7 @@
 import pytest
 from cryptography.fernet import Fernet
 
-from llm import crypto
+from kaapi import crypto
 from llm.models import ProviderCredential
 from llm.selectors import credentials_for_call
 from llm.services import credentials_rotate

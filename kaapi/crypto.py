@@ -1,7 +1,9 @@
-"""Encryption of provider credentials at rest: Fernet (AES-128-CBC + HMAC-SHA256) with key rotation.
+"""Encryption of secrets at rest (LLM provider credentials, webhook signing secrets): Fernet (AES-128-CBC +
+HMAC-SHA256) with key rotation.
 
 Keys come from ``CREDENTIALS_ENCRYPTION_KEYS`` (newest first); when it is unset one key is derived from
-``SECRET_KEY`` with HKDF, so changing ``SECRET_KEY`` then makes stored credentials unreadable.
+``SECRET_KEY`` with HKDF, so changing ``SECRET_KEY`` then makes stored secrets unreadable. (The HKDF ``info``
+still names provider credentials, their first use: changing it would make stored values unreadable.)
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from django.conf import settings
+from django.db import models
 
 
 class CredentialDecryptionError(Exception):
-    """A stored credential cannot be decrypted with the configured keys."""
+    """A stored secret cannot be decrypted with the configured keys."""
 
 
 def derive_key(secret: str) -> bytes:
@@ -43,7 +46,7 @@ def decrypt(token: str) -> str:
         return fernet().decrypt(token.encode()).decode()
     except InvalidToken:
         raise CredentialDecryptionError(
-            "the stored credential cannot be decrypted with the configured CREDENTIALS_ENCRYPTION_KEYS"
+            "the stored secret cannot be decrypted with the configured CREDENTIALS_ENCRYPTION_KEYS"
         ) from None
 
 
@@ -52,4 +55,18 @@ def rotate(token: str) -> str:
     try:
         return fernet().rotate(token.encode()).decode()
     except InvalidToken:
-        raise CredentialDecryptionError("the stored credential cannot be decrypted; it was not rotated") from None
+        raise CredentialDecryptionError("the stored secret cannot be decrypted; it was not rotated") from None
+
+
+class EncryptedCharField(models.CharField):
+    """A CharField stored encrypted (``encrypt``/``decrypt`` above); Python code sees the plaintext.
+
+    The empty string stays empty (so ``blank`` fields read as such), and the column cannot be searched.
+    """
+
+    def from_db_value(self, value, expression, connection):
+        return decrypt(value) if value else value
+
+    def get_prep_value(self, value):
+        value = super().get_prep_value(value)
+        return encrypt(value) if value else value

@@ -11,6 +11,7 @@ for any ORM query, and transactions are the connection's own. Every other job qu
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from functools import cache
 from typing import Any
@@ -42,9 +43,13 @@ def run(sql: str, params: tuple, *, using: str, returning: bool = False) -> tupl
 
     connection.ensure_connection()
     connection.validate_no_broken_transaction()
+    started = time.monotonic()
     with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
         cursor.execute(sql, params, prepare=True)  # parsed and planned once per connection (prepare_threshold)
-        return cursor.rowcount, cursor.fetchone() if returning else None
+        result = cursor.rowcount, cursor.fetchone() if returning else None
+    if connection.queries_logged:  # DEBUG, or a test counting queries: recorded as Django's debug cursor does
+        connection.queries_log.append({"sql": sql, "time": f"{time.monotonic() - started:.3f}"})
+    return result
 
 
 _INSERT_FIELDS = list(Job._meta.concrete_fields)

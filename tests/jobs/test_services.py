@@ -170,3 +170,18 @@ def test_success_writes_the_celery_result_row_with_the_job(project, vendor, monk
     assert not services.job_mark_success(job_id=str(job.id), result={"answer": 43}, also=also)
     assert Job.objects.get(id=job.id).result == {"answer": 42}
     assert get_task_status(job.task_id)["result"] == {"answer": 43} and TaskResult.objects.count() == 1
+
+
+def test_the_prepared_job_statements_are_counted_like_any_query(project, django_assert_num_queries):
+    """They bypass Django's cursor wrapper on PostgreSQL; DEBUG's query log and query-counting tests still see
+    them: a job's INSERT, its claim, and its SUCCESS with the result row (one statement)."""
+    from kaapi.celery import app
+
+    with django_assert_num_queries(1):
+        job = services.job_create(project=project, function_path="jobs.functions.echo")
+    with django_assert_num_queries(1):
+        assert services.job_claim(job_id=str(job.id), task_id=job.task_id, redelivered=False) is services.Claim.RUN
+    also = app.backend.result_upsert(job.task_id, {"ok": True}, "SUCCESS")
+    with django_assert_num_queries(1) as captured:
+        assert services.job_mark_success(job_id=str(job.id), result={"ok": True}, also=also)
+    assert "django_celery_results_taskresult" in captured.captured_queries[0]["sql"]

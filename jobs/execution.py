@@ -85,17 +85,22 @@ def _call_and_record(
     return result, True
 
 
+def _writes_own_result(task: Task) -> bool:
+    """Whether the task writes its SUCCESS row itself: Celery does when the task does not ignore its result
+    (jobs/tasks.py makes the generic tasks ignore theirs) or with another result backend."""
+    return task.ignore_result and hasattr(task.backend, "result_upsert")
+
+
 def _result_row(task: Task, result: Any) -> tuple[str, tuple] | None:
     """The statement writing the task's SUCCESS into the result table, for ``job_mark_success`` to run with the
-    job's own UPDATE (one round trip instead of two). None when Celery stores the result itself: another result
-    backend, or a task that does not ignore its result (jobs/tasks.py makes the generic tasks ignore theirs)."""
-    if not task.ignore_result or not hasattr(task.backend, "result_upsert"):
+    job's own UPDATE (one round trip instead of two); None when Celery stores the result itself."""
+    if not _writes_own_result(task):
         return None
     return task.backend.result_upsert(task.request.id, result, states.SUCCESS, request=task.request)
 
 
 def _store_result(task: Task, result: Any) -> None:
-    if task.ignore_result and hasattr(task.backend, "result_upsert"):
+    if _writes_own_result(task):
         task.backend.store_result(task.request.id, result, states.SUCCESS, request=task.request)
 
 

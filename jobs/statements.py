@@ -16,20 +16,21 @@ from datetime import datetime
 from functools import cache
 from typing import Any
 
+import psycopg
 from django.db import connections, transaction
-from django.db.models import Field, Model
 
 from .models import Job, JobStatus
 
-_SUCCESS_FIELDS = ("status", "result", "error", "progress_percent", "finished_at", "updated_at")
+_field = Job._meta.get_field
+_ID, _STATUS, _STARTED_AT, _UPDATED_AT = Job._meta.pk, _field("status"), _field("started_at"), _field("updated_at")
+_SUCCESS_FIELDS = [
+    _field(name) for name in ("status", "result", "error", "progress_percent", "finished_at", "updated_at")
+]
+_INSERT_FIELDS = list(Job._meta.concrete_fields)
 
 
-def _quote(using: str, model: type[Model], name: str) -> str:
-    return connections[using].ops.quote_name(model._meta.get_field(name).column)
-
-
-def _prepared(using: str, field: Field, value: Any) -> Any:
-    return field.get_db_prep_save(value, connections[using])
+def _quote(using: str, name: str) -> str:
+    return connections[using].ops.quote_name(_field(name).column)
 
 
 def run(sql: str, params: tuple, *, using: str, returning: bool = False) -> tuple[int, tuple | None]:
@@ -39,8 +40,6 @@ def run(sql: str, params: tuple, *, using: str, returning: bool = False) -> tupl
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             return cursor.rowcount, cursor.fetchone() if returning else None
-    import psycopg
-
     connection.ensure_connection()
     connection.validate_no_broken_transaction()
     started = time.monotonic()
@@ -50,9 +49,6 @@ def run(sql: str, params: tuple, *, using: str, returning: bool = False) -> tupl
     if connection.queries_logged:  # DEBUG, or a test counting queries: recorded as Django's debug cursor does
         connection.queries_log.append({"sql": sql, "time": f"{time.monotonic() - started:.3f}"})
     return result
-
-
-_INSERT_FIELDS = list(Job._meta.concrete_fields)
 
 
 @cache
@@ -75,7 +71,7 @@ def insert(job: Job, *, using: str = "default") -> None:
 @cache
 def _claim_sql(using: str) -> str:
     def q(name: str) -> str:
-        return _quote(using, Job, name)
+        return _quote(using, name)
 
     return (
         f"UPDATE {connections[using].ops.quote_name(Job._meta.db_table)} "
@@ -86,13 +82,13 @@ def _claim_sql(using: str) -> str:
 
 def claim(*, job_id: Any, task_id: str, now: datetime, using: str = "default") -> bool:
     """PENDING → PROCESSING with attempts + 1; True when this call took the job."""
-    field = Job._meta.get_field
+    connection = connections[using]
     params = (
         JobStatus.PROCESSING.value,
-        _prepared(using, field("started_at"), now),
+        _STARTED_AT.get_db_prep_save(now, connection),
         task_id,
-        _prepared(using, field("updated_at"), now),
-        _prepared(using, Job._meta.pk, job_id),
+        _UPDATED_AT.get_db_prep_save(now, connection),
+        _ID.get_db_prep_save(job_id, connection),
         JobStatus.PENDING.value,
     )
     rows, _ = run(_claim_sql(using), params, using=using)
@@ -102,11 +98,11 @@ def claim(*, job_id: Any, task_id: str, now: datetime, using: str = "default") -
 @cache
 def _success_sql(using: str) -> str:
     quote = connections[using].ops.quote_name
-    assignments = ", ".join(f"{_quote(using, Job, name)} = %s" for name in _SUCCESS_FIELDS)
+    assignments = ", ".join(f"{quote(field.column)} = %s" for field in _SUCCESS_FIELDS)
     returning = ", ".join(quote(field.column) for field in Job._meta.concrete_fields)
     return (
         f"UPDATE {quote(Job._meta.db_table)} SET {assignments} "
-        f"WHERE {_quote(using, Job, 'id')} = %s AND {_quote(using, Job, 'status')} = %s RETURNING {returning}"
+        f"WHERE {quote(_ID.column)} = %s AND {quote(_STATUS.column)} = %s RETURNING {returning}"
     )
 
 
@@ -118,14 +114,16 @@ def mark_success(
     ``also`` (SQL, params), another data-modifying statement, runs whether or not the job matched: on PostgreSQL
     in the same statement (a data-modifying WITH: one round trip), elsewhere right after it in one transaction.
     """
-    field = Job._meta.get_field
+    connection = connections[using]
     values = (JobStatus.SUCCESS.value, result, "", 100, now, now)
-    params = tuple(_prepared(using, field(name), value) for name, value in zip(_SUCCESS_FIELDS, values, strict=True))
-    params += (_prepared(using, Job._meta.pk, job_id), JobStatus.PROCESSING.value)
+    params = tuple(
+        field.get_db_prep_save(value, connection) for field, value in zip(_SUCCESS_FIELDS, values, strict=True)
+    )
+    params += (_ID.get_db_prep_save(job_id, connection), JobStatus.PROCESSING.value)
     sql = _success_sql(using)
     if also is None:
         _, row = run(sql, params, using=using, returning=True)
-    elif connections[using].vendor == "postgresql":
+    elif connection.vendor == "postgresql":
         with_also = f'WITH "updated" AS ({sql}), "also" AS ({also[0]}) SELECT * FROM "updated"'
         _, row = run(with_also, params + also[1], using=using, returning=True)
     else:

@@ -19,7 +19,7 @@ from base64 import b64decode, b64encode
 from functools import cache
 
 from celery import states
-from django.db import connections
+from django.db import connections, router
 from django.db.models.constants import OnConflict
 from django.db.models.sql import InsertQuery
 from django.utils import timezone
@@ -80,19 +80,19 @@ class DatabaseBackend(DjangoDatabaseBackend):
     def result_upsert(self, task_id, result, status, traceback=None, request=None, using=None) -> tuple[str, tuple]:
         """SQL and parameters of the statement ``store_result`` would run, for the caller to run."""
         row, update_fields = self.result_row(task_id, result, status, traceback, request)
-        return upsert_sql(row, update_fields, using=using or "default")
+        return upsert_sql(row, update_fields, using=using or router.db_for_write(TaskResult))
 
     def _store_result(self, task_id, result, status, traceback=None, request=None, using=None):
-        row, update_fields = self.result_row(task_id, result, status, traceback, request)
-        TaskResult.objects.using(using).bulk_create(
-            [row], update_conflicts=True, unique_fields=["task_id"], update_fields=update_fields
-        )
+        using = using or router.db_for_write(TaskResult)
+        with connections[using].cursor() as cursor:
+            cursor.execute(*self.result_upsert(task_id, result, status, traceback, request, using=using))
         return result
 
 
 def upsert_sql(row: TaskResult, update_fields: list[str], *, using: str) -> tuple[str, tuple]:
-    """``INSERT ... ON CONFLICT (task_id) DO UPDATE`` of ``row``, as ``bulk_create`` would run it: the SQL is
-    compiled once per field set, the parameters are prepared by the model fields as the ORM prepares them."""
+    """``INSERT ... ON CONFLICT (task_id) DO UPDATE`` of ``row``, as ``bulk_create(update_conflicts=True)`` would
+    run it: the SQL is compiled once per field set, the parameters are prepared by the model fields as the ORM
+    prepares them."""
     connection = connections[using]
     values = (field.get_db_prep_save(field.pre_save(row, add=True), connection) for field in _INSERT_FIELDS)
     return _upsert_sql(using, tuple(update_fields)), tuple(values)

@@ -27,6 +27,7 @@ from django.conf import settings
 from django.db import close_old_connections, connection
 from django.utils import timezone
 
+from . import statements
 from .models import Job
 from .scheduling import start_high_priority_job, start_low_priority_job
 
@@ -73,7 +74,7 @@ def publish_and_record(jobs: list[Job]) -> int:
     now = timezone.now()
     preassigned = [job.id for job in published if job.id not in fresh]
     for start in range(0, len(preassigned), BATCH_SIZE):
-        Job.objects.filter(id__in=preassigned[start : start + BATCH_SIZE]).update(dispatched_at=now)
+        statements.record_dispatched(job_ids=preassigned[start : start + BATCH_SIZE], now=now)
     for job in published:
         if job.id in fresh:
             Job.objects.filter(id=job.id).update(task_id=job.task_id, dispatched_at=now)

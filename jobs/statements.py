@@ -1,6 +1,7 @@
 """The statements every job runs, written out once per process and prepared on the server.
 
-A job costs three statements: its INSERT when it is submitted, then in the worker the claim (PENDING →
+A job costs four statements: its INSERT when it is submitted, the record of its publication (one per batch of
+published jobs), then in the worker the claim (PENDING →
 PROCESSING) and the SUCCESS, which writes the task's Celery result row in the same statement. Built through the
 ORM on every call they cost more CPU than the database spends running them (bench/job_overhead.py measures the
 job path against raw Celery): here their SQL is composed once from the model's own columns, their parameters
@@ -11,18 +12,19 @@ for any ORM query, and transactions are the connection's own. Every other job qu
 
 from __future__ import annotations
 
-import time
 from datetime import datetime
 from functools import cache
 from typing import Any
 
-import psycopg
 from django.db import connections, transaction
+
+from kaapi.sql import run
 
 from .models import Job, JobStatus
 
 _field = Job._meta.get_field
 _ID, _STATUS, _STARTED_AT, _UPDATED_AT = Job._meta.pk, _field("status"), _field("started_at"), _field("updated_at")
+_DISPATCHED_AT = _field("dispatched_at")
 _SUCCESS_FIELDS = [
     _field(name) for name in ("status", "result", "error", "progress_percent", "finished_at", "updated_at")
 ]
@@ -31,24 +33,6 @@ _INSERT_FIELDS = list(Job._meta.concrete_fields)
 
 def _quote(using: str, name: str) -> str:
     return connections[using].ops.quote_name(_field(name).column)
-
-
-def run(sql: str, params: tuple, *, using: str, returning: bool = False) -> tuple[int, tuple | None]:
-    """Run one statement; (rows affected, the first row it returned when ``returning``)."""
-    connection = connections[using]
-    if connection.vendor != "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
-            return cursor.rowcount, cursor.fetchone() if returning else None
-    connection.ensure_connection()
-    connection.validate_no_broken_transaction()
-    started = time.monotonic()
-    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
-        cursor.execute(sql, params, prepare=True)  # parsed and planned once per connection (prepare_threshold)
-        result = cursor.rowcount, cursor.fetchone() if returning else None
-    if connection.queries_logged:  # DEBUG, or a test counting queries: recorded as Django's debug cursor does
-        connection.queries_log.append({"sql": sql, "time": f"{time.monotonic() - started:.3f}"})
-    return result
 
 
 @cache
@@ -96,6 +80,25 @@ def claim(*, job_id: Any, task_id: str, now: datetime, using: str = "default") -
 
 
 @cache
+def _dispatched_sql(using: str) -> str:
+    quote = connections[using].ops.quote_name
+    return (
+        f"UPDATE {quote(Job._meta.db_table)} SET {quote(_DISPATCHED_AT.column)} = %s "
+        f"WHERE {quote(_ID.column)} = ANY(%s)"
+    )
+
+
+def record_dispatched(*, job_ids: list, now: datetime, using: str = "default") -> None:
+    """Record that the broker confirmed the messages of ``job_ids`` (one statement for the whole batch)."""
+    connection = connections[using]
+    if connection.vendor != "postgresql":  # no array parameter: the ORM writes the IN list
+        Job.objects.using(using).filter(id__in=job_ids).update(dispatched_at=now)
+        return
+    ids = [_ID.get_db_prep_save(job_id, connection) for job_id in job_ids]
+    run(_dispatched_sql(using), (_DISPATCHED_AT.get_db_prep_save(now, connection), ids), using=using)
+
+
+@cache
 def _success_sql(using: str) -> str:
     quote = connections[using].ops.quote_name
     assignments = ", ".join(f"{quote(field.column)} = %s" for field in _SUCCESS_FIELDS)
@@ -122,12 +125,12 @@ def mark_success(
     params += (_ID.get_db_prep_save(job_id, connection), JobStatus.PROCESSING.value)
     sql = _success_sql(using)
     if also is None:
-        _, row = run(sql, params, using=using, returning=True)
+        _, row = run(sql, params, using=using, fetch="one")
     elif connection.vendor == "postgresql":
         with_also = f'WITH "updated" AS ({sql}), "also" AS ({also[0]}) SELECT * FROM "updated"'
-        _, row = run(with_also, params + also[1], using=using, returning=True)
+        _, row = run(with_also, params + also[1], using=using, fetch="one")
     else:
         with transaction.atomic(using=using):
-            _, row = run(sql, params, using=using, returning=True)
+            _, row = run(sql, params, using=using, fetch="one")
             run(*also, using=using)
     return None if row is None else Job.from_row(row, using=using)

@@ -4,6 +4,7 @@ from django.db.models import Exists, OuterRef
 from django.db.models.fields.json import KT
 
 from kaapi import crypto
+from kaapi.sql import PreparedQuery
 from tenancy.models import Project
 
 from .models import Config, ConfigQuerySet, ConfigVersion, ProviderCredential
@@ -27,21 +28,32 @@ def config_version_get(*, config: Config, version: int) -> ConfigVersion | None:
     return ConfigVersion.objects.filter(config=config, version=version).first()
 
 
-def config_version_for_call(*, project: Project, config_id: int, version: int) -> tuple[dict, bool] | None:
-    """For an LLM call, in one query: the blob of version ``version`` of a live config of ``project``, and
-    whether the project has credentials for the blob's provider. None when there is no such version."""
+def _config_version_for_call(*, project_id: int, config_id: int, version: int):
     has_credentials = Exists(
-        ProviderCredential.objects.filter(project=project, provider=OuterRef("provider")).order_by()
+        ProviderCredential.objects.filter(project_id=project_id, provider=OuterRef("provider")).order_by()
     )
-    rows = (
+    return (
         ConfigVersion.objects.filter(
-            config_id=config_id, config__project=project, config__deleted_at__isnull=True, version=version
+            config_id=config_id, config__project_id=project_id, config__deleted_at__isnull=True, version=version
         )
         .order_by()
         .annotate(provider=KT("blob__completion__provider"))
         .values_list("blob", has_credentials)[:1]
     )
-    return rows[0] if rows else None
+
+
+# Composed once by the ORM and prepared: it runs on every POST /api/v1/llm/call (bench/submission.py).
+_CONFIG_VERSION_FOR_CALL = PreparedQuery(_config_version_for_call, "project_id", "config_id", "version")
+
+
+def config_version_for_call(*, project: Project, config_id: int, version: int) -> tuple[dict, bool] | None:
+    """For an LLM call, in one query: the blob of version ``version`` of a live config of ``project``, and
+    whether the project has credentials for the blob's provider. None when there is no such version."""
+    rows = _CONFIG_VERSION_FOR_CALL.rows(project_id=project.pk, config_id=config_id, version=version)
+    if not rows:
+        return None
+    blob, has_credentials = rows[0]
+    return blob, bool(has_credentials)
 
 
 def config_latest_version(*, config: Config) -> int | None:

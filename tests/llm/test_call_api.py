@@ -65,6 +65,9 @@ def test_unknown_or_foreign_config_is_404(
     assert resp.status_code == 404 and "has no version 2" in resp.json()["detail"]
     resp = call(other_client, {"id": config.id, "version": 1})
     assert resp.status_code == 404 and "does not exist in your project" in resp.json()["detail"]
+    # ids and versions no integer column can hold are unknown ones, not a database error
+    assert call(api_client, {"id": config.id, "version": 2**31}).status_code == 404
+    assert call(api_client, {"id": 2**63, "version": 1}).status_code == 404
     config_delete(config=config)
     assert call(api_client, {"id": config.id, "version": 1}).status_code == 404
     assert not Job.objects.exists()

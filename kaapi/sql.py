@@ -1,0 +1,126 @@
+"""Hot-path statements run without the ORM's per-call query building, prepared on PostgreSQL.
+
+Building a query through the ORM costs more CPU than the database spends running a simple one (the job path
+and ``POST /api/v1/llm/call`` are measured in bench/). Two tools, both keeping Django's semantics:
+
+- ``run``: one statement through the connection, as a server-side prepared statement on PostgreSQL (planned
+  once per connection); errors are Django's (``django.db.OperationalError`` …), transactions the
+  connection's own, and the statement is recorded in DEBUG's query log like any query.
+- ``PreparedQuery``: a read queryset composed once per process and database by the ORM itself, then run again
+  with other values through ``run``, its rows converted as the ORM converts them.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from django.db import connections
+from django.db.models import QuerySet
+
+
+def run(sql: str, params: tuple | list, *, using: str, fetch: str = "") -> tuple[int, Any]:
+    """Run one statement; (rows affected, then per ``fetch``: the first row ("one"), every row ("all") or None)."""
+    connection = connections[using]
+    if connection.vendor != "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.rowcount, _fetch(cursor, fetch)
+    connection.ensure_connection()
+    connection.validate_no_broken_transaction()
+    started = time.monotonic()
+    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(sql, params, prepare=True)  # parsed and planned once per connection (prepare_threshold)
+        result = cursor.rowcount, _fetch(cursor, fetch)
+    if connection.queries_logged:  # DEBUG, or a test counting queries: recorded as Django's debug cursor does
+        connection.queries_log.append({"sql": sql, "time": f"{time.monotonic() - started:.3f}"})
+    return result
+
+
+def _fetch(cursor: Any, fetch: str) -> Any:
+    if fetch == "one":
+        return cursor.fetchone()
+    if fetch == "all":
+        return cursor.fetchall()
+    return None
+
+
+# Values the query is composed with, then found again among its parameters: in range for any integer column
+# (Django refuses out-of-range integer lookups before they reach SQL) and unlikely to be a real one.
+_SENTINEL_BASE = 2_147_480_000
+_INTEGER_BITS = {"Int2": 16, "Int4": 32, "Int8": 64}  # psycopg's typed integers; a plain int is bound as 64-bit
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    sql: str
+    params: tuple
+    slots: tuple[tuple[int, str], ...]  # (index in params, name of the value that goes there)
+    converters: tuple[tuple[int, list, Any], ...]  # (column, converters, expression) as the compiler gives them
+
+
+class PreparedQuery:
+    """A read queryset composed once per database by the ORM and run again with other integer values.
+
+    ``build(**values)`` returns the queryset (``values()``/``values_list()`` or a model query alike); it is
+    called once per database alias with a distinct sentinel for each name in ``names``, which must reach the
+    SQL as parameters unchanged (integer lookups: ids, version numbers). ``rows(**values)`` then runs that SQL
+    with the real values and returns the converted rows as tuples.
+    """
+
+    def __init__(self, build: Callable[..., QuerySet], *names: str) -> None:
+        self._build = build
+        self._names = names
+        self._compiled: dict[str, _Compiled] = {}
+        self._lock = threading.Lock()
+
+    def _compile(self, using: str) -> _Compiled:
+        sentinels = {name: _SENTINEL_BASE + index for index, name in enumerate(self._names)}
+        compiler = self._build(**sentinels).query.get_compiler(using=using)
+        sql, params = compiler.as_sql()
+        by_value = {value: name for name, value in sentinels.items()}
+        slots = tuple(
+            (index, by_value[param])
+            for index, param in enumerate(params)
+            if isinstance(param, int) and param in by_value
+        )
+        missing = set(self._names) - {name for _, name in slots}
+        if missing:
+            raise ValueError(f"values {sorted(missing)} do not reach the query's parameters unchanged")
+        columns = [column[0] for column in compiler.select[: compiler.col_count]]
+        converters = tuple(
+            (index, convs, expression) for index, (convs, expression) in compiler.get_converters(columns).items()
+        )
+        return _Compiled(sql=sql, params=tuple(params), slots=slots, converters=converters)
+
+    def rows(self, *, using: str = "default", **values: int) -> list[tuple]:
+        compiled = self._compiled.get(using)
+        if compiled is None:
+            with self._lock:
+                compiled = self._compiled.get(using) or self._compile(using)
+                self._compiled[using] = compiled
+        params = list(compiled.params)
+        for index, name in compiled.slots:
+            value = type(params[index])(values[name])  # int, or psycopg's Int4 … as the ORM typed it
+            bits = _INTEGER_BITS.get(type(value).__name__, 64)
+            if not -(2 ** (bits - 1)) <= value < 2 ** (bits - 1):
+                return []  # as the ORM answers an out-of-range integer lookup: nothing matches
+            params[index] = value
+        _, rows = run(compiled.sql, params, using=using, fetch="all")
+        if not compiled.converters:
+            return [tuple(row) for row in rows]
+        connection = connections[using]
+        converted = []
+        for row in rows:
+            row = list(row)
+            for index, convs, expression in compiled.converters:
+                value = row[index]
+                for converter in convs:
+                    value = converter(value, expression, connection)
+                row[index] = value
+            converted.append(tuple(row))
+        return converted

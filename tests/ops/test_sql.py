@@ -1,0 +1,49 @@
+"""kaapi.sql: hot-path queries composed once by the ORM and run prepared, with the ORM's answers."""
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from kaapi.sql import PreparedQuery
+from llm.models import ConfigVersion
+from llm.services import config_create, config_version_create
+from tests.llm.conftest import BLOBS
+
+pytestmark = pytest.mark.django_db
+
+
+def _versions(*, config_id, version):
+    return ConfigVersion.objects.filter(config_id=config_id, version__gte=version).order_by("version")
+
+
+@pytest.fixture
+def config(project):
+    config = config_create(project=project, name="bot", blob=BLOBS["anthropic"])
+    config_version_create(config=config, blob=BLOBS["openai"], commit_message="two")
+    return config
+
+
+def test_rows_are_the_orm_rows_for_any_values(config):
+    query = PreparedQuery(lambda **values: _versions(**values).values_list("version", "blob"), "config_id", "version")
+    for version in (1, 2, 3):
+        expected = list(_versions(config_id=config.id, version=version).values_list("version", "blob"))
+        assert query.rows(config_id=config.id, version=version) == expected
+    assert query.rows(config_id=config.id + 1, version=1) == []
+    assert query.rows(config_id=config.id, version=1)[1][1] == BLOBS["openai"]  # JSON converted like the ORM
+
+
+def test_one_statement_per_call_and_out_of_range_values_match_nothing(config):
+    query = PreparedQuery(lambda **values: _versions(**values).values_list("version"), "config_id", "version")
+    query.rows(config_id=config.id, version=1)  # composed on first use
+    with CaptureQueriesContext(connection) as queries:
+        assert query.rows(config_id=config.id, version=2) == [(2,)]
+    assert len(queries) == 1
+    assert list(_versions(config_id=config.id, version=2**31)) == []  # the ORM's answer …
+    assert query.rows(config_id=config.id, version=2**31) == []  # … is ours, not a database error
+    assert query.rows(config_id=2**63, version=1) == []
+
+
+def test_a_value_that_does_not_reach_the_sql_unchanged_is_refused_at_composition(config):
+    query = PreparedQuery(lambda **values: _versions(config_id=values["config_id"] + 1, version=1), "config_id")
+    with pytest.raises(ValueError, match="config_id"):
+        query.rows(config_id=config.id)

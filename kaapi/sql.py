@@ -49,9 +49,10 @@ def _fetch(cursor: Any, fetch: str) -> Any:
     return None
 
 
-# Values the query is composed with, then found again among its parameters: in range for any integer column
-# (Django refuses out-of-range integer lookups before they reach SQL) and unlikely to be a real one.
-_SENTINEL_BASE = 2_147_480_000
+# Values the query is composed with, then found again among its parameters. Integers are in range for any
+# integer column (Django refuses out-of-range integer lookups before they reach SQL); both are unlikely real values.
+_SENTINEL_INT = 2_147_480_000
+_SENTINEL_STR = "\x1fkaapi.sql sentinel {}\x1f"
 _INTEGER_BITS = {"Int2": 16, "Int4": 32, "Int8": 64}  # psycopg's typed integers; a plain int is bound as 64-bit
 
 
@@ -64,31 +65,37 @@ class _Compiled:
 
 
 class PreparedQuery:
-    """A read queryset composed once per database by the ORM and run again with other integer values.
+    """A read queryset composed once per database by the ORM and run again with other values.
 
-    ``build(**values)`` returns the queryset (``values()``/``values_list()`` or a model query alike); it is
-    called once per database alias with a distinct sentinel for each name in ``names``, which must reach the
-    SQL as parameters unchanged (integer lookups: ids, version numbers). ``rows(**values)`` then runs that SQL
-    with the real values and returns the converted rows as tuples.
+    ``build(**values)`` returns the queryset (``values_list()`` or a model query alike). It is called once per
+    database alias with a distinct sentinel for each value named in ``types`` (``int`` or ``str``), and each
+    sentinel must reach the SQL as a parameter unchanged: plain lookups (``id=``, ``version=``, ``provider=``),
+    not transforms of the value. ``rows(**values)`` then runs that SQL with the real values (prepared on
+    PostgreSQL) and returns the rows as tuples, converted as the ORM converts them.
     """
 
-    def __init__(self, build: Callable[..., QuerySet], *names: str) -> None:
+    def __init__(self, build: Callable[..., QuerySet], **types: type) -> None:
+        if any(kind not in (int, str) for kind in types.values()):
+            raise TypeError("PreparedQuery values are int or str")
         self._build = build
-        self._names = names
+        self._types = types
         self._compiled: dict[str, _Compiled] = {}
         self._lock = threading.Lock()
 
     def _compile(self, using: str) -> _Compiled:
-        sentinels = {name: _SENTINEL_BASE + index for index, name in enumerate(self._names)}
+        sentinels = {
+            name: _SENTINEL_INT + index if kind is int else _SENTINEL_STR.format(index)
+            for index, (name, kind) in enumerate(self._types.items())
+        }
         compiler = self._build(**sentinels).query.get_compiler(using=using)
         sql, params = compiler.as_sql()
         by_value = {value: name for name, value in sentinels.items()}
         slots = tuple(
             (index, by_value[param])
             for index, param in enumerate(params)
-            if isinstance(param, int) and param in by_value
+            if isinstance(param, int | str) and param in by_value
         )
-        missing = set(self._names) - {name for _, name in slots}
+        missing = set(self._types) - {name for _, name in slots}
         if missing:
             raise ValueError(f"values {sorted(missing)} do not reach the query's parameters unchanged")
         columns = [column[0] for column in compiler.select[: compiler.col_count]]
@@ -97,7 +104,7 @@ class PreparedQuery:
         )
         return _Compiled(sql=sql, params=tuple(params), slots=slots, converters=converters)
 
-    def rows(self, *, using: str = "default", **values: int) -> list[tuple]:
+    def rows(self, *, using: str = "default", **values: Any) -> list[tuple]:
         compiled = self._compiled.get(using)
         if compiled is None:
             with self._lock:
@@ -105,6 +112,9 @@ class PreparedQuery:
                 self._compiled[using] = compiled
         params = list(compiled.params)
         for index, name in compiled.slots:
+            if self._types[name] is str:
+                params[index] = str(values[name])
+                continue
             value = type(params[index])(values[name])  # int, or psycopg's Int4 … as the ORM typed it
             bits = _INTEGER_BITS.get(type(value).__name__, 64)
             if not -(2 ** (bits - 1)) <= value < 2 ** (bits - 1):

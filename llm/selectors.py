@@ -43,7 +43,7 @@ def _config_version_for_call(*, project_id: int, config_id: int, version: int):
 
 
 # Composed once by the ORM and prepared: it runs on every POST /api/v1/llm/call (bench/submission.py).
-_CONFIG_VERSION_FOR_CALL = PreparedQuery(_config_version_for_call, "project_id", "config_id", "version")
+_CONFIG_VERSION_FOR_CALL = PreparedQuery(_config_version_for_call, project_id=int, config_id=int, version=int)
 
 
 def config_version_for_call(*, project: Project, config_id: int, version: int) -> tuple[dict, bool] | None:
@@ -72,14 +72,22 @@ def credential_exists(*, project: Project, provider: str) -> bool:
     return ProviderCredential.objects.filter(project=project, provider=provider).exists()
 
 
-def credentials_for_call(*, project_id: int, provider: str) -> Credentials | None:
-    """The decrypted credentials a worker sends to the provider; None when the project has none."""
+def _credentials_for_call(*, project_id: int, provider: str):
     # No ordering: the model's default one joins project and organization, on every LLM call.
-    rows = (
+    return (
         ProviderCredential.objects.filter(project_id=project_id, provider=provider)
         .order_by()
         .values_list("api_key_encrypted", "base_url", "organization")[:1]
     )
+
+
+# Composed once by the ORM and prepared: it runs for every LLM job.
+_CREDENTIALS_FOR_CALL = PreparedQuery(_credentials_for_call, project_id=int, provider=str)
+
+
+def credentials_for_call(*, project_id: int, provider: str) -> Credentials | None:
+    """The decrypted credentials a worker sends to the provider; None when the project has none."""
+    rows = _CREDENTIALS_FOR_CALL.rows(project_id=project_id, provider=provider)
     if not rows:
         return None
     encrypted, base_url, organization = rows[0]

@@ -24,7 +24,9 @@ def config(project):
 
 
 def test_rows_are_the_orm_rows_for_any_values(config):
-    query = PreparedQuery(lambda **values: _versions(**values).values_list("version", "blob"), "config_id", "version")
+    query = PreparedQuery(
+        lambda **values: _versions(**values).values_list("version", "blob"), config_id=int, version=int
+    )
     for version in (1, 2, 3):
         expected = list(_versions(config_id=config.id, version=version).values_list("version", "blob"))
         assert query.rows(config_id=config.id, version=version) == expected
@@ -33,7 +35,7 @@ def test_rows_are_the_orm_rows_for_any_values(config):
 
 
 def test_one_statement_per_call_and_out_of_range_values_match_nothing(config):
-    query = PreparedQuery(lambda **values: _versions(**values).values_list("version"), "config_id", "version")
+    query = PreparedQuery(lambda **values: _versions(**values).values_list("version"), config_id=int, version=int)
     query.rows(config_id=config.id, version=1)  # composed on first use
     with CaptureQueriesContext(connection) as queries:
         assert query.rows(config_id=config.id, version=2) == [(2,)]
@@ -44,6 +46,19 @@ def test_one_statement_per_call_and_out_of_range_values_match_nothing(config):
 
 
 def test_a_value_that_does_not_reach_the_sql_unchanged_is_refused_at_composition(config):
-    query = PreparedQuery(lambda **values: _versions(config_id=values["config_id"] + 1, version=1), "config_id")
+    query = PreparedQuery(lambda **values: _versions(config_id=values["config_id"] + 1, version=1), config_id=int)
     with pytest.raises(ValueError, match="config_id"):
         query.rows(config_id=config.id)
+
+
+def test_string_values(config):
+    query = PreparedQuery(
+        lambda **values: ConfigVersion.objects.filter(
+            config_id=values["config_id"], commit_message=values["message"]
+        ).values_list("version"),
+        config_id=int,
+        message=str,
+    )
+    assert query.rows(config_id=config.id, message="two") == [(2,)]
+    assert query.rows(config_id=config.id, message="three") == []
+    assert query.rows(config_id=config.id, message="two' OR '1'='1") == []  # a bound parameter, never SQL

@@ -299,15 +299,16 @@ def main() -> None:
             if queue_first:
                 pause()
                 ids = submit()
-                cpu0 = cpu_seconds(worker_pids)
+                cpu0, fake0 = cpu_seconds(worker_pids), cpu_seconds([fake.pid])
                 t0 = resume()
             else:
-                cpu0, web0 = cpu_seconds(worker_pids), cpu_seconds(web_pids())
+                cpu0, web0, fake0 = cpu_seconds(worker_pids), cpu_seconds(web_pids()), cpu_seconds([fake.pid])
                 t0 = time.time()
                 ids = submit()
                 web_ms = (cpu_seconds(web_pids()) - web0) / args.calls * 1000
             seconds = finished(ids) - t0
             row = Row(label, args.calls, seconds, (cpu_seconds(worker_pids) - cpu0) / args.calls * 1000)
+            row.provider_cpu_ms = (cpu_seconds([fake.pid]) - fake0) / args.calls * 1000
             if not queue_first:
                 row.web_cpu_ms = web_ms
             log(f"{label}: {row.rate:.0f}/s")
@@ -325,7 +326,7 @@ def main() -> None:
                     peak["connections"] = max(peak["connections"], conn.execute(sql, [DB_NAME]).fetchone()[0])
 
         threading.Thread(target=sample_connections, daemon=True).start()
-        submit_calls()  # warm-up: connections, pools, caches
+        llm_finished(submit_calls())  # warm-up (connections, pools, caches), finished before anything is measured
         rows = [
             measure("LLM calls, queued first", True, submit_calls, llm_finished),
             measure("raw sleep tasks, queued first", True, publish_sleeps, raw_finished),
@@ -340,12 +341,13 @@ def main() -> None:
         f"### LLM calls: {args.calls} calls against a provider with {args.latency} s latency, same pool as raw Celery"
     )
     print()
-    print("| | count | seconds | per second | worker CPU ms each | web CPU ms each |")
-    print("|---|---|---|---|---|---|")
+    print("| | count | seconds | per second | worker CPU ms each | web CPU ms each | fake provider CPU ms each |")
+    print("|---|---|---|---|---|---|---|")
     for row in rows:
         web_cpu = f"{row.web_cpu_ms:.1f}" if row.web_cpu_ms is not None else "-"
         print(
-            f"| {row.label} | {row.count} | {row.seconds:.2f} | {row.rate:.0f} | {row.worker_cpu_ms:.1f} | {web_cpu} |"
+            f"| {row.label} | {row.count} | {row.seconds:.2f} | {row.rate:.0f} | {row.worker_cpu_ms:.1f} | {web_cpu} "
+            f"| {row.provider_cpu_ms:.1f} |"
         )
     print()
     print(
@@ -363,6 +365,7 @@ class Row:
     seconds: float
     worker_cpu_ms: float
     web_cpu_ms: float | None = None
+    provider_cpu_ms: float = 0.0
 
     @property
     def rate(self) -> float:

@@ -15,7 +15,7 @@ for high_priority with the gevent pool. Then:
 
 Worker CPU per job (and web CPU per request) is printed too: it does not depend on what else the machine runs.
 
-    .venv/bin/python bench/llm_throughput.py [--calls 1000] [--workers 1] [--concurrency 300]
+    .venv/bin/python bench/llm_throughput.py [--calls 3000] [--workers 2] [--concurrency 300]
 """
 
 from __future__ import annotations
@@ -114,9 +114,14 @@ def wait_for(predicate, *, timeout: float, what: str, interval: float = 0.2):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="LLM jobs/s versus raw Celery tasks/s, same pool, same run.")
-    parser.add_argument("--calls", type=int, default=1000, help="LLM calls, and as many raw tasks (default 1000)")
+    parser.add_argument("--calls", type=int, default=3000, help="LLM calls, and as many raw tasks (default 3000)")
     parser.add_argument("--latency", type=float, default=1.0, help="fake provider latency and raw sleep (s)")
-    parser.add_argument("--workers", type=int, default=1, help="gevent worker processes (default 1)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=min(os.cpu_count() or 1, 4),
+        help="worker processes (default: one per core, at most 4, as make run and docker-compose run them)",
+    )
     parser.add_argument("--concurrency", type=int, default=300, help="greenlets per worker process (default 300)")
     parser.add_argument("--web-workers", type=int, default=2, help="gunicorn worker processes (default 2)")
     parser.add_argument("--web-threads", type=int, default=8, help="threads per gunicorn worker (default 8)")
@@ -255,9 +260,9 @@ def main() -> None:
                 raise SystemExit(f"submission failed: {resp.status_code} {resp.text[:300]}")
             return resp.json()["job_id"]
 
-        def submit_calls() -> list[str]:
+        def submit_calls(count: int = args.calls) -> list[str]:
             with ThreadPoolExecutor(args.submitters) as pool:
-                return list(pool.map(post_call, range(args.calls)))
+                return list(pool.map(post_call, range(count)))
 
         def publish_sleeps() -> list[str]:
             def publish(i: int) -> str:
@@ -326,7 +331,8 @@ def main() -> None:
                     peak["connections"] = max(peak["connections"], conn.execute(sql, [DB_NAME]).fetchone()[0])
 
         threading.Thread(target=sample_connections, daemon=True).start()
-        llm_finished(submit_calls())  # warm-up (connections, pools, caches), finished before anything is measured
+        # Warm-up (connections, pools, caches), finished before anything is measured.
+        llm_finished(submit_calls(min(args.calls, 1000)))
         rows = [
             measure("LLM calls, queued first", True, submit_calls, llm_finished),
             measure("raw sleep tasks, queued first", True, publish_sleeps, raw_finished),

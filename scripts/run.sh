@@ -7,6 +7,9 @@ cd "$ROOT"
 PY=.venv/bin/python
 PORT="${PORT:-8000}"
 FLOWER_PORT="${FLOWER_PORT:-5555}"
+# One gevent worker process per core for high_priority (a greenlet process uses one core); at most 4 here.
+cores="$(nproc 2>/dev/null || echo 1)"
+HIGH_WORKERS="${HIGH_WORKERS:-$((cores < 4 ? cores : 4))}"
 
 scripts/services.sh start dev rabbitmq
 eval "$(scripts/services.sh env dev)"
@@ -38,8 +41,10 @@ cleanup() {
 trap cleanup INT TERM EXIT
 
 $PY manage.py runserver "127.0.0.1:$PORT" --noreload >var/log/web.log 2>&1 & pids+=($!)
-.venv/bin/celery -A kaapi worker -Q high_priority -P gevent -c 300 --prefetch-multiplier 2 -n high@%h --without-gossip --without-mingle \
-  >var/log/worker-high.log 2>&1 & pids+=($!)
+for i in $(seq 1 "$HIGH_WORKERS"); do
+  .venv/bin/celery -A kaapi worker -Q high_priority -P gevent -c 300 --prefetch-multiplier 2 -n "high$i@%h" \
+    --without-gossip --without-mingle >"var/log/worker-high$i.log" 2>&1 & pids+=($!)
+done
 $PY manage.py run_worker --queues low_priority,default,cron --pool prefork --concurrency 2 --hostname low@%h \
   >var/log/worker-low.log 2>&1 & pids+=($!)
 $PY manage.py run_beat >var/log/beat.log 2>&1 & pids+=($!)

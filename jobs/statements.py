@@ -1,13 +1,12 @@
 """The statements every job runs, written out once per process and prepared on the server.
 
-A job costs four statements: its INSERT when it is submitted, the record of its publication (one per batch of
-published jobs), then in the worker the claim (PENDING →
-PROCESSING) and the SUCCESS, which writes the task's Celery result row in the same statement. Built through the
-ORM on every call they cost more CPU than the database spends running them (bench/job_overhead.py measures the
-job path against raw Celery): here their SQL is composed once from the model's own columns, their parameters
-are prepared by the model fields as the ORM prepares them, and on PostgreSQL they run as prepared statements
-(server-side binding, planned once per connection). Errors are Django's (``django.db.OperationalError`` …) as
-for any ORM query, and transactions are the connection's own. Every other job query goes through the ORM.
+A job costs four statements: its INSERT when it is submitted, the record of its publication (one statement per
+batch of published jobs), then in the worker the claim (PENDING → PROCESSING) and the SUCCESS, which writes the
+task's Celery result row in the same statement. Built through the ORM on every call they cost more CPU than the
+database spends running them (bench/job_overhead.py measures the job path against raw Celery): here their SQL is
+composed once from the model's own columns, their parameters are prepared by the model fields as the ORM
+prepares them, and they run through ``kaapi.sql.run`` (prepared statements on PostgreSQL, Django's errors and
+transactions). Every other job query goes through the ORM.
 """
 
 from __future__ import annotations

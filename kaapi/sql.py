@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from django.core.exceptions import EmptyResultSet, FullResultSet
 from django.db import connections
 from django.db.models import QuerySet
 
@@ -69,9 +70,9 @@ class PreparedQuery:
 
     ``build(**values)`` returns the queryset (``values_list()`` or a model query alike). It is called once per
     database alias with a distinct sentinel for each value named in ``types`` (``int`` or ``str``), and each
-    sentinel must reach the SQL as a parameter unchanged: plain lookups (``id=``, ``version=``, ``provider=``),
-    not transforms of the value. ``rows(**values)`` then runs that SQL with the real values (prepared on
-    PostgreSQL) and returns the rows as tuples, converted as the ORM converts them.
+    sentinel must reach the SQL as a parameter unchanged: plain lookups (``id=``, ``version=``, ``provider=``) on
+    text or 32/64-bit integer columns, not transforms of the value. ``rows(**values)`` then runs that SQL with the
+    real values (prepared on PostgreSQL) and returns the rows as tuples, converted as the ORM converts them.
     """
 
     def __init__(self, build: Callable[..., QuerySet], **types: type) -> None:
@@ -88,7 +89,10 @@ class PreparedQuery:
             for index, (name, kind) in enumerate(self._types.items())
         }
         compiler = self._build(**sentinels).query.get_compiler(using=using)
-        sql, params = compiler.as_sql()
+        try:
+            sql, params = compiler.as_sql()
+        except (EmptyResultSet, FullResultSet) as exc:  # e.g. a 16-bit column: the sentinel is out of its range
+            raise ValueError(f"the query cannot be composed with sentinel values ({type(exc).__name__})") from exc
         by_value = {value: name for name, value in sentinels.items()}
         slots = tuple(
             (index, by_value[param])

@@ -4,6 +4,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
+from jobs.models import Job
 from kaapi.sql import PreparedQuery
 from llm.models import ConfigVersion
 from llm.services import config_create, config_version_create
@@ -62,3 +63,11 @@ def test_string_values(config):
     assert query.rows(config_id=config.id, message="two") == [(2,)]
     assert query.rows(config_id=config.id, message="three") == []
     assert query.rows(config_id=config.id, message="two' OR '1'='1") == []  # a bound parameter, never SQL
+
+
+def test_a_column_too_small_for_the_sentinels_is_refused_clearly(db):
+    query = PreparedQuery(
+        lambda **values: Job.objects.filter(priority=values["priority"]).values_list("id"), priority=int
+    )
+    with pytest.raises(ValueError, match="cannot be composed"):
+        query.rows(priority=9)  # priority is a 16-bit column

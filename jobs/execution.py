@@ -191,4 +191,9 @@ def _run(task: Task, *, function_path: str, project_id: int, job_id: str, kwargs
         logger.info("job succeeded")
     else:
         logger.info("job finished but is no longer PROCESSING (cancelled or finished elsewhere); result dropped")
+    if _writes_own_result(task):
+        # The result is stored (the job row and the result table); what the task returns only reaches the
+        # task-succeeded event (Flower) and the worker's log line, so it names the job rather than repeat its
+        # result: an LLM call's result is the model's answer to a user, as its params are the user's query.
+        return {"job_id": job_id, "recorded": recorded}
     return result

@@ -185,3 +185,23 @@ def test_the_prepared_job_statements_are_counted_like_any_query(project, django_
     with django_assert_num_queries(1) as captured:
         assert services.job_mark_success(job_id=str(job.id), result={"ok": True}, also=also)
     assert "django_celery_results_taskresult" in captured.captured_queries[0]["sql"]
+
+
+def test_the_generic_task_returns_the_job_not_its_result(project):
+    """What a generic task returns reaches only the task-succeeded event (Flower) and the worker's log: it names
+    the job; the result itself is in the job row and the result table."""
+    from jobs.scheduling import get_task_status
+    from jobs.tasks import execute_high_priority_task as task
+
+    job = make_job(project, secret="a user's words")
+    task.push_request(id=job.task_id, delivery_info={"redelivered": False}, hostname="test@localhost")
+    try:
+        returned = task.run(
+            function_path=job.function_path, project_id=project.id, job_id=str(job.id), trace_id="", **job.params
+        )
+    finally:
+        task.pop_request()
+    assert returned == {"job_id": str(job.id), "recorded": True}
+    job.refresh_from_db()
+    assert job.status == JobStatus.SUCCESS and job.result == {"delay": 0, "secret": "a user's words"}
+    assert get_task_status(job.task_id)["result"] == job.result

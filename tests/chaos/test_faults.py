@@ -99,9 +99,10 @@ def test_broker_restart_during_submission_and_execution_loses_no_job(start_worke
     try:
         wait_until(swept_and_finished, timeout=240, interval=2, message="all jobs to finish after the broker restart")
     except AssertionError:
-        from django.db.models import Count
+        from django.db.models import Count, Q
 
-        print(list(Job.objects.filter(id__in=ids).values("status", "dispatched_at__isnull").annotate(n=Count("id"))))
+        undispatched = Count("id", filter=Q(dispatched_at__isnull=True))
+        print(list(Job.objects.filter(id__in=ids).values("status").annotate(n=Count("id"), undispatched=undispatched)))
         raise
     assert_all_succeeded_exactly_once(ids)
 

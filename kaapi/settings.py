@@ -154,9 +154,9 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
     _db["CONN_MAX_AGE"] = 0
 else:
     _db["CONN_HEALTH_CHECKS"] = True
-# The statements every job runs (its INSERT, the claim, the SUCCESS) are prepared on the server
-# (jobs/statements.py); turn it off behind a pooler that cannot keep prepared statements (PgBouncer in
-# transaction mode before 1.21).
+# The statements every job runs (its INSERT, its dispatch record, the claim, the SUCCESS) and the hot-path lookups
+# are prepared on the server (jobs/statements.py, kaapi/sql.py); turn it off behind a pooler that cannot keep
+# prepared statements (PgBouncer in transaction mode before 1.21).
 DATABASE_PREPARED_STATEMENTS = env_bool("DATABASE_PREPARED_STATEMENTS", True)
 if _db["ENGINE"] == "django.db.backends.postgresql":
     _db.setdefault("OPTIONS", {})["prepare_threshold"] = 5 if DATABASE_PREPARED_STATEMENTS else None

@@ -10,6 +10,7 @@ FLOWER_PORT="${FLOWER_PORT:-5555}"
 # One gevent worker process per core for high_priority (a greenlet process uses one core); at most 4 here.
 cores="$(nproc 2>/dev/null || echo 1)"
 HIGH_WORKERS="${HIGH_WORKERS:-$((cores < 4 ? cores : 4))}"
+[ "$HIGH_WORKERS" -ge 1 ] 2>/dev/null || { echo "HIGH_WORKERS must be a number >= 1" >&2; exit 2; }
 
 scripts/services.sh start dev rabbitmq
 eval "$(scripts/services.sh env dev)"

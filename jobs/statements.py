@@ -30,10 +30,6 @@ _SUCCESS_FIELDS = [
 _INSERT_FIELDS = list(Job._meta.concrete_fields)
 
 
-def _quote(using: str, name: str) -> str:
-    return connections[using].ops.quote_name(_field(name).column)
-
-
 @cache
 def _insert_sql(using: str) -> str:
     quote = connections[using].ops.quote_name
@@ -53,13 +49,13 @@ def insert(job: Job, *, using: str = "default") -> None:
 
 @cache
 def _claim_sql(using: str) -> str:
-    def q(name: str) -> str:
-        return _quote(using, name)
-
+    quote = connections[using].ops.quote_name
+    status, attempts, started_at, task_id, updated_at, pk = (
+        quote(_field(name).column) for name in ("status", "attempts", "started_at", "task_id", "updated_at", "id")
+    )
     return (
-        f"UPDATE {connections[using].ops.quote_name(Job._meta.db_table)} "
-        f"SET {q('status')} = %s, {q('attempts')} = {q('attempts')} + 1, {q('started_at')} = %s, "
-        f"{q('task_id')} = %s, {q('updated_at')} = %s WHERE {q('id')} = %s AND {q('status')} = %s"
+        f"UPDATE {quote(Job._meta.db_table)} SET {status} = %s, {attempts} = {attempts} + 1, {started_at} = %s, "
+        f"{task_id} = %s, {updated_at} = %s WHERE {pk} = %s AND {status} = %s"
     )
 
 

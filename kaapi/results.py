@@ -2,8 +2,11 @@
 queries), with two changes.
 
 * ``result_compression`` ("gzip") is honoured. Celery ignores that setting for database backends, so results
-  and their meta were stored as plain JSON; here they are gzip-compressed (base64 in the text column, marked by
-  ``content_encoding = "gzip+base64"``) and decompressed on read. Rows written before stay readable.
+  and their meta were stored as plain JSON; here those of at least ``COMPRESS_MIN_BYTES`` of JSON are
+  gzip-compressed with their meta (base64 in the text columns, marked by ``content_encoding = "gzip+base64"``)
+  and decompressed on read. Smaller ones stay plain JSON: gzip's header and base64 would make them longer, not
+  shorter, and cost CPU on every job (an echo job's result and meta are a few dozen bytes). Rows written before
+  stay readable.
 * A result is written with one ``INSERT ... ON CONFLICT (task_id) DO UPDATE`` instead of the library's
   SELECT + INSERT/UPDATE in a transaction: four database round trips fewer per task, measured by
   bench/job_overhead.py.
@@ -27,6 +30,7 @@ from django_celery_results.backends.database import DatabaseBackend as DjangoDat
 from django_celery_results.models import TaskResult
 
 COMPRESSED = "gzip+base64"
+COMPRESS_MIN_BYTES = 1024  # like web servers' gzip minimum length: below it gzip+base64 saves nothing
 _UPDATE_FIELDS = [
     "status",
     "result",
@@ -44,11 +48,14 @@ _UPDATE_FIELDS = [
 
 
 class DatabaseBackend(DjangoDatabaseBackend):
-    def _compressed(self, data) -> tuple[str, str, str]:
+    def _encoded(self, data, *, compress: bool | None = None) -> tuple[str, str, str]:
+        """(content type, content encoding, content) of ``data``; ``compress`` None: by the length of its JSON."""
         content_type, content_encoding, content = self.encode_content(data)
-        if not self.app.conf.result_compression:
-            return content_type, content_encoding, content
         raw = content.encode() if isinstance(content, str) else content
+        if compress is None:
+            compress = bool(self.app.conf.result_compression) and len(raw) >= COMPRESS_MIN_BYTES
+        if not compress:
+            return content_type, content_encoding, content
         return content_type, COMPRESSED, b64encode(gzip.compress(raw, compresslevel=6, mtime=0)).decode("ascii")
 
     def decode_content(self, obj, content):
@@ -58,9 +65,10 @@ class DatabaseBackend(DjangoDatabaseBackend):
 
     def result_row(self, task_id, result, status, traceback=None, request=None) -> tuple[TaskResult, list[str]]:
         """The unsaved row Celery stores for this outcome, and the fields an existing row takes from it."""
-        content_type, content_encoding, encoded = self._compressed(result)
+        content_type, content_encoding, encoded = self._encoded(result)
         meta = {**self._get_meta_from_request(request), "children": self.current_task_children(request)}
-        _, _, encoded_meta = self._compressed(meta)
+        # One content_encoding column for both: the meta is compressed exactly when the result is.
+        _, _, encoded_meta = self._encoded(meta, compress=content_encoding == COMPRESSED)
         fields = {
             "task_id": task_id,
             "status": status,

@@ -15,9 +15,11 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 def test_echo_jobs_across_both_priorities_succeed(start_worker, api_client):
     start_worker()
     ids = []
+    big = {"pad": "x" * 2000}  # job 5's result is large enough to be stored compressed
     for i in range(50):
+        params = {"n": i, **(big if i == 5 else {})}
         resp = api_client.post(
-            "/api/v1/jobs/echo/", {"params": {"n": i}, "priority": "high" if i % 2 else "low"}, format="json"
+            "/api/v1/jobs/echo/", {"params": params, "priority": "high" if i % 2 else "low"}, format="json"
         )
         assert resp.status_code == 202, resp.content
         assert resp.json()["status"] == "PENDING"
@@ -30,7 +32,7 @@ def test_echo_jobs_across_both_priorities_succeed(start_worker, api_client):
     jobs = {str(j.id): j for j in Job.objects.filter(id__in=ids)}
     for i, job_id in enumerate(ids):
         job = jobs[job_id]
-        assert job.result == {"delay": 0.0, "n": i}
+        assert job.result == {"delay": 0.0, "n": i, **(big if i == 5 else {})}
         assert job.queue == ("high_priority" if i % 2 else "low_priority")
         assert job.attempts == 1
         assert job.started_at and job.finished_at
@@ -42,9 +44,13 @@ def test_echo_jobs_across_both_priorities_succeed(start_worker, api_client):
     assert json.loads(stored.task_kwargs) == repr(
         {"function_path": "jobs.functions.echo", "project_id": job.project_id, "job_id": str(job.id)}
     )
-    assert stored.content_encoding == "gzip+base64"  # result_compression = gzip
-    assert json.loads(gzip.decompress(base64.b64decode(stored.result))) == {"delay": 0, "n": 3}
+    assert stored.content_encoding == "utf-8"  # below COMPRESS_MIN_BYTES: plain JSON (kaapi/results.py)
+    assert json.loads(stored.result) == {"delay": 0, "n": 3}
     assert get_task_status(stored.task_id)["result"] == {"delay": 0.0, "n": 3}
+    stored = TaskResult.objects.get(task_id=jobs[ids[5]].task_id)
+    assert stored.content_encoding == "gzip+base64"  # result_compression = gzip, at least COMPRESS_MIN_BYTES
+    assert json.loads(gzip.decompress(base64.b64decode(stored.result))) == {"delay": 0, "n": 5, **big}
+    assert get_task_status(stored.task_id)["result"] == {"delay": 0.0, "n": 5, **big}
 
 
 def test_run_worker_command_starts_a_worker_that_runs_jobs(transactional_db, project):

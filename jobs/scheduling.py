@@ -10,7 +10,7 @@ from typing import Any
 
 from celery.result import AsyncResult
 
-from kaapi.celery import HIGH_PRIORITY, LOW_PRIORITY, app, confirmed_producer
+from kaapi.celery import HIGH_PRIORITY, LOW_PRIORITY, app, confirmed_producer, sent_events
 
 from .registry import get_job_function
 
@@ -42,6 +42,7 @@ def _publish(
             priority=priority,
             headers={"trace_id": trace_id},
             producer=producer,
+            event_dispatcher=sent_events(),  # the task-sent event, without a confirm of its own
             # What task events, Flower and the result table show of the arguments: which job, not its params (an
             # LLM call's query is user data, and the Job row holds the params); also less to repr and to send.
             kwargsrepr=repr({"function_path": function_path, "project_id": project_id, "job_id": str(job_id)}),

@@ -4,18 +4,22 @@ Queues are declared identically by every publisher and worker (a mismatch in x-m
 RabbitMQ answer PRECONDITION_FAILED forever), and tasks are routed by name.
 """
 
+import logging
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
 
 from celery import Celery
+from celery.events import EventDispatcher
 from kombu import Connection, Exchange, Queue
 from kombu.pools import producers
 
 import kaapi.logging  # noqa: F401  (connects the signals that give every task its logging context)
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kaapi.settings")
+logger = logging.getLogger(__name__)
 
 HIGH_PRIORITY_QUEUE = "high_priority"
 LOW_PRIORITY_QUEUE = "low_priority"
@@ -68,7 +72,45 @@ def _confirmed_connection() -> Connection:
 @contextmanager
 def confirmed_producer() -> Iterator:
     """A producer from a pool of connections in publisher-confirm mode: each publish returns once RabbitMQ has
-    the persistent message, or raises. For every message that carries work: job messages (and their sent
-    event), retries, webhook deliveries. The app's own connections (task events, beat) do not confirm."""
+    the persistent message, or raises. For every message that carries work: job messages, retries, webhook
+    deliveries. The app's own connections (task events, beat) do not confirm; a job message's task-sent event
+    goes on one of those (``sent_events``)."""
     with producers[_confirmed_connection()].acquire(block=True) as producer:
         yield producer
+
+
+class _SentEvents(EventDispatcher):
+    """Task-sent events on a connection of their own, without publisher confirms.
+
+    Celery publishes a task's sent event with the producer that published the task. On a confirming producer
+    that is a second broker round trip per job, for a transient monitoring message that a confirm does not make
+    any safer. This dispatcher publishes it with its own producer instead, and never raises: the task message is
+    already confirmed, and a lost event must not make the caller think the job was not published (it would be
+    published again).
+    """
+
+    def publish(self, type, fields, producer, *args, **kwargs):
+        try:
+            return super().publish(type, fields, self.producer, *args, **kwargs)
+        except Exception:
+            logger.warning("could not send the %s event; the task message itself is published", type, exc_info=True)
+            return None
+
+
+_sent_events_lock = threading.Lock()
+_sent_events_by_pid: dict[int, EventDispatcher] = {}
+
+
+def sent_events() -> EventDispatcher:
+    """This process's dispatcher for task-sent events: ``app.send_task(..., event_dispatcher=sent_events())``."""
+    pid = os.getpid()  # a forked process (pool child, web worker) opens its own connection
+    dispatcher = _sent_events_by_pid.get(pid)
+    if dispatcher is None:
+        with _sent_events_lock:
+            dispatcher = _sent_events_by_pid.get(pid)
+            if dispatcher is None:
+                _sent_events_by_pid.clear()
+                dispatcher = _sent_events_by_pid[pid] = _SentEvents(
+                    app.connection_for_write(), app=app, buffer_while_offline=False
+                )
+    return dispatcher

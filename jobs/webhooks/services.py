@@ -17,7 +17,7 @@ from django.db.models import F
 from django.utils import timezone
 from standardwebhooks import Webhook
 
-from kaapi.celery import app, confirmed_producer
+from kaapi.celery import app, confirmed_producer, sent_events
 from kaapi.logging import log_context
 from kaapi.middleware import REQUEST_ID_HEADER as TRACE_HEADER  # the trace id, as in API requests
 from tenancy.models import Project
@@ -119,7 +119,11 @@ def _publish(delivery_id, *, countdown: float | None = None) -> None:
     try:
         with confirmed_producer() as producer:
             app.send_task(
-                DELIVER_TASK, kwargs={"delivery_id": str(delivery_id)}, countdown=countdown, producer=producer
+                DELIVER_TASK,
+                kwargs={"delivery_id": str(delivery_id)},
+                countdown=countdown,
+                producer=producer,
+                event_dispatcher=sent_events(),
             )
     except Exception:
         logger.warning("could not publish webhook delivery %s; the sweep will", delivery_id, exc_info=True)

@@ -54,3 +54,64 @@ def test_job_messages_are_published_with_confirms_and_events_without(monkeypatch
     with app.connection_for_write() as conn:
         assert not conn.transport_options.get("confirm_publish")
     purge_queues()
+
+
+def _sent_events_queue(channel):
+    """A queue of this test's own for the task-sent events (what Flower consumes)."""
+    from celery.events.event import get_exchange
+    from kombu import Queue
+
+    from kaapi.celery import app
+
+    exchange = get_exchange(channel.connection.client, name=app.conf.event_exchange)
+    queue = Queue("", exchange=exchange, routing_key="task.sent", exclusive=True, auto_delete=True)(channel)
+    queue.declare()
+    return queue
+
+
+def test_a_job_message_s_sent_event_goes_out_without_a_confirm_of_its_own(monkeypatch):
+    from jobs import scheduling
+    from kaapi.celery import app, sent_events
+    from tests.conftest import purge_queues
+
+    producer = sent_events().producer
+    published = []
+    publish = producer.publish
+    monkeypatch.setattr(producer, "publish", lambda *a, **kw: published.append(kw["routing_key"]) or publish(*a, **kw))
+    with app.connection_for_write() as conn:
+        queue = _sent_events_queue(conn.default_channel)
+        task_id = scheduling.start_low_priority_job("jobs.functions.echo", 1, "00000000-0000-0000-0000-000000000000")
+        events = []
+        deadline = time.monotonic() + 5
+        while not events and time.monotonic() < deadline:
+            message = queue.get(no_ack=True)
+            if message is None:
+                time.sleep(0.05)
+            elif message.decode().get("uuid") == task_id:
+                events.append(message.decode())
+    assert [event["type"] for event in events] == ["task-sent"]
+    assert events[0]["name"] == "execute_low_priority_task" and events[0]["queue"] == "low_priority"
+    assert published == ["task.sent"]  # by the events producer, on its own connection without confirm mode
+    assert not producer.connection.transport_options.get("confirm_publish") and not producer.channel._confirm_selected
+    purge_queues()
+
+
+def test_a_sent_event_that_fails_does_not_fail_the_published_job(monkeypatch):
+    from jobs import scheduling
+    from kaapi.celery import app, sent_events
+    from tests.conftest import purge_queues
+
+    purge_queues()
+
+    calls = []
+
+    def broken(*args, **kwargs):
+        calls.append(kwargs["routing_key"])
+        raise ConnectionResetError("the events connection broke")
+
+    monkeypatch.setattr(sent_events().producer, "publish", broken)
+    task_id = scheduling.start_low_priority_job("jobs.functions.echo", 1, "00000000-0000-0000-0000-000000000000")
+    with app.connection_for_write() as conn:
+        message = app.amqp.queues["low_priority"](conn.default_channel).get(no_ack=True)
+    assert calls == ["task.sent"]
+    assert message is not None and message.headers["id"] == task_id  # the job message is in its queue

@@ -90,6 +90,8 @@ class _SentEvents(EventDispatcher):
     """
 
     def publish(self, type, fields, producer, *args, **kwargs):
+        # Celery passes the caller's retry policy, None by default: kombu would then retry without end.
+        kwargs["retry_policy"] = kwargs.get("retry_policy") or self.app.conf.task_publish_retry_policy
         try:
             return super().publish(type, fields, self.producer, *args, **kwargs)
         except Exception:

@@ -115,3 +115,15 @@ def test_a_sent_event_that_fails_does_not_fail_the_published_job(monkeypatch):
         message = app.amqp.queues["low_priority"](conn.default_channel).get(no_ack=True)
     assert calls == ["task.sent"]
     assert message is not None and message.headers["id"] == task_id  # the job message is in its queue
+
+
+def test_sent_events_retry_with_the_publish_retry_policy_not_without_end(monkeypatch):
+    from celery.events.dispatcher import EventDispatcher
+
+    from kaapi.celery import app, sent_events
+
+    seen = []
+    monkeypatch.setattr(EventDispatcher, "publish", lambda self, *args, **kwargs: seen.append(kwargs))
+    sent_events().publish("task-sent", {}, None, retry=True, retry_policy=None)  # what Celery passes by default
+    assert seen == [{"retry": True, "retry_policy": app.conf.task_publish_retry_policy}]
+    assert seen[0]["retry_policy"]["max_retries"] is not None

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import uuid
+from functools import cache
 
 from django.db import connections, models
 from django.db.models.sql import UpdateQuery
@@ -109,14 +110,26 @@ class Job(models.Model):
         """A job from a row of all its concrete columns in model order (a RETURNING), converted as the ORM
         converts query results."""
         connection = connections[using]
-        fields = cls._meta.concrete_fields
+        attnames, columns = _row_converters(cls, using)
         converted = []
-        for field, value in zip(fields, row, strict=True):
-            expression = field.get_col(cls._meta.db_table)
-            for converter in connection.ops.get_db_converters(expression) + field.get_db_converters(connection):
+        for (expression, converters), value in zip(columns, row, strict=True):
+            for converter in converters:
                 value = converter(value, expression, connection)
             converted.append(value)
-        return cls.from_db(using, [field.attname for field in fields], converted)
+        return cls.from_db(using, attnames, converted)
+
+
+@cache
+def _row_converters(model: type[models.Model], using: str) -> tuple[list[str], tuple]:
+    """The concrete fields' attribute names, and per field its column expression and the ORM's converters of its
+    values: found once per database, as the SQL compiler finds them once per query (``get_converters``), since
+    every job's SUCCESS builds a Job from a row."""
+    connection = connections[using]
+    columns = []
+    for field in model._meta.concrete_fields:
+        expression = field.get_col(model._meta.db_table)
+        columns.append((expression, connection.ops.get_db_converters(expression) + field.get_db_converters(connection)))
+    return [field.attname for field in model._meta.concrete_fields], tuple(columns)
 
 
 # --- Webhooks ------------------------------------------------------------------------------------------

@@ -14,6 +14,10 @@ Two phases per endpoint:
             each request timed from when it was due (no coordinated omission); p50/p99.
 Goal: llm/call capacity at least 0.5x the trivial endpoint's, and p99 under 100 ms under load.
 
+Each capacity round also counts CPU per request: the whole machine's (/proc/stat), the web server's and the
+client's, so that the capacity ratio can be read against the CPU each endpoint costs (web, client, and the rest:
+PostgreSQL, RabbitMQ, the kernel).
+
     python bench/submission.py --clients 64 --seconds 10 --rounds 3
 """
 
@@ -174,11 +178,15 @@ def main() -> None:
         asyncio.run(load(port, trivial, clients=8, seconds=2, expect=200))  # warm up every gunicorn worker
         asyncio.run(load(port, submit, clients=8, seconds=2, expect=202))
         measured: dict[str, list[tuple[float, list[float], int]]] = {"trivial": [], "submit": []}
+        cpu: dict[str, list[tuple[float, float, float]]] = {"trivial": [], "submit": []}
         for _ in range(args.rounds):
             for name, raw, expect in (("trivial", trivial, 200), ("submit", submit, 202)):
+                before = cpu_now(server.pid)
                 count, latencies, errors = asyncio.run(
                     load(port, raw, clients=args.clients, seconds=args.seconds, expect=expect)
                 )
+                after = cpu_now(server.pid)
+                cpu[name].append(tuple((b - a) / max(count, 1) * 1000 for a, b in zip(before, after, strict=True)))
                 measured[name].append((count / args.seconds, latencies, errors))
         rate = args.load_fraction * statistics.median(r for r, _, _ in measured["submit"])
         paced_results = {
@@ -242,9 +250,41 @@ def main() -> None:
         f"(closed-loop latency, queueing only: trivial p50 {percentile(t_lat, 50):.0f} ms, "
         f"llm/call p50 {percentile(s_lat, 50):.0f} ms)"
     )
+    print(cpu_line(cpu))
     if args.output:
         with open(args.output, "a") as fh:
-            fh.write(table + "\n\n")
+            fh.write(table + "\n\n" + cpu_line(cpu) + "\n\n")
+
+
+def cpu_now(server_pid: int) -> tuple[float, float, float]:
+    """CPU seconds so far: the whole machine (/proc/stat: user, nice, system, irq, softirq), the web server
+    (gunicorn's master and workers), and this process (the client)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    user, nice, system, _idle, _iowait, irq, softirq = (int(x) for x in Path("/proc/stat").read_text().split()[1:8])
+    busy = user + nice + system + irq + softirq
+    children = subprocess.run(["pgrep", "-P", str(server_pid)], capture_output=True, text=True).stdout.split()
+    web = 0
+    for pid in [server_pid, *map(int, children)]:
+        try:
+            web += sum(int(x) for x in Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[11:13])
+        except (FileNotFoundError, IndexError):
+            continue
+    client = sum(os.times()[:2])
+    return busy / tick, web / tick, client
+
+
+def cpu_line(cpu: dict[str, list[tuple[float, float, float]]]) -> str:
+    """Median CPU ms per request of each endpoint: the machine's, the web server's, the client's, the rest's."""
+
+    def parts(name: str) -> str:
+        machine, web, client = (statistics.median(values) for values in zip(*cpu[name], strict=True))
+        return f"{machine:.1f} (web server {web:.1f}, client {client:.1f}, the rest {machine - web - client:.1f})"
+
+    return (
+        f"(CPU ms per request, medians of the capacity rounds, the whole machine and of it the web server, the "
+        f"client, and the rest (PostgreSQL, RabbitMQ, the kernel): trivial {parts('trivial')}; llm/call "
+        f"{parts('submit')})"
+    )
 
 
 def prepare_llm_call(project) -> tuple[str, dict]:

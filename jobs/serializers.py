@@ -48,9 +48,19 @@ class JobSubmittedSerializer(serializers.Serializer):
     status_url = serializers.SerializerMethodField()
 
     def get_status_url(self, job: Job) -> str:
-        request = self.context.get("request")
-        path = f"/api/v1/jobs/{job.id}/"
-        return request.build_absolute_uri(path) if request else path
+        return status_url(job, self.context.get("request"))
+
+
+def status_url(job: Job, request=None) -> str:
+    """Where to poll ``job``: absolute when there is a request to build it from."""
+    path = f"/api/v1/jobs/{job.id}/"
+    return request.build_absolute_uri(path) if request else path
+
+
+def submitted(job: Job, request=None) -> dict:
+    """What ``JobSubmittedSerializer(job).data`` is, built directly: every submission answers with it, and the
+    serializer's per-instance copies of its fields cost more than the rest of the answer."""
+    return {"job_id": str(job.id), "status": str(job.status), "status_url": status_url(job, request)}
 
 
 class JobCancelSerializer(serializers.Serializer):

@@ -18,7 +18,7 @@ from .exceptions import JobStateError
 from .filters import JobFilter
 from .functions import echo
 from .models import Job
-from .serializers import EchoJobSerializer, JobCancelSerializer, JobSerializer, JobSubmittedSerializer
+from .serializers import EchoJobSerializer, JobCancelSerializer, JobSerializer, JobSubmittedSerializer, submitted
 
 ECHO_PATH = f"{echo.__module__}.{echo.__qualname__}"
 
@@ -29,7 +29,8 @@ class Conflict(APIException):
 
 
 def submitted_response(job: Job, request: Request) -> Response:
-    return Response(JobSubmittedSerializer(job, context={"request": request}).data, status=status.HTTP_202_ACCEPTED)
+    """202 with the body ``JobSubmittedSerializer`` documents."""
+    return Response(submitted(job, request), status=status.HTTP_202_ACCEPTED)
 
 
 # --- OpenAPI: the errors of these operations (401/403 and X-Request-ID: kaapi.schema) ------------

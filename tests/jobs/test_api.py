@@ -150,6 +150,22 @@ def test_echo_submission(api_client, project):
     assert job.trace_id
 
 
+def test_the_submission_body_is_what_its_serializer_documents(project, rf):
+    """Submissions answer with a dict built directly (jobs.serializers.submitted); the schema has the serializer."""
+    from jobs.serializers import JobSubmittedSerializer, submitted
+
+    job = make_job(project)
+    request = rf.get("/", HTTP_HOST="localhost")
+    body = submitted(job, request)
+    assert body == JobSubmittedSerializer(job, context={"request": request}).data
+    assert body == {
+        "job_id": str(job.id),
+        "status": "PENDING",
+        "status_url": f"http://localhost/api/v1/jobs/{job.id}/",
+    }
+    assert json.loads(json.dumps(body)) == body
+
+
 @pytest.mark.parametrize(
     "body",
     [

@@ -14,7 +14,7 @@ from celery.exceptions import Ignore, Reject, SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connections, transaction
 
-from kaapi.celery import confirmed_producer
+from kaapi.celery import confirmed_producer, sent_events
 from kaapi.logging import log_context
 
 from . import green, services
@@ -170,7 +170,7 @@ def _run(task: Task, *, function_path: str, project_id: int, job_id: str, kwargs
         logger.warning("job will retry in %.1f s: %s", delay, exc)
         services.job_mark_retrying(job_id=job_id, error=str(exc), delay=delay)
         with confirmed_producer() as producer:
-            retry = task.retry(countdown=delay, exc=exc, throw=False, producer=producer)
+            retry = task.retry(countdown=delay, exc=exc, throw=False, producer=producer, event_dispatcher=sent_events())
         services.job_mark_dispatched(job_id=job_id)
         raise retry from None
     except ResultNotJSON as exc:

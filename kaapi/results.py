@@ -30,7 +30,7 @@ from django_celery_results.backends.database import DatabaseBackend as DjangoDat
 from django_celery_results.models import TaskResult
 
 COMPRESSED = "gzip+base64"
-COMPRESS_MIN_BYTES = 1024  # like web servers' gzip minimum length: below it gzip+base64 saves nothing
+COMPRESS_MIN_BYTES = 1024  # below about a kilobyte, gzip + base64 saves little or nothing and costs CPU on every job
 _UPDATE_FIELDS = [
     "status",
     "result",

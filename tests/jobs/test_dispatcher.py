@@ -127,3 +127,22 @@ def test_sent_events_retry_with_the_publish_retry_policy_not_without_end(monkeyp
     sent_events().publish("task-sent", {}, None, retry=True, retry_policy=None)  # what Celery passes by default
     assert seen == [{"retry": True, "retry_policy": app.conf.task_publish_retry_policy}]
     assert seen[0]["retry_policy"]["max_retries"] is not None
+
+
+def test_a_forked_process_gets_its_own_sent_events_dispatcher():
+    """Pool children and web workers are forked: they must not share the parent's events connection."""
+    import os
+
+    from kaapi.celery import sent_events
+
+    parent = sent_events()
+    assert sent_events() is parent  # one per process
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report whether it got a dispatcher of its own, then leave at once
+        child = sent_events()
+        os.write(write, b"own" if child is not parent and child.connection is not parent.connection else b"shared")
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert os.read(read, 16) == b"own"
+    assert sent_events() is parent

@@ -174,6 +174,19 @@ def test_job_webhooks_endpoint_is_scoped_to_the_project(api_client, other_client
 
 @pytest.mark.e2e
 @pytest.mark.django_db(transaction=True)
+def test_a_gevent_worker_publishes_and_delivers_webhooks(start_worker, api_client, receiver, local_callbacks):
+    """The LLM workers' pool: a finished job's delivery is published from a greenlet (with its task-sent event on
+    the process's events connection) and delivered."""
+    worker = start_worker(queues="high_priority,default", pool="gevent", concurrency=20, env=WORKER_ENV)
+    jobs = [submit_echo(api_client, receiver.url("/green"), params={"n": n}) for n in range(5)]
+    receiver.wait_for(5, path="/green")
+    assert {finished_delivery(job).status for job in jobs} == {DeliveryStatus.DELIVERED}
+    log = worker.log()
+    assert "job succeeded" in log and "could not send the" not in log
+
+
+@pytest.mark.e2e
+@pytest.mark.django_db(transaction=True)
 def test_webhooks_end_to_end(start_worker, api_client, receiver, local_callbacks, project):
     # low_priority is not consumed: the job sent there stays PENDING until the test cancels it.
     start_worker(queues="high_priority,default", env=WORKER_ENV)

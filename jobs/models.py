@@ -4,9 +4,10 @@ import uuid
 from functools import cache
 
 from django.db import connections, models
-from django.db.models.sql import UpdateQuery
+from django.db.models.sql import Query, UpdateQuery
 
 from kaapi.crypto import EncryptedCharField
+from kaapi.sql import Converters, convert_row, row_converters
 
 
 class JobStatus(models.TextChoices):
@@ -109,27 +110,20 @@ class Job(models.Model):
     def from_row(cls, row: tuple, *, using: str) -> Job:
         """A job from a row of all its concrete columns in model order (a RETURNING), converted as the ORM
         converts query results."""
-        connection = connections[using]
-        attnames, columns = _row_converters(cls, using)
-        converted = []
-        for (expression, converters), value in zip(columns, row, strict=True):
-            for converter in converters:
-                value = converter(value, expression, connection)
-            converted.append(value)
-        return cls.from_db(using, attnames, converted)
+        attnames, converters = _row_converters(cls, using)
+        if len(row) != len(attnames):
+            raise ValueError(f"a {cls.__name__} row has {len(attnames)} columns, not {len(row)}")
+        return cls.from_db(using, attnames, convert_row(row, converters, connections[using]))
 
 
 @cache
-def _row_converters(model: type[models.Model], using: str) -> tuple[list[str], tuple]:
-    """The concrete fields' attribute names, and per field its column expression and the ORM's converters of its
-    values: found once per database, as the SQL compiler finds them once per query (``get_converters``), since
-    every job's SUCCESS builds a Job from a row."""
-    connection = connections[using]
-    columns = []
-    for field in model._meta.concrete_fields:
-        expression = field.get_col(model._meta.db_table)
-        columns.append((expression, connection.ops.get_db_converters(expression) + field.get_db_converters(connection)))
-    return [field.attname for field in model._meta.concrete_fields], tuple(columns)
+def _row_converters(model: type[models.Model], using: str) -> tuple[list[str], Converters]:
+    """The concrete fields' attribute names and the converters of their columns, found once per database (every
+    job's SUCCESS builds a Job from a row)."""
+    fields = model._meta.concrete_fields
+    compiler = Query(model).get_compiler(using=using)
+    columns = [field.get_col(model._meta.db_table) for field in fields]
+    return [field.attname for field in fields], row_converters(compiler, columns)
 
 
 # --- Webhooks ------------------------------------------------------------------------------------------

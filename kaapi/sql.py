@@ -50,6 +50,29 @@ def _fetch(cursor: Any, fetch: str) -> Any:
     return None
 
 
+Converters = tuple[tuple[int, list, Any], ...]  # (column index, its converters, its expression)
+
+
+def row_converters(compiler: Any, expressions: list) -> Converters:
+    """The ORM's converters of the values of these columns (``compiler.get_converters``), found once per query."""
+    return tuple(
+        (index, convs, expression) for index, (convs, expression) in compiler.get_converters(expressions).items()
+    )
+
+
+def convert_row(row: tuple | list, converters: Converters, connection: Any) -> tuple:
+    """``row`` with its values converted as the ORM converts query results."""
+    if not converters:
+        return tuple(row)
+    row = list(row)
+    for index, convs, expression in converters:
+        value = row[index]
+        for converter in convs:
+            value = converter(value, expression, connection)
+        row[index] = value
+    return tuple(row)
+
+
 # Values the query is composed with, then found again among its parameters. Integers are in range for any
 # integer column (Django refuses out-of-range integer lookups before they reach SQL); both are unlikely real values.
 _SENTINEL_INT = 2_147_480_000
@@ -62,7 +85,7 @@ class _Compiled:
     sql: str
     params: tuple
     slots: tuple[tuple[int, str], ...]  # (index in params, name of the value that goes there)
-    converters: tuple[tuple[int, list, Any], ...]  # (column, converters, expression) as the compiler gives them
+    converters: Converters
 
 
 class PreparedQuery:
@@ -103,10 +126,7 @@ class PreparedQuery:
         if missing:
             raise ValueError(f"values {sorted(missing)} do not reach the query's parameters unchanged")
         columns = [column[0] for column in compiler.select[: compiler.col_count]]
-        converters = tuple(
-            (index, convs, expression) for index, (convs, expression) in compiler.get_converters(columns).items()
-        )
-        return _Compiled(sql=sql, params=tuple(params), slots=slots, converters=converters)
+        return _Compiled(sql=sql, params=tuple(params), slots=slots, converters=row_converters(compiler, columns))
 
     def rows(self, *, using: str = "default", **values: Any) -> list[tuple]:
         compiled = self._compiled.get(using)
@@ -125,16 +145,5 @@ class PreparedQuery:
                 return []  # as the ORM answers an out-of-range integer lookup: nothing matches
             params[index] = value
         _, rows = run(compiled.sql, params, using=using, fetch="all")
-        if not compiled.converters:
-            return [tuple(row) for row in rows]
         connection = connections[using]
-        converted = []
-        for row in rows:
-            row = list(row)
-            for index, convs, expression in compiled.converters:
-                value = row[index]
-                for converter in convs:
-                    value = converter(value, expression, connection)
-                row[index] = value
-            converted.append(tuple(row))
-        return converted
+        return [convert_row(row, compiled.converters, connection) for row in rows]

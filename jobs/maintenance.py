@@ -62,7 +62,7 @@ def maintenance_retention(
     }
     if days:
         cutoff = now - timedelta(days=days)
-        # (status, updated_at) is indexed; a finished job is not updated after it finished.
+        # Served by the partial index on finished_at (job_finished); a finished job is not updated after it finished.
         old_jobs = Job.objects.filter(status__in=FINISHED_STATUSES, updated_at__lt=cutoff, finished_at__lt=cutoff)
         counts["jobs"] = delete_in_batches(old_jobs, batch_size=batch_size, max_batches=max_batches)
     if any(counts.values()):

@@ -1,0 +1,92 @@
+"""The plans PostgreSQL picks for the statements every job runs and for the maintenance sweeps.
+
+The claim (``UPDATE … WHERE id = %s AND status = 'PENDING'``) once ran from a ``(status, updated_at)`` index whenever
+the table's statistics were older than a backlog: each claim then read every PENDING job's index entry (quadratic in
+the backlog). Partial indexes serve the sweeps now; these tests hold both halves.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from jobs import statements
+from jobs.models import FINISHED_STATUSES, Job, JobStatus
+from jobs.services import _new_jobs
+
+pytestmark = [
+    pytest.mark.django_db,
+    pytest.mark.skipif(connection.vendor != "postgresql", reason="query plans are PostgreSQL's"),
+]
+
+
+def _jobs(project, count: int, status: str) -> list[Job]:
+    jobs = _new_jobs(
+        project=project,
+        function_path="jobs.functions.echo",
+        params_list=[{"i": i} for i in range(count)],
+        priority="high",
+        trace_id="plans",
+        job_type=None,
+    )
+    now = timezone.now()
+    for job in jobs:
+        job.status = status
+        if status in FINISHED_STATUSES:
+            job.started_at = job.finished_at = now
+    return Job.objects.bulk_create(jobs)
+
+
+def _plan(sql: str, params) -> str:
+    with connection.cursor() as cursor:
+        cursor.execute(f"EXPLAIN {sql}", params)
+        return "\n".join(row[0] for row in cursor.fetchall())
+
+
+@pytest.fixture
+def backlog_after_stale_statistics(project):
+    """Statistics gathered when every job was finished, then a backlog of PENDING jobs: PENDING looks rare."""
+    _jobs(project, 2000, JobStatus.SUCCESS)
+    with connection.cursor() as cursor:
+        cursor.execute(f"ANALYZE {Job._meta.db_table}")
+    return _jobs(project, 500, JobStatus.PENDING)
+
+
+def test_the_claim_finds_its_job_by_primary_key(backlog_after_stale_statistics):
+    job = backlog_after_stale_statistics[250]
+    params = (JobStatus.PROCESSING.value, timezone.now(), job.task_id, timezone.now(), job.id, JobStatus.PENDING.value)
+    plan = _plan(statements._claim_sql("default"), params)
+    assert "jobs_job_pkey" in plan, plan
+
+
+def test_the_success_finds_its_job_by_primary_key(project, backlog_after_stale_statistics):
+    running = _jobs(project, 500, JobStatus.PROCESSING)  # none were running when the statistics were gathered
+    now = timezone.now()
+    params = (JobStatus.SUCCESS.value, '{"ok": true}', "", 100, now, now, running[0].id, JobStatus.PROCESSING.value)
+    plan = _plan(statements._success_sql("default"), params)
+    assert "jobs_job_pkey" in plan, plan
+
+
+@pytest.mark.parametrize(
+    ("index", "queryset"),
+    [
+        ("job_undispatched", lambda now: Job.objects.undispatched().filter(updated_at__lt=now)),
+        ("job_running_started", lambda now: Job.objects.filter(status=JobStatus.PROCESSING, started_at__lt=now)),
+        (
+            "job_finished",
+            lambda now: Job.objects.filter(status__in=FINISHED_STATUSES, updated_at__lt=now, finished_at__lt=now),
+        ),
+    ],
+)
+def test_each_sweep_has_an_index(backlog_after_stale_statistics, index, queryset):
+    """The sweeps' queries (jobs_dispatch_stalled, jobs_recover_overdue, retention) match their partial indexes.
+
+    A sequential scan is disallowed so that the test asks whether the index can serve the query at all (on a
+    table this small PostgreSQL would rightly read the table)."""
+    sql, params = queryset(timezone.now() - timedelta(seconds=1)).values("id").query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+    assert index in _plan(sql, params)

@@ -13,7 +13,6 @@ import requests
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import F
 from django.utils import timezone
 from standardwebhooks import Webhook
 
@@ -243,17 +242,45 @@ def _retry_delay(attempts: int, retry_after: float | None) -> float:
     )
 
 
+def _claim(delivery_id: str) -> WebhookDelivery | None:
+    """Take the delivery for one attempt if it is due: attempts + 1, and a lease (``next_attempt_at`` moved past the
+    attempt's timeouts) so that no other worker takes it meanwhile. None when it is not PENDING or not due yet.
+
+    The row is locked and updated by primary key only. A conditional ``UPDATE … WHERE id = %s AND status = 'PENDING'
+    AND next_attempt_at <= now`` could be served from the (status, next_attempt_at) index instead, reading every due
+    delivery's entry for each claim whenever the planner's statistics predate a burst of them.
+    """
+    with transaction.atomic():
+        delivery = (
+            WebhookDelivery.objects.select_related("job__project")
+            .select_for_update(of=("self",))
+            .filter(id=delivery_id)
+            .first()
+        )
+        now = timezone.now()
+        # Celery may fire an ETA a moment early: a second of tolerance.
+        if (
+            delivery is None
+            or delivery.status != DeliveryStatus.PENDING
+            or delivery.next_attempt_at is None
+            or delivery.next_attempt_at > now + timedelta(seconds=1)
+        ):
+            return None
+        lease = settings.WEBHOOK_CONNECT_TIMEOUT + settings.WEBHOOK_READ_TIMEOUT + LEASE_MARGIN_SECONDS
+        delivery.attempts += 1
+        delivery.next_attempt_at = now + timedelta(seconds=lease)
+        delivery.updated_at = now
+        WebhookDelivery.objects.filter(id=delivery.id).update(
+            attempts=delivery.attempts, next_attempt_at=delivery.next_attempt_at, updated_at=now
+        )
+    return delivery
+
+
 def webhook_attempt(*, delivery_id: str) -> str:
     """Claim a due delivery, POST it once, record the outcome and schedule the retry; returns the outcome."""
-    now = timezone.now()
-    lease = settings.WEBHOOK_CONNECT_TIMEOUT + settings.WEBHOOK_READ_TIMEOUT + LEASE_MARGIN_SECONDS
-    # Celery may fire an ETA a moment early: a second of tolerance.
-    claimed = WebhookDelivery.objects.filter(
-        id=delivery_id, status=DeliveryStatus.PENDING, next_attempt_at__lte=now + timedelta(seconds=1)
-    ).update(attempts=F("attempts") + 1, next_attempt_at=now + timedelta(seconds=lease), updated_at=now)
-    if not claimed:
+    delivery = _claim(delivery_id)
+    if delivery is None:
         return "skipped"
-    delivery = WebhookDelivery.objects.select_related("job__project").get(id=delivery_id)
     with log_context(trace_id=delivery.job.trace_id or None, job_id=str(delivery.job_id)):
         code, error, permanent, retry_after = _send(delivery)
         done = timezone.now()

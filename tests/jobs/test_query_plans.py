@@ -2,20 +2,24 @@
 
 The claim (``UPDATE … WHERE id = %s AND status = 'PENDING'``) once ran from a ``(status, updated_at)`` index whenever
 the table's statistics were older than a backlog: each claim then read every PENDING job's index entry (quadratic in
-the backlog). Partial indexes serve the sweeps now; these tests hold both halves.
+the backlog). Partial indexes serve the sweeps now; these tests hold both halves, and the same for the claim of a
+webhook delivery behind a burst of due ones.
 """
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import pytest
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from jobs import statements
-from jobs.models import FINISHED_STATUSES, Job, JobStatus
+from jobs.models import FINISHED_STATUSES, DeliveryStatus, Job, JobStatus, WebhookDelivery
 from jobs.services import _new_jobs
+from jobs.webhooks import webhook_attempt
 
 pytestmark = [
     pytest.mark.django_db,
@@ -90,3 +94,38 @@ def test_each_sweep_has_an_index(backlog_after_stale_statistics, index, queryset
     with connection.cursor() as cursor:
         cursor.execute("SET LOCAL enable_seqscan = off")
     assert index in _plan(sql, params)
+
+
+def test_a_webhook_attempt_finds_its_delivery_by_primary_key_behind_a_burst_of_due_ones(project, settings):
+    """``webhook_attempt``'s statements, with statistics from when no delivery was pending and then 2,000 due ones."""
+    settings.WEBHOOK_ALLOWED_NETWORKS = []  # loopback refused: the attempt fails at once, without connecting
+    job = _jobs(project, 1, JobStatus.SUCCESS)[0]
+    due = timezone.now() - timedelta(seconds=5)
+
+    def deliveries(count: int, status: str) -> list[WebhookDelivery]:
+        return WebhookDelivery.objects.bulk_create(
+            WebhookDelivery(
+                job=job,
+                url="https://127.0.0.1:9/hook",
+                event="job.succeeded",
+                payload={},
+                status=status,
+                next_attempt_at=due if status == DeliveryStatus.PENDING else None,
+            )
+            for _ in range(count)
+        )
+
+    deliveries(1000, DeliveryStatus.DELIVERED)
+    with connection.cursor() as cursor:
+        cursor.execute(f"ANALYZE {WebhookDelivery._meta.db_table}")
+    burst = deliveries(2000, DeliveryStatus.PENDING)
+    with CaptureQueriesContext(connection) as queries:
+        assert webhook_attempt(delivery_id=str(burst[1000].id)) == "failed"
+    table = WebhookDelivery._meta.db_table
+    statements = [
+        q["sql"] for q in queries.captured_queries if q["sql"].startswith(("SELECT", "UPDATE")) and table in q["sql"]
+    ]
+    assert len(statements) >= 2  # the claim's, and the outcome's
+    for sql in statements:
+        plan = _plan(f"(ANALYZE) {sql}", None)
+        assert all(int(n) < 10 for n in re.findall(r"Rows Removed by Filter: (\d+)", plan)), plan

@@ -15,7 +15,7 @@ import tests.job_functions  # noqa: F401 - registers the test job functions in t
 from jobs.models import DeliveryStatus, Job, JobStatus, WebhookDelivery
 from jobs.services import job_create
 from jobs.webhooks import webhook_attempt, webhook_payload, webhook_secret_get
-from jobs.webhooks.services import TRACE_HEADER
+from jobs.webhooks.services import TRACE_HEADER, _claim
 from tests.conftest import wait_until
 from tests.fakes.webhook_receiver import WebhookReceiver
 from tests.jobs.factories import job_row
@@ -101,6 +101,27 @@ def test_payload_carries_result_and_request_metadata(project):
             "conversation": "c-1",
         },
     }
+
+
+@pytest.mark.django_db
+def test_a_due_delivery_is_claimed_once_and_leased(project, settings):
+    job = job_row(project, status=JobStatus.SUCCESS)
+    now = timezone.now()
+    due, later = (
+        WebhookDelivery.objects.create(
+            job=job, url="https://hooks.test/x", event="job.succeeded", payload={}, next_attempt_at=at
+        )
+        for at in (now, now + timedelta(minutes=5))
+    )
+    claimed = _claim(str(due.id))
+    assert claimed is not None and claimed.attempts == 1 and claimed.job.project == project
+    lease = settings.WEBHOOK_CONNECT_TIMEOUT + settings.WEBHOOK_READ_TIMEOUT
+    assert claimed.next_attempt_at > now + timedelta(seconds=lease)
+    due.refresh_from_db()
+    assert (due.attempts, due.next_attempt_at) == (1, claimed.next_attempt_at)
+    assert _claim(str(due.id)) is None  # leased: a second message for it does nothing
+    assert _claim(str(later.id)) is None  # not due yet
+    assert WebhookDelivery.objects.get(id=later.id).attempts == 0
 
 
 @pytest.mark.django_db

@@ -61,16 +61,21 @@ def publish_job(job: Job) -> bool:
     return True
 
 
-def publish_and_record(jobs: list[Job]) -> int:
+def publish_and_record(jobs: list[Job], *, stop_at_failure: bool = False) -> int:
     """Publish ``jobs`` and record the dispatch time of those the broker confirmed; returns how many.
 
-    Jobs are created with their task id, so recording a batch is one UPDATE; a job without one (requeued by
-    maintenance) gets it here, written with its own UPDATE.
+    With ``stop_at_failure`` the jobs after the first one that could not be published are not tried (the broker is
+    down: each would spend the publish retries for nothing). Jobs are created with their task id, so recording a
+    batch is one UPDATE; a job without one (requeued by maintenance) gets it here, written with its own UPDATE.
     """
     fresh = {job.id for job in jobs if not job.task_id}
+    published = []
     for job in jobs:
         job.task_id = job.task_id or new_task_id()
-    published = [job for job in jobs if publish_job(job)]
+        if publish_job(job):
+            published.append(job)
+        elif stop_at_failure:
+            break
     now = timezone.now()
     preassigned = [job.id for job in published if job.id not in fresh]
     for start in range(0, len(preassigned), BATCH_SIZE):

@@ -19,8 +19,11 @@ from .services import jobs_dispatch_stalled, jobs_recover_overdue
 logger = logging.getLogger(__name__)
 
 
-def maintenance_recover_stalled(*, limit: int = 1000) -> dict[str, int]:
-    """Publish PENDING jobs whose message never reached the broker; requeue or fail overdue PROCESSING jobs."""
+def maintenance_recover_stalled(*, limit: int = 100_000) -> dict[str, int]:
+    """Publish PENDING jobs whose message never reached the broker; requeue or fail overdue PROCESSING jobs.
+
+    ``limit`` bounds each of the two per run; the publishing also stops after ``DISPATCH_SWEEP_SECONDS``.
+    """
     counts = {"dispatched": jobs_dispatch_stalled(limit=limit), **jobs_recover_overdue(limit=limit)}
     if any(counts.values()):
         logger.warning("stalled-job recovery: %s", counts)

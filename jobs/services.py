@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from datetime import timedelta
 from enum import Enum
@@ -274,13 +275,33 @@ def job_retry(*, job: Job) -> Job:
 
 
 # --- Maintenance ------------------------------------------------------------------------------------
-def jobs_dispatch_stalled(*, older_than: timedelta | None = None, limit: int = 1000) -> int:
-    """Publish PENDING jobs whose message never reached the broker; returns how many were published."""
+DISPATCH_SWEEP_BATCH = 500  # jobs read, published and recorded (one UPDATE) at a time
+DISPATCH_SWEEP_SECONDS = 45.0  # a run of the sweep stops after this: less than its schedule's 60 s interval
+
+
+def jobs_dispatch_stalled(
+    *, older_than: timedelta | None = None, limit: int = 100_000, seconds: float = DISPATCH_SWEEP_SECONDS
+) -> int:
+    """Publish PENDING jobs whose message never reached the broker, oldest first; returns how many were published.
+
+    After a broker outage these are every job submitted during it, so the sweep works in batches until none is
+    left, ``limit`` jobs were published or ``seconds`` have passed, and stops at the first job the broker refuses
+    (still down: the next run goes on).
+    """
     grace = older_than if older_than is not None else timedelta(seconds=settings.JOB_DISPATCH_GRACE_SECONDS)
-    ids = list(
-        Job.objects.undispatched().filter(updated_at__lt=timezone.now() - grace).values_list("id", flat=True)[:limit]
-    )
-    return sum(job_dispatch(job_id=job_id) for job_id in ids)
+    deadline = time.monotonic() + seconds
+    published = 0
+    while published < limit:
+        batch = list(
+            Job.objects.undispatched()
+            .filter(updated_at__lt=timezone.now() - grace)
+            .order_by("updated_at")[: min(DISPATCH_SWEEP_BATCH, limit - published)]
+        )
+        done = publish_and_record(batch, stop_at_failure=True)
+        published += done
+        if done < DISPATCH_SWEEP_BATCH or time.monotonic() > deadline:
+            break
+    return published
 
 
 def jobs_recover_overdue(*, limit: int = 1000) -> dict[str, int]:

@@ -67,7 +67,7 @@ def deliver_webhook(delivery_id: str) -> str:
 
 
 @shared_task(name="jobs_cron_recover_stalled")
-def jobs_cron_recover_stalled(limit: int = 1000) -> dict[str, int]:
+def jobs_cron_recover_stalled(limit: int = 100_000) -> dict[str, int]:
     return maintenance.maintenance_recover_stalled(limit=limit)
 
 

@@ -10,9 +10,12 @@ from django.utils import timezone
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 from django_celery_results.models import TaskResult
 
+import jobs.dispatcher
+import jobs.services
 from jobs.maintenance import DEFAULT_SCHEDULES, maintenance_retention
 from jobs.models import Job, JobStatus, WebhookDelivery
-from jobs.services import jobs_recover_overdue
+from jobs.services import _new_jobs, jobs_dispatch_stalled, jobs_recover_overdue
+from tests.conftest import purge_queues
 from tests.jobs.factories import job_row
 
 pytestmark = pytest.mark.django_db
@@ -129,3 +132,50 @@ def test_overdue_processing_jobs_are_requeued_then_failed(project, settings, dja
     with django_capture_on_commit_callbacks(execute=False):
         next(c for c in callbacks if c.func.__name__ == "_job_finished")()
     assert WebhookDelivery.objects.get(job=give_up).event == "job.failed"
+
+
+@pytest.fixture
+def undispatched(project, monkeypatch):
+    """120 PENDING jobs whose message never reached the broker, submitted one second apart 10 minutes ago;
+    the sweep reads them 50 at a time."""
+    monkeypatch.setattr(jobs.services, "DISPATCH_SWEEP_BATCH", 50)
+    created = Job.objects.bulk_create(
+        _new_jobs(
+            project=project,
+            function_path="jobs.functions.echo",
+            params_list=[{"i": i} for i in range(120)],
+            priority="high",
+            trace_id="sweep",
+            job_type=None,
+        )
+    )
+    start = timezone.now() - timedelta(minutes=10)
+    for i, job in enumerate(created):
+        Job.objects.filter(id=job.id).update(updated_at=start + timedelta(seconds=i))
+    yield [job.id for job in created]
+    purge_queues()
+
+
+def test_the_dispatch_sweep_publishes_a_backlog_in_batches_oldest_first(undispatched):
+    assert jobs_dispatch_stalled(limit=110) == 110  # three batches, the last one cut by the limit
+    left = list(Job.objects.undispatched().values_list("id", flat=True))
+    assert set(left) == set(undispatched[110:])  # the newest ten
+    assert jobs_dispatch_stalled() == 10
+    assert not Job.objects.undispatched().exists()
+
+
+def test_the_dispatch_sweep_stops_at_the_first_job_the_broker_refuses(undispatched, monkeypatch):
+    calls = []
+
+    def publish_job(job):
+        calls.append(job.id)
+        return len(calls) < 3  # the broker goes away after two jobs
+
+    monkeypatch.setattr(jobs.dispatcher, "publish_job", publish_job)
+    assert jobs_dispatch_stalled() == 2
+    assert calls == undispatched[:3]  # not one more attempt after the refusal
+    assert Job.objects.undispatched().count() == 118
+
+
+def test_the_dispatch_sweep_stops_after_its_time(undispatched):
+    assert jobs_dispatch_stalled(seconds=0) == 50  # one batch, then the time is up

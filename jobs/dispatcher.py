@@ -4,7 +4,9 @@ A web request that creates a job commits the row and answers 202; publishing the
 confirms, plus Celery's task-sent event) costs a few broker round trips, so it is handed to a background
 thread of the process, which publishes in batches and records ``task_id``/``dispatched_at`` with one UPDATE per
 batch. Nothing is lost if the process dies first: the job is PENDING and undispatched, and the recovery sweep
-(``jobs.services.jobs_dispatch_stalled``) publishes it after ``JOB_DISPATCH_GRACE_SECONDS``.
+(``jobs.services.jobs_dispatch_stalled``) publishes it after ``JOB_DISPATCH_GRACE_SECONDS``. While the broker
+refuses messages the thread backs off (``BACKOFF_MIN`` doubling to ``BACKOFF_MAX`` seconds between tries) and a
+process holds at most ``MAX_QUEUED`` jobs; the sweep publishes the others.
 
 ``JOB_DISPATCH_MODE=inline`` publishes in the committing thread instead, and code running inside a Celery
 task always publishes inline (a pool process may be recycled at any moment).
@@ -37,6 +39,10 @@ _STARTERS = {"high_priority": start_high_priority_job, "low_priority": start_low
 BATCH_SIZE = 500  # rows per UPDATE that records dispatches
 PUBLISH_BATCH_SIZE = 20  # messages the background thread publishes before it looks at its queue again
 CONNECTION_CHECK_INTERVAL = 5.0  # seconds between checks of the background thread's database connection
+# While the broker refuses job messages the thread waits between tries (doubling), and a process holds at most
+# MAX_QUEUED jobs: the ones beyond are committed and undispatched, and the recovery sweep publishes them.
+BACKOFF_MIN, BACKOFF_MAX = 0.5, 15.0
+MAX_QUEUED = 10_000
 
 
 def new_task_id() -> str:
@@ -107,6 +113,15 @@ class BackgroundDispatcher:
         with self._lock:
             if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
                 self._start()
+            room = max(0, MAX_QUEUED - self._pending)
+            if len(jobs) > room:
+                logger.warning(
+                    "job dispatcher: %d jobs already wait to be published (is the broker down?); %d more are left "
+                    "to the recovery sweep",
+                    self._pending,
+                    len(jobs) - room,
+                )
+                jobs = jobs[:room]
             self._pending += len(jobs)
         for job in jobs:
             self._queue.put((-job.priority, next(self._sequence), job))
@@ -132,11 +147,12 @@ class BackgroundDispatcher:
 
     def _run(self) -> None:
         checked = time.monotonic()
+        backoff = 0.0
         while True:
-            batch = [self._queue.get()[2]]
+            batch = [self._queue.get()]
             while len(batch) < PUBLISH_BATCH_SIZE:
                 try:
-                    batch.append(self._queue.get_nowait()[2])
+                    batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
             try:
@@ -145,14 +161,31 @@ class BackgroundDispatcher:
                 if time.monotonic() - checked > CONNECTION_CHECK_INTERVAL:
                     close_old_connections()
                     checked = time.monotonic()
-                publish_and_record(batch)
+                handled = publish_and_record([item[2] for item in batch], stop_at_failure=True)
             except Exception:  # the database may be down: the sweep publishes what is left undispatched
                 logger.exception("job dispatcher: could not record %d dispatched jobs", len(batch))
                 connection.close()
+                handled = len(batch)
+            if handled < len(batch):
+                # The broker refused a message (after the publish retries): the rest go back to the queue, in
+                # their places, and the thread waits before it tries again rather than spend the retries on
+                # every queued job.
+                for item in batch[handled:]:
+                    self._queue.put(item)
+                backoff = min(BACKOFF_MAX, max(BACKOFF_MIN, 2 * backoff))
+                logger.warning(
+                    "job dispatcher: the broker refused a job message; %d jobs wait, next try in %.1f s",
+                    self._queue.qsize(),
+                    backoff,
+                )
+            else:
+                backoff = 0.0
             with self._idle:
-                self._pending -= len(batch)
+                self._pending -= handled
                 if not self._pending:
                     self._idle.notify_all()
+            if backoff:
+                time.sleep(backoff)
 
 
 dispatcher = BackgroundDispatcher()

@@ -10,7 +10,7 @@ def test_background_dispatcher_publishes_high_priority_before_a_low_priority_bat
     gate = threading.Event()
     batches: list[list[int]] = []
 
-    def publish_and_record(jobs):
+    def publish_and_record(jobs, **options):
         gate.wait(5)
         batches.append([job.priority for job in jobs])
         return len(jobs)
@@ -27,6 +27,50 @@ def test_background_dispatcher_publishes_high_priority_before_a_low_priority_bat
     assert batches[1][0] == 9, "the high-priority job waited behind the low-priority batch"
     assert sum(len(b) for b in batches) == 2 + 3 * PUBLISH_BATCH_SIZE
     assert max(len(b) for b in batches) <= PUBLISH_BATCH_SIZE
+
+
+def test_while_the_broker_refuses_the_dispatcher_backs_off_and_loses_nothing(monkeypatch):
+    """The first job of each of two batches is refused: the rest wait in their places, the thread waits longer
+    after each refusal, and every job is published once, in order."""
+    monkeypatch.setattr(dispatcher_module, "BACKOFF_MIN", 0.05)
+    tries: list[float] = []
+    published: list[Job] = []
+
+    def publish_and_record(jobs, *, stop_at_failure=False):
+        assert stop_at_failure  # a refusal must not cost the publish retries of every job in the batch
+        tries.append(time.monotonic())
+        done = 0 if len(tries) <= 2 else len(jobs)
+        published.extend(jobs[:done])
+        return done
+
+    monkeypatch.setattr(dispatcher_module, "publish_and_record", publish_and_record)
+    dispatcher = BackgroundDispatcher()
+    jobs = [Job(priority=5) for _ in range(30)]
+    dispatcher.submit(jobs)
+    assert dispatcher.flush(timeout=10)
+    assert published == jobs
+    assert tries[1] - tries[0] >= 0.05 and tries[2] - tries[1] >= 0.1
+
+
+def test_a_process_holds_a_bounded_number_of_jobs_for_publishing(monkeypatch, caplog):
+    """Beyond MAX_QUEUED, jobs are left (committed, undispatched) to the recovery sweep, not kept in memory."""
+    monkeypatch.setattr(dispatcher_module, "MAX_QUEUED", 5)
+    gate = threading.Event()
+    published: list[Job] = []
+
+    def publish_and_record(jobs, **options):
+        gate.wait(5)
+        published.extend(jobs)
+        return len(jobs)
+
+    monkeypatch.setattr(dispatcher_module, "publish_and_record", publish_and_record)
+    dispatcher = BackgroundDispatcher()
+    jobs = [Job(priority=5) for _ in range(8)]
+    dispatcher.submit(jobs)
+    assert "3 more are left to the recovery sweep" in caplog.text
+    gate.set()
+    assert dispatcher.flush(timeout=10)
+    assert published == jobs[:5]
 
 
 def test_job_messages_are_published_with_confirms_and_events_without(monkeypatch):

@@ -70,9 +70,11 @@ def main() -> None:
             job_create(project=project, function_path="jobs.functions.echo", priority="high", params={"i": i})
 
     def jobs_done() -> bool:  # the job row is SUCCESS and Celery's result row is written
+        # Polled every 20 ms while the worker runs: the result table's count first (an index-only scan); the job
+        # table's, a sequential scan (no index leads with status), only once the results are all in.
         return (
-            Job.objects.filter(status=JobStatus.SUCCESS).count() >= n
-            and TaskResult.objects.filter(status="SUCCESS").count() >= n
+            TaskResult.objects.filter(status="SUCCESS").count() >= n
+            and Job.objects.filter(status=JobStatus.SUCCESS).count() >= n
         )
 
     def measure_round() -> dict[str, float]:

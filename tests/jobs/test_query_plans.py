@@ -122,10 +122,10 @@ def test_a_webhook_attempt_finds_its_delivery_by_primary_key_behind_a_burst_of_d
     with CaptureQueriesContext(connection) as queries:
         assert webhook_attempt(delivery_id=str(burst[1000].id)) == "failed"
     table = WebhookDelivery._meta.db_table
-    statements = [
+    ran = [
         q["sql"] for q in queries.captured_queries if q["sql"].startswith(("SELECT", "UPDATE")) and table in q["sql"]
     ]
-    assert len(statements) >= 2  # the claim's, and the outcome's
-    for sql in statements:
+    assert len(ran) >= 2  # the claim's, and the outcome's
+    for sql in ran:
         plan = _plan(f"(ANALYZE) {sql}", None)
         assert all(int(n) < 10 for n in re.findall(r"Rows Removed by Filter: (\d+)", plan)), plan

@@ -43,6 +43,7 @@ CONNECTION_CHECK_INTERVAL = 5.0  # seconds between checks of the background thre
 # MAX_QUEUED jobs: the ones beyond are committed and undispatched, and the recovery sweep publishes them.
 BACKOFF_MIN, BACKOFF_MAX = 0.5, 15.0
 MAX_QUEUED = 10_000
+OVERFLOW_LOG_INTERVAL = 10.0  # seconds between warnings about jobs left to the sweep
 
 
 def new_task_id() -> str:
@@ -107,6 +108,7 @@ class BackgroundDispatcher:
         self._pid: int | None = None
         self._pending = 0
         self._idle = threading.Condition(self._lock)
+        self._left_to_sweep, self._left_logged_at = 0, -OVERFLOW_LOG_INTERVAL
 
     def submit(self, jobs: Iterable[Job]) -> None:
         jobs = list(jobs)
@@ -115,13 +117,16 @@ class BackgroundDispatcher:
                 self._start()
             room = max(0, MAX_QUEUED - self._pending)
             if len(jobs) > room:
-                logger.warning(
-                    "job dispatcher: %d jobs already wait to be published (is the broker down?); %d more are left "
-                    "to the recovery sweep",
-                    self._pending,
-                    len(jobs) - room,
-                )
+                self._left_to_sweep += len(jobs) - room
                 jobs = jobs[:room]
+                if time.monotonic() - self._left_logged_at > OVERFLOW_LOG_INTERVAL:  # once in a while, not per job
+                    logger.warning(
+                        "job dispatcher: %d jobs already wait to be published (is the broker down?); %d more were "
+                        "left to the recovery sweep",
+                        self._pending,
+                        self._left_to_sweep,
+                    )
+                    self._left_logged_at, self._left_to_sweep = time.monotonic(), 0
             self._pending += len(jobs)
         for job in jobs:
             self._queue.put((-job.priority, next(self._sequence), job))

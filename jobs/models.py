@@ -107,6 +107,8 @@ class Job(models.Model):
                 name="job_running_started",
             ),
             models.Index(fields=["finished_at"], condition=models.Q(finished_at__isnull=False), name="job_finished"),
+            # Admin's most used filter, FAILED jobs newest first; no by-id update implies status = 'FAILED'.
+            models.Index(fields=["-created_at"], condition=models.Q(status=JobStatus.FAILED), name="job_failed"),
             # plain indexes: db_index on a CharField adds a second, LIKE-only index on PostgreSQL that every
             # status change would update too (the job path is measured by bench/job_overhead.py)
             models.Index(fields=["task_id"], name="job_task_id"),

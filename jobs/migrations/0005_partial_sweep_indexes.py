@@ -3,35 +3,13 @@
 With a status-leading index, the planner could serve ``UPDATE … WHERE id = %s AND status = 'PENDING'`` (the claim of
 every job) from it whenever its statistics said PENDING was rare, scanning every PENDING job's entry for each claim:
 quadratic in the backlog. The new indexes' conditions cannot be proven from such a statement, so it uses the
-primary key. On PostgreSQL they are built and the old one dropped without locking out writes (CONCURRENTLY).
+primary key. On PostgreSQL they are built and the old one dropped without locking out writes (CONCURRENTLY:
+``kaapi.migration_operations``).
 """
 
-from django.contrib.postgres.operations import AddIndexConcurrently, RemoveIndexConcurrently
 from django.db import migrations, models
 
-
-class _ConcurrentlyOnPostgres:
-    """CONCURRENTLY on PostgreSQL; a plain index operation elsewhere (SQLite, the zero-setup default)."""
-
-    plain: type[migrations.AddIndex | migrations.RemoveIndex]
-
-    def database_forwards(self, app_label, schema_editor, from_state, to_state):
-        if schema_editor.connection.vendor == "postgresql":
-            return super().database_forwards(app_label, schema_editor, from_state, to_state)
-        return self.plain.database_forwards(self, app_label, schema_editor, from_state, to_state)
-
-    def database_backwards(self, app_label, schema_editor, from_state, to_state):
-        if schema_editor.connection.vendor == "postgresql":
-            return super().database_backwards(app_label, schema_editor, from_state, to_state)
-        return self.plain.database_backwards(self, app_label, schema_editor, from_state, to_state)
-
-
-class AddIndex(_ConcurrentlyOnPostgres, AddIndexConcurrently):
-    plain = migrations.AddIndex
-
-
-class RemoveIndex(_ConcurrentlyOnPostgres, RemoveIndexConcurrently):
-    plain = migrations.RemoveIndex
+from kaapi.migration_operations import AddIndex, RemoveIndex
 
 
 class Migration(migrations.Migration):

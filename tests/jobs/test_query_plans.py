@@ -96,6 +96,16 @@ def test_each_sweep_has_an_index(backlog_after_stale_statistics, index, queryset
     assert index in _plan(sql, params)
 
 
+def test_admin_lists_failed_jobs_newest_first_from_an_index(project, backlog_after_stale_statistics):
+    _jobs(project, 300, JobStatus.FAILED)
+    sql, params = (
+        Job.objects.filter(status=JobStatus.FAILED).order_by("-created_at", "-id")[:100].query.sql_with_params()
+    )
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+    assert "job_failed" in _plan(sql, params)
+
+
 def test_a_webhook_attempt_finds_its_delivery_by_primary_key_behind_a_burst_of_due_ones(project, settings):
     """``webhook_attempt``'s statements, with statistics from when no delivery was pending and then 2,000 due ones."""
     settings.WEBHOOK_ALLOWED_NETWORKS = []  # loopback refused: the attempt fails at once, without connecting

@@ -154,15 +154,26 @@ def webhook_redeliver(*, delivery: WebhookDelivery) -> WebhookDelivery:
 
 
 def webhook_deliveries_publish_due(*, limit: int = 500) -> int:
-    """Publish deliveries whose attempt is overdue (long backoffs, lost messages); returns how many."""
-    ids = list(
-        WebhookDelivery.objects.due(before=timezone.now() - SWEEP_GRACE)
+    """Publish deliveries whose attempt is overdue (long backoffs, lost messages); returns how many.
+
+    Each one's ``next_attempt_at`` becomes now first: still due for its attempt, but not overdue again for
+    ``SWEEP_GRACE``, so a message waiting in a busy queue is not joined by another at every run. The update is a
+    compare-and-set, by primary key, on the value read: a delivery claimed meanwhile is left to its attempt.
+    """
+    now = timezone.now()
+    overdue = list(
+        WebhookDelivery.objects.due(before=now - SWEEP_GRACE)
         .order_by("next_attempt_at")
-        .values_list("id", flat=True)[:limit]
+        .values_list("id", "next_attempt_at")[:limit]
     )
-    for delivery_id in ids:
-        _publish(delivery_id)
-    return len(ids)
+    published = 0
+    for delivery_id, due_at in overdue:
+        if WebhookDelivery.objects.filter(id=delivery_id, next_attempt_at=due_at).update(
+            next_attempt_at=now, updated_at=now
+        ):
+            _publish(delivery_id)
+            published += 1
+    return published
 
 
 # --- One attempt --------------------------------------------------------------------------------------

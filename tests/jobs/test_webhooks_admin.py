@@ -69,3 +69,7 @@ def test_sweep_publishes_only_overdue_deliveries(project, published):
     make_delivery(project, status=DeliveryStatus.DELIVERED, next_attempt_at=None)
     assert webhook_deliveries_publish_due() == 1
     assert published == [str(overdue.id)]
+    # Its message may wait in a busy queue: the next runs do not publish it again until it is overdue again.
+    assert webhook_deliveries_publish_due() == 0
+    overdue.refresh_from_db()
+    assert overdue.status == DeliveryStatus.PENDING and overdue.next_attempt_at <= timezone.now()  # still due

@@ -1,17 +1,34 @@
-"""API-wide error handling: every client mistake is a 4xx with a clear message."""
+"""API-wide error handling: every client mistake is a 4xx with a clear message, and an unreachable database a 503
+that says to retry (a 500 would say the server is broken)."""
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import InterfaceError, OperationalError
 from django.http import JsonResponse
-from rest_framework import exceptions, serializers
+from rest_framework import exceptions, serializers, status
+from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
+
+logger = logging.getLogger(__name__)
+
+DATABASE_RETRY_AFTER_SECONDS = 5
 
 
 def exception_handler(exc, context):
+    if isinstance(exc, (OperationalError, InterfaceError)):
+        # Restarting, failing over, out of connections, a statement timeout: nothing the client did wrong, and
+        # worth a retry. Django closes the broken connection when the request ends.
+        logger.warning("database unavailable: %s: %s", type(exc).__name__, exc)
+        return Response(
+            {"detail": "The database is unavailable; try again shortly."},
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
+        )
     if isinstance(exc, DjangoValidationError):
         exc = exceptions.ValidationError(detail=exc.message_dict if hasattr(exc, "error_dict") else exc.messages)
     return drf_exception_handler(exc, context)

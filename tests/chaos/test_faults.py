@@ -138,3 +138,28 @@ def test_submission_while_broker_is_down_is_accepted_and_published_later(start_w
 
     wait_until(swept_and_done, timeout=120, interval=1, message="the accepted job to run")
     assert Job.objects.get(id=job.id).result == {"delay": 0.0, "during": "outage"}
+
+
+def test_submission_while_the_database_is_down_is_a_503_then_accepted_once_it_is_back(api_client):
+    connection.close()
+    services("stop", "postgres")
+    try:
+        started = time.monotonic()
+        resp = api_client.post("/api/v1/jobs/echo/", {"params": {"during": "outage"}}, format="json")
+        elapsed = time.monotonic() - started
+    finally:
+        services("start", "postgres")
+    assert resp.status_code == 503, resp.content
+    assert resp["Retry-After"] and "database is unavailable" in resp.json()["detail"]
+    assert elapsed < 10, f"the 503 took {elapsed:.1f}s"
+
+    def accepted():
+        resp = api_client.post("/api/v1/jobs/echo/", {"params": {"after": "outage"}}, format="json")
+        if resp.status_code == 503:
+            connection.close()  # the test client keeps its connection across requests; a server closes it
+            return None
+        return resp
+
+    resp = wait_until(accepted, timeout=60, interval=1, message="the API to answer once the database is back")
+    assert resp.status_code == 202, resp.content
+    assert Job.objects.filter(id=resp.json()["job_id"], status=JobStatus.PENDING).exists()

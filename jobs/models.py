@@ -92,10 +92,10 @@ class Job(models.Model):
             models.Index(fields=["project", "-created_at"], name="job_project_created"),
             models.Index(fields=["project", "status", "-created_at"], name="job_project_status_created"),
             models.Index(fields=["project", "job_type", "-created_at"], name="job_project_type_created"),
-            # The maintenance sweeps' indexes are partial, on the few rows each sweep looks at, and their conditions
-            # name a second column so that no update of one job by id (``id = … AND status = …``: the claim, the
-            # SUCCESS) can use them: with a status-leading index, a planner whose statistics predate a backlog
-            # (PENDING was rare when the table was analyzed) scanned every PENDING job's entry for each claim.
+            # The maintenance sweeps' indexes are partial, on the rows each sweep looks at, with conditions that no
+            # update of one job by id (``id = … AND status = …``: the claim, the SUCCESS) implies, so that none of
+            # those can be served from them: from a status-leading index, a planner whose statistics predated a
+            # backlog (PENDING rare when the table was analyzed) read every PENDING job's entry for each claim.
             models.Index(
                 fields=["updated_at"],
                 condition=models.Q(status=JobStatus.PENDING, dispatched_at__isnull=True),

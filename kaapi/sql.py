@@ -31,6 +31,7 @@ def run(sql: str, params: tuple | list, *, using: str, fetch: str = "") -> tuple
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             return cursor.rowcount, _fetch(cursor, fetch)
+    connection.close_if_health_check_failed()  # as Django's own cursors do (CONN_HEALTH_CHECKS)
     connection.ensure_connection()
     connection.validate_no_broken_transaction()
     started = time.monotonic()

@@ -5,7 +5,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from jobs.models import Job
-from kaapi.sql import PreparedQuery
+from kaapi.sql import PreparedQuery, run
 from llm.models import ConfigVersion
 from llm.services import config_create, config_version_create
 from tests.llm.conftest import BLOBS
@@ -71,3 +71,22 @@ def test_a_column_too_small_for_the_sentinels_is_refused_clearly(db):
     )
     with pytest.raises(ValueError, match="cannot be composed"):
         query.rows(priority=9)  # priority is a 16-bit column
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_statement_on_a_connection_the_database_dropped_reconnects_as_the_orm_does():
+    """What a process meets after PostgreSQL restarts: its connection is dead until used. Django's cursors check it
+    (CONN_HEALTH_CHECKS) once a request or task is over; kaapi.sql.run does too (the job dispatcher's statements)."""
+    if connection.vendor != "postgresql":
+        pytest.skip("prepared statements run through kaapi.sql only on PostgreSQL")
+    assert connection.settings_dict["CONN_HEALTH_CHECKS"]
+    run("SELECT 1", (), using="default")
+    backend = connection.connection.info.backend_pid
+    other = connection.get_new_connection(connection.get_connection_params())
+    try:
+        other.execute("SELECT pg_terminate_backend(%s)", [backend])
+    finally:
+        other.close()
+    connection.close_if_unusable_or_obsolete()  # what close_old_connections does between requests and tasks
+    assert run("SELECT 1", (), using="default", fetch="one") == (1, (1,))
+    assert connection.connection.info.backend_pid != backend

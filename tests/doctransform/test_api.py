@@ -4,6 +4,8 @@ from pathlib import Path
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from doctransform.models import Document
 from jobs.models import Job, JobStatus
@@ -163,3 +165,19 @@ def test_admin_lists_and_deletes_documents_with_their_files(
         )
     assert not Document.objects.filter(id=document_id).exists()
     assert not path.exists()
+
+
+def test_admin_search_finds_documents_by_identifier_from_indexes_or_by_part_of_a_name(admin_client, api_client):
+    uploaded = upload(api_client, "quarterly-report.txt", files.text()).json()
+    document = Document.objects.get(id=uploaded["document"]["id"])
+    upload(api_client, "other.txt", b"something else entirely\n")
+    url = "/admin/doctransform/document/"
+    for term in (str(document.id), document.checksum_sha256.upper(), document.storage_key, "quarterly"):
+        with CaptureQueriesContext(connection) as queries:
+            page = admin_client.get(url, {"q": term}).content.decode()
+        assert str(document.id) in page and "other.txt" not in page, term
+        sql = " ".join(q["sql"] for q in queries.captured_queries if "doctransform_document" in q["sql"])
+        assert "MIN(" not in sql, sql  # no date hierarchy reading the table's date bounds
+        if term != "quarterly":  # an identifier, from its index: not compared as upper-cased text
+            assert "UPPER(" not in sql, sql
+    assert "quarterly" not in admin_client.get(url, {"q": "no-such-name"}).content.decode()

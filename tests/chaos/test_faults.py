@@ -118,14 +118,19 @@ def test_postgres_restart_workers_recover_and_jobs_finish(start_worker, project,
     assert_all_succeeded_exactly_once(ids)
 
 
-def test_submission_while_broker_is_down_is_accepted_and_published_later(start_worker, api_client):
-    services("stop", "rabbitmq")
+def submit_while_stopped(service: str, api_client):
+    """An echo submission while ``service`` is stopped (started again right after): the response and its seconds."""
+    services("stop", service)
     try:
         started = time.monotonic()
         resp = api_client.post("/api/v1/jobs/echo/", {"params": {"during": "outage"}}, format="json")
-        elapsed = time.monotonic() - started
+        return resp, time.monotonic() - started
     finally:
-        services("start", "rabbitmq")
+        services("start", service)
+
+
+def test_submission_while_broker_is_down_is_accepted_and_published_later(start_worker, api_client):
+    resp, elapsed = submit_while_stopped("rabbitmq", api_client)
     assert resp.status_code == 202, resp.content
     assert elapsed < 10, f"submission took {elapsed:.1f}s while the broker was down"
     job = Job.objects.get(id=resp.json()["job_id"])
@@ -150,13 +155,7 @@ def test_submission_while_broker_is_down_is_accepted_and_published_later(start_w
 
 def test_submission_while_the_database_is_down_is_a_503_then_accepted_once_it_is_back(api_client):
     connection.close()
-    services("stop", "postgres")
-    try:
-        started = time.monotonic()
-        resp = api_client.post("/api/v1/jobs/echo/", {"params": {"during": "outage"}}, format="json")
-        elapsed = time.monotonic() - started
-    finally:
-        services("start", "postgres")
+    resp, elapsed = submit_while_stopped("postgres", api_client)
     assert resp.status_code == 503, resp.content
     assert resp["Retry-After"] and "database is unavailable" in resp.json()["detail"]
     assert elapsed < 10, f"the 503 took {elapsed:.1f}s"

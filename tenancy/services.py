@@ -12,6 +12,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from .models import APIKey, Organization, Project
+from .selectors import api_key_by_prefix
 
 KEY_PREFIX = "kaapi"
 
@@ -47,7 +48,7 @@ def api_key_verify(*, raw: str) -> APIKey | None:
     if parsed is None:
         return None
     prefix, secret = parsed
-    api_key = APIKey.objects.select_related("project__organization").filter(prefix=prefix).first()
+    api_key = api_key_by_prefix(prefix=prefix)
     if api_key is None or not hmac.compare_digest(api_key.key_hash, hash_secret(secret)):
         return None
     return api_key

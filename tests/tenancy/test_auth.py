@@ -107,3 +107,28 @@ def test_whoami_names_the_callers_project_and_key(api_client, project):
     assert body["organization"] == "Org A" and body["project"] == "Project A" and body["project_id"] == project.id
     assert body["api_key_prefix"] and "api_key_name" in body
     assert APIClient().get("/api/v1/whoami/").status_code == 401
+
+
+def test_verified_key_comes_with_its_project_and_organization_in_one_query(project, django_assert_num_queries):
+    issued = api_key_create(project=project)
+    with django_assert_num_queries(1):
+        verified = api_key_verify(raw=issued.plaintext)
+        assert verified.project.organization.name == project.organization.name
+    expected = APIKey.objects.select_related("project__organization").get(pk=issued.api_key.pk)
+    for stored, loaded in [
+        (expected, verified),
+        (expected.project, verified.project),
+        (expected.project.organization, verified.project.organization),
+    ]:
+        for field in type(stored)._meta.concrete_fields:
+            assert getattr(loaded, field.attname) == getattr(stored, field.attname), field.name
+        assert not loaded._state.adding
+    assert verified.created_at.tzinfo is not None
+
+
+def test_verify_finds_only_the_key_with_that_prefix(project):
+    keys = [api_key_create(project=project) for _ in range(3)]
+    for issued in keys:
+        assert api_key_verify(raw=issued.plaintext).pk == issued.api_key.pk
+    prefix = keys[0].plaintext.split("_")[1]
+    assert api_key_verify(raw=f"kaapi_{prefix[:-1]}x_{'a' * 43}") is None

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -75,9 +76,10 @@ def convert_row(row: tuple | list, converters: Converters, connection: Any) -> t
 
 
 # Values the query is composed with, then found again among its parameters. Integers are in range for any
-# integer column (Django refuses out-of-range integer lookups before they reach SQL); both are unlikely real values.
+# integer column (Django refuses out-of-range integer lookups before they reach SQL); all are unlikely real values.
 _SENTINEL_INT = 2_147_480_000
 _SENTINEL_STR = "\x1fkaapi.sql sentinel {}\x1f"
+_SENTINEL_UUID = 0x1F1F_0000_0000_4000_8000_0000_0000_0000
 _INTEGER_BITS = {"Int2": 16, "Int4": 32, "Int8": 64}  # psycopg's typed integers; a plain int is bound as 64-bit
 
 
@@ -93,15 +95,16 @@ class PreparedQuery:
     """A read queryset composed once per database by the ORM and run again with other values.
 
     ``build(**values)`` returns the queryset (``values_list()`` or a model query alike). It is called once per
-    database alias with a distinct sentinel for each value named in ``types`` (``int`` or ``str``), and each
-    sentinel must reach the SQL as a parameter unchanged: plain lookups (``id=``, ``version=``, ``provider=``) on
-    text or 32/64-bit integer columns, not transforms of the value. ``rows(**values)`` then runs that SQL with the
-    real values (prepared on PostgreSQL) and returns the rows as tuples, converted as the ORM converts them.
+    database alias with a distinct sentinel for each value named in ``types`` (``int``, ``str`` or ``uuid.UUID``),
+    and each sentinel must reach the SQL as a parameter unchanged: plain lookups (``id=``, ``version=``,
+    ``provider=``) on text, UUID or 32/64-bit integer columns, not transforms of the value. A UUID value may be a
+    ``uuid.UUID`` or its text; text that is not a UUID raises ``ValueError``. ``rows(**values)`` then runs that SQL
+    with the real values (prepared on PostgreSQL) and returns the rows as tuples, converted as the ORM converts them.
     """
 
     def __init__(self, build: Callable[..., QuerySet], **types: type) -> None:
-        if any(kind not in (int, str) for kind in types.values()):
-            raise TypeError("PreparedQuery values are int or str")
+        if any(kind not in (int, str, uuid.UUID) for kind in types.values()):
+            raise TypeError("PreparedQuery values are int, str or uuid.UUID")
         self._build = build
         self._types = types
         self._compiled: dict[str, _Compiled] = {}
@@ -109,7 +112,11 @@ class PreparedQuery:
 
     def _compile(self, using: str) -> _Compiled:
         sentinels = {
-            name: _SENTINEL_INT + index if kind is int else _SENTINEL_STR.format(index)
+            name: {
+                int: _SENTINEL_INT + index,
+                str: _SENTINEL_STR.format(index),
+                uuid.UUID: uuid.UUID(int=_SENTINEL_UUID + index),
+            }[kind]
             for index, (name, kind) in enumerate(self._types.items())
         }
         compiler = self._build(**sentinels).query.get_compiler(using=using)
@@ -118,10 +125,12 @@ class PreparedQuery:
         except (EmptyResultSet, FullResultSet) as exc:  # e.g. a 16-bit column: the sentinel is out of its range
             raise ValueError(f"the query cannot be composed with sentinel values ({type(exc).__name__})") from exc
         by_value = {value: name for name, value in sentinels.items()}
+        # A UUID reaches the parameters as a uuid.UUID on PostgreSQL, as its 32 hex digits elsewhere.
+        by_value.update({value.hex: name for name, value in sentinels.items() if isinstance(value, uuid.UUID)})
         slots = tuple(
             (index, by_value[param])
             for index, param in enumerate(params)
-            if isinstance(param, int | str) and param in by_value
+            if isinstance(param, int | str | uuid.UUID) and param in by_value
         )
         missing = set(self._types) - {name for _, name in slots}
         if missing:
@@ -137,8 +146,13 @@ class PreparedQuery:
                 self._compiled[using] = compiled
         params = list(compiled.params)
         for index, name in compiled.slots:
-            if self._types[name] is str:
+            kind = self._types[name]
+            if kind is str:
                 params[index] = str(values[name])
+                continue
+            if kind is uuid.UUID:
+                value = values[name] if isinstance(values[name], uuid.UUID) else uuid.UUID(str(values[name]))
+                params[index] = value if isinstance(params[index], uuid.UUID) else value.hex
                 continue
             value = type(params[index])(values[name])  # int, or psycopg's Int4 … as the ORM typed it
             bits = _INTEGER_BITS.get(type(value).__name__, 64)

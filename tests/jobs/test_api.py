@@ -218,3 +218,17 @@ def test_echo_params_that_postgres_cannot_store_are_400(api_client, text):
 def test_unknown_api_url_is_json_404(api_client):
     resp = api_client.get("/api/v1/nothing-here/")
     assert resp.status_code == 404 and resp.json() == {"detail": "Not found."}
+
+
+def test_a_job_of_another_project_is_404_and_lookups_are_one_query(api_client, project, django_assert_num_queries):
+    from jobs import selectors
+    from tenancy.services import project_get_or_create
+
+    job = api_client.post("/api/v1/jobs/echo/", {"params": {"n": 1}}, format="json").json()
+    other = project_get_or_create(organization_name=project.organization.name, project_name="other")
+    with django_assert_num_queries(1):
+        found = selectors.job_get(project=project, job_id=job["job_id"])
+    assert str(found.id) == job["job_id"] and found.params["n"] == 1 and not found._state.adding
+    assert found.created_at.tzinfo is not None and found.project_id == project.pk
+    assert selectors.job_get(project=other, job_id=job["job_id"]) is None
+    assert api_client.get(f"/api/v1/jobs/{job['job_id']}/").json()["id"] == job["job_id"]

@@ -90,3 +90,20 @@ def test_a_statement_on_a_connection_the_database_dropped_reconnects_as_the_orm_
     connection.close_if_unusable_or_obsolete()  # what close_old_connections does between requests and tasks
     assert run("SELECT 1", (), using="default", fetch="one") == (1, (1,))
     assert connection.connection.info.backend_pid != backend
+
+
+def test_uuid_values_as_uuids_or_text(project):
+    import uuid
+
+    from jobs.services import job_create
+
+    jobs = [job_create(project=project, function_path="jobs.functions.echo", params={"i": i}) for i in range(3)]
+    query = PreparedQuery(
+        lambda **values: Job.objects.filter(id=values["job_id"]).values_list("id", "params"), job_id=uuid.UUID
+    )
+    for job in jobs:
+        assert query.rows(job_id=job.id) == [(job.id, job.params)]
+        assert query.rows(job_id=str(job.id)) == [(job.id, job.params)]
+    assert query.rows(job_id=uuid.uuid4()) == []
+    with pytest.raises(ValueError):
+        query.rows(job_id="not-a-uuid")

@@ -1,5 +1,6 @@
 """Submission: POST /api/v1/llm/call under gunicorn with 64 concurrent clients, beside a trivial authenticated
-DRF endpoint (GET /api/v1/whoami/) on the same server in the same run.
+DRF endpoint (GET /api/v1/whoami/) on the same server in the same run; and the poll of a job (GET
+/api/v1/jobs/{id}/), the request clients send most, measured the same way (its capacity, no goal).
 
 The server is the documented production web command (gunicorn, sync workers); the client is a small asyncio
 HTTP/1.1 client in this process (one connection per request, as gunicorn's sync workers close it). No worker
@@ -8,8 +9,8 @@ runs: submission is measured alone, the jobs stay queued and are purged afterwar
 Two phases per endpoint:
   capacity  closed loop: 64 clients send back to back; requests/s is the server's capacity. (Latency here is
             only queueing: with 64 requests always in flight it is 64 / capacity by Little's law.) --rounds
-            alternating rounds (trivial, then llm/call), a ratio per round and their median: on a shared
-            machine one pair of phases moves by ±15 %.
+            alternating rounds (trivial, llm/call, then the poll), a ratio per round and their median: on a
+            shared machine one pair of phases moves by ±15 %.
   latency   open loop: 64 clients together send --load-fraction of the llm/call capacity at a steady rate,
             each request timed from when it was due (no coordinated omission); p50/p99.
 Goal: llm/call capacity at least 0.5x the trivial endpoint's, and p99 under 100 ms under load.
@@ -135,12 +136,14 @@ def main() -> None:
     args = parser.parse_args()
 
     setup_environment("submission")
+    from jobs.services import job_create
     from kaapi.celery import app
     from tenancy.services import api_key_create, project_get_or_create
 
     project = project_get_or_create(organization_name="bench", project_name="submission")
     api_key = api_key_create(project=project).plaintext
     call_body = prepare_llm_call(project)
+    polled = job_create(project=project, function_path="jobs.functions.echo", params={"polled": True})
     purge(app)
 
     port = free_port()
@@ -175,12 +178,14 @@ def main() -> None:
                 time.sleep(0.2)
         trivial = build_request("GET", "/api/v1/whoami/", api_key, None, port)
         submit = build_request("POST", call_body[0], api_key, call_body[1], port)
-        asyncio.run(load(port, trivial, clients=8, seconds=2, expect=200))  # warm up every gunicorn worker
-        asyncio.run(load(port, submit, clients=8, seconds=2, expect=202))
-        measured: dict[str, list[tuple[float, list[float], int]]] = {"trivial": [], "submit": []}
-        cpu: dict[str, list[tuple[float, float, float]]] = {"trivial": [], "submit": []}
+        poll = build_request("GET", f"/api/v1/jobs/{polled.id}/", api_key, None, port)
+        phases = (("trivial", trivial, 200), ("submit", submit, 202), ("poll", poll, 200))
+        for _, raw, expect in phases:  # warm up every gunicorn worker on each endpoint
+            asyncio.run(load(port, raw, clients=8, seconds=2, expect=expect))
+        measured: dict[str, list[tuple[float, list[float], int]]] = {name: [] for name, _, _ in phases}
+        cpu: dict[str, list[tuple[float, float, float]]] = {name: [] for name, _, _ in phases}
         for _ in range(args.rounds):
-            for name, raw, expect in (("trivial", trivial, 200), ("submit", submit, 202)):
+            for name, raw, expect in phases:
                 before = cpu_now(server.pid)
                 count, latencies, errors = asyncio.run(
                     load(port, raw, clients=args.clients, seconds=args.seconds, expect=expect)
@@ -200,9 +205,12 @@ def main() -> None:
 
     t_rates = [r for r, _, _ in measured["trivial"]]
     s_rates = [r for r, _, _ in measured["submit"]]
+    p_rates = [r for r, _, _ in measured["poll"]]
     ratios = [s / t for s, t in zip(s_rates, t_rates, strict=True)]
+    p_ratios = [p / t for p, t in zip(p_rates, t_rates, strict=True)]
     t_err = sum(e for _, _, e in measured["trivial"])
     s_err = sum(e for _, _, e in measured["submit"])
+    p_err = sum(e for _, _, e in measured["poll"])
     tp_lat, tp_err = paced_results["trivial"]
     sp_lat, sp_err = paced_results["submit"]
 
@@ -227,6 +235,15 @@ def main() -> None:
             f"{percentile(sp_lat, 50):.1f}",
             f"{percentile(sp_lat, 99):.1f}",
             str(s_err + sp_err),
+        ),
+        (
+            "GET /api/v1/jobs/{id}/ (poll)",
+            per_round(p_rates, ",.0f"),
+            per_round(p_ratios, ".2f"),
+            f"{statistics.median(p_ratios):.2f} (no goal)",
+            "—",
+            "—",
+            str(p_err),
         ),
     ]
     table = print_table(
@@ -283,7 +300,7 @@ def cpu_line(cpu: dict[str, list[tuple[float, float, float]]]) -> str:
     return (
         f"(CPU ms per request, medians of the capacity rounds, the whole machine and of it the web server, the "
         f"client, and the rest (PostgreSQL, RabbitMQ, the kernel): trivial {parts('trivial')}; llm/call "
-        f"{parts('submit')})"
+        f"{parts('submit')}; poll {parts('poll')})"
     )
 
 

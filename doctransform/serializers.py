@@ -3,13 +3,14 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from jobs.serializers import JobSubmittedSerializer
+from kaapi.api import ModelSerializer
 
 from .models import Document
 from .services import document_content_path
 from .transformers import MARKDOWN, TARGET_FORMATS
 
 
-class DocumentSerializer(serializers.ModelSerializer):
+class DocumentSerializer(ModelSerializer):
     source_document_id = serializers.UUIDField(source="source_id", read_only=True, allow_null=True)
     job_id = serializers.UUIDField(read_only=True, allow_null=True, help_text="The job that produced it.")
     content_url = serializers.SerializerMethodField(help_text="Where to download the file.")

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from kaapi.api import storable_json
+from kaapi.api import ModelSerializer, storable_json
 
 from .functions import ECHO_MAX_DELAY
 from .models import Job
@@ -14,7 +14,7 @@ class ProgressSerializer(serializers.Serializer):
     message = serializers.CharField(source="progress_message")
 
 
-class JobSerializer(serializers.ModelSerializer):
+class JobSerializer(ModelSerializer):
     progress = ProgressSerializer(source="*", read_only=True)
     callback_url = serializers.CharField(read_only=True, help_text="Where the webhook goes; empty for none.")
 

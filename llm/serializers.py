@@ -4,13 +4,15 @@ import json
 
 from rest_framework import serializers
 
+from kaapi.api import ModelSerializer
+
 from .models import Config, ConfigVersion, ProviderCredential
 
 MAX_QUERY_LENGTH = 200_000
 MAX_METADATA_BYTES = 16_384
 
 
-class ConfigSerializer(serializers.ModelSerializer):
+class ConfigSerializer(ModelSerializer):
     latest_version = serializers.IntegerField(read_only=True, help_text="The highest version number.")
 
     class Meta:
@@ -31,7 +33,7 @@ class ConfigUpdateSerializer(serializers.Serializer):
     description = serializers.CharField(required=False, allow_blank=True, max_length=10_000)
 
 
-class ConfigVersionSerializer(serializers.ModelSerializer):
+class ConfigVersionSerializer(ModelSerializer):
     config_id = serializers.IntegerField(read_only=True)
 
     class Meta:
@@ -45,7 +47,7 @@ class ConfigVersionCreateSerializer(serializers.Serializer):
     commit_message = serializers.CharField(required=False, default="", allow_blank=True, max_length=500)
 
 
-class CredentialSerializer(serializers.ModelSerializer):
+class CredentialSerializer(ModelSerializer):
     api_key = serializers.CharField(source="masked_api_key", read_only=True, help_text="Masked: ****last4.")
     base_url = serializers.CharField(read_only=True, help_text="Empty: the provider's public API.")
 

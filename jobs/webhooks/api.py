@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from django.http import Http404
 from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import serializers, status
+from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from kaapi.api import ModelSerializer
 from kaapi.schema import ErrorSerializer
 from tenancy.authentication import request_project
 
@@ -17,7 +18,7 @@ from ..models import WebhookDelivery, WebhookSecret
 from .services import webhook_secret_get, webhook_secret_rotate
 
 
-class WebhookDeliverySerializer(serializers.ModelSerializer):
+class WebhookDeliverySerializer(ModelSerializer):
     class Meta:
         model = WebhookDelivery
         fields = [
@@ -35,7 +36,7 @@ class WebhookDeliverySerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class WebhookSecretSerializer(serializers.ModelSerializer):
+class WebhookSecretSerializer(ModelSerializer):
     class Meta:
         model = WebhookSecret
         fields = ["secret", "previous_valid_until", "rotated_at", "created_at"]

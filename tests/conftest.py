@@ -1,9 +1,10 @@
-"""Shared fixtures: tenants and API clients, and real Celery worker processes for end-to-end tests."""
+"""Shared fixtures: tenants and API clients, and real Celery worker and web server processes for end-to-end tests."""
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -12,6 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import requests
 from django.conf import settings
 from rest_framework.test import APIClient
 
@@ -167,6 +169,85 @@ def start_worker(transactional_db) -> Iterator[Callable[..., WorkerProcess]]:
     for worker in started:
         worker.stop()
     purge_queues()
+
+
+class WebServerProcess:
+    """The production web command (gunicorn, as docker-compose runs it) on a free port of 127.0.0.1."""
+
+    def __init__(self, *, workers: int = 2, env: dict[str, str] | None = None) -> None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        name = f"web-{uuid.uuid4().hex[:8]}"
+        LOG_DIR.mkdir(parents=True, exist_ok=True)
+        self.log_path = LOG_DIR / f"{name}.log"
+        self.argv = [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "kaapi.wsgi:application",
+            "--bind",
+            f"127.0.0.1:{self.port}",
+            "--workers",
+            str(workers),
+            "--timeout",
+            "60",
+        ]
+        self.env = worker_environment(ALLOWED_HOSTS="127.0.0.1", **(env or {}))
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 60) -> WebServerProcess:
+        self._log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            self.argv, cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"gunicorn exited with {self.process.returncode}; see {self.log_path}")
+            try:
+                if requests.get(f"{self.url}/healthz", timeout=2).status_code == 200:
+                    return self
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"gunicorn did not answer /healthz in {timeout}s; see {self.log_path}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout: float = 30) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+        self._log.close()
+
+    def kill(self) -> None:
+        """SIGKILL the master and its workers at once: whatever a process held in memory is gone."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(10)
+        self._log.close()
+
+
+@pytest.fixture
+def start_web(transactional_db) -> Iterator[Callable[..., WebServerProcess]]:
+    """Start real web server processes; all are stopped when the test ends."""
+    started: list[WebServerProcess] = []
+
+    def start(**kwargs) -> WebServerProcess:
+        web = WebServerProcess(**kwargs).start()
+        started.append(web)
+        return web
+
+    yield start
+    for web in started:
+        web.stop()
 
 
 def wait_until(

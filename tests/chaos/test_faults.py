@@ -8,10 +8,13 @@ import time
 from datetime import timedelta
 
 import pytest
+import requests
 from django.db import connection
 
 from jobs.models import Job, JobStatus
 from jobs.services import jobs_dispatch_stalled
+from jobs.tasks import jobs_cron_recover_stalled
+from tenancy.services import api_key_create
 from tests import job_functions
 from tests.chaos.conftest import effects_per_job, resilient, services
 from tests.conftest import wait_until
@@ -170,3 +173,38 @@ def test_submission_while_the_database_is_down_is_a_503_then_accepted_once_it_is
     resp = wait_until(accepted, timeout=60, interval=1, message="the API to answer once the database is back")
     assert resp.status_code == 202, resp.content
     assert Job.objects.filter(id=resp.json()["job_id"], status=JobStatus.PENDING).exists()
+
+
+def test_web_server_killed_before_publishing_the_jobs_it_accepted_loses_none(start_worker, start_web, project):
+    """What "accepted" promises: the job is committed before the 202, so a web server killed while the jobs it
+    accepted still wait in its memory for the broker loses none of them; the recovery sweep publishes them."""
+    key = api_key_create(project=project).plaintext
+    services("stop", "rabbitmq")
+    try:
+        web = start_web()
+        ids = []
+        for i in range(20):
+            started = time.monotonic()
+            resp = requests.post(
+                f"{web.url}/api/v1/jobs/echo/", json={"params": {"i": i}}, headers={"X-API-KEY": key}, timeout=30
+            )
+            assert resp.status_code == 202, resp.text
+            assert time.monotonic() - started < 10, "a submission waited for the broker"
+            ids.append(resp.json()["job_id"])
+        web.kill()  # SIGKILL, master and workers: the dispatcher threads' queues die with them
+    finally:
+        services("start", "rabbitmq")
+    assert Job.objects.filter(id__in=ids, status=JobStatus.PENDING, dispatched_at__isnull=True).count() == len(ids)
+
+    # The sweep as beat runs it (jobs_cron_recover_stalled on the cron queue), its grace shortened to 1 s.
+    start_worker(queues="high_priority,cron", env={"JOB_DISPATCH_GRACE_SECONDS": "1"})
+    time.sleep(1.5)
+    jobs_cron_recover_stalled.apply_async()
+    wait_until(
+        lambda: Job.objects.filter(id__in=ids, status=JobStatus.SUCCESS).count() == len(ids),
+        timeout=120,
+        interval=0.5,
+        message="every accepted job to run after the sweep",
+    )
+    results = dict(Job.objects.filter(id__in=ids).values_list("id", "result"))
+    assert sorted(result["i"] for result in results.values()) == list(range(len(ids)))

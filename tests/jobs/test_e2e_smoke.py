@@ -94,3 +94,45 @@ def test_run_worker_command_starts_a_worker_that_runs_jobs(transactional_db, pro
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def test_the_documented_http_flow_against_the_deployed_web_server(start_web, start_worker, project):
+    """Submit and poll over HTTP as README's curl lines do, against gunicorn and a real worker."""
+    import time
+
+    import requests
+
+    from tenancy.services import api_key_create
+
+    start_worker(queues="high_priority")
+    web = start_web()
+    headers = {"X-API-KEY": api_key_create(project=project).plaintext, "X-Request-ID": "e2e-http-flow"}
+    assert requests.get(f"{web.url}/readyz", timeout=10).status_code == 200
+
+    resp = requests.post(
+        f"{web.url}/api/v1/jobs/echo/", json={"params": {"hello": "world"}, "delay": 0.2}, headers=headers, timeout=10
+    )
+    assert resp.status_code == 202, resp.text
+    assert resp.headers["X-Request-ID"] == "e2e-http-flow"
+    submitted = resp.json()
+    assert submitted["status_url"] == f"{web.url}/api/v1/jobs/{submitted['job_id']}/"
+
+    deadline = time.monotonic() + 60
+    while (job := requests.get(submitted["status_url"], headers=headers, timeout=10).json())["status"] != "SUCCESS":
+        assert job["status"] in {"PENDING", "PROCESSING"}, job
+        assert time.monotonic() < deadline, f"the job did not succeed: {job}"
+        time.sleep(0.1)
+    assert job["result"] == {"delay": 0.2, "hello": "world"} and job["trace_id"] == "e2e-http-flow"
+    assert job["progress"]["percent"] == 100
+
+    unknown = requests.get(f"{web.url}/api/v1/jobs/{'0' * 8}-0000-0000-0000-{'0' * 12}/", headers=headers, timeout=10)
+    assert unknown.status_code == 404 and unknown.json() == {"detail": "No job with this id in your project."}
+    bad_key = requests.get(submitted["status_url"], headers={"X-API-KEY": "kaapi_nope"}, timeout=10)
+    assert bad_key.status_code == 401 and bad_key.json() == {"detail": "Invalid API key."}
+    bad_json = requests.post(
+        f"{web.url}/api/v1/jobs/echo/",
+        data="{not json",
+        headers={**headers, "Content-Type": "application/json"},
+        timeout=10,
+    )
+    assert bad_json.status_code == 400 and "JSON" in bad_json.json()["detail"]

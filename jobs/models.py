@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from functools import cache
 
 from django.db import connections, models
 from django.db.models.sql import Query, UpdateQuery
+from django.utils import timezone
 
 from kaapi.crypto import EncryptedCharField
 from kaapi.sql import Converters, convert_row, row_converters
@@ -30,6 +32,14 @@ class JobQuerySet(models.QuerySet):
 
     def undispatched(self) -> JobQuerySet:
         return self.filter(status=JobStatus.PENDING, dispatched_at__isnull=True)
+
+    def stalled_undispatched(self, *, older_than: timedelta) -> JobQuerySet:
+        """PENDING jobs whose message has not reached the broker for ``older_than`` (the recovery sweep's)."""
+        return self.undispatched().filter(updated_at__lt=timezone.now() - older_than)
+
+    def overdue(self, *, older_than: timedelta) -> JobQuerySet:
+        """PROCESSING jobs started more than ``older_than`` ago: no worker is running them any more."""
+        return self.filter(status=JobStatus.PROCESSING, started_at__lt=timezone.now() - older_than)
 
     def update_returning(self, **values) -> Job | None:
         """``update(**values)`` of at most one row, returning the updated row in the same statement

@@ -288,14 +288,14 @@ def jobs_dispatch_stalled(
     left, ``limit`` jobs were published or ``seconds`` have passed, and stops at the first job the broker refuses
     (still down: the next run goes on).
     """
-    grace = older_than if older_than is not None else timedelta(seconds=settings.JOB_DISPATCH_GRACE_SECONDS)
+    grace = older_than if older_than is not None else dispatch_grace()
     deadline = time.monotonic() + seconds
     published = 0
     while published < limit:
         batch = list(
-            Job.objects.undispatched()
-            .filter(updated_at__lt=timezone.now() - grace)
-            .order_by("updated_at")[: min(DISPATCH_SWEEP_BATCH, limit - published)]
+            Job.objects.stalled_undispatched(older_than=grace).order_by("updated_at")[
+                : min(DISPATCH_SWEEP_BATCH, limit - published)
+            ]
         )
         done = publish_and_record(batch, stop_at_failure=True)
         published += done
@@ -304,25 +304,28 @@ def jobs_dispatch_stalled(
     return published
 
 
+def dispatch_grace() -> timedelta:
+    """How long a PENDING job may stay undispatched before the recovery sweep publishes it."""
+    return timedelta(seconds=settings.JOB_DISPATCH_GRACE_SECONDS)
+
+
+def overdue_after() -> timedelta:
+    """How long after its start a PROCESSING job is overdue: no worker will finish it."""
+    return timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + settings.JOB_STALLED_MARGIN_SECONDS)
+
+
 def jobs_recover_overdue(*, limit: int = 1000) -> dict[str, int]:
     """PROCESSING jobs started longer ago than the hard time limit plus a margin: no worker will finish them.
 
     Each is requeued (PENDING, published again), counting a lost delivery, or — once its deliveries were lost
     ``JOB_MAX_WORKER_LOST`` times — ends FAILED. Returns ``{"requeued": n, "failed": m}``.
     """
-    overdue = timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + settings.JOB_STALLED_MARGIN_SECONDS)
-    cutoff = timezone.now() - overdue
-    ids = list(
-        Job.objects.filter(status=JobStatus.PROCESSING, started_at__lt=cutoff).values_list("id", flat=True)[:limit]
-    )
+    overdue = overdue_after()
+    ids = list(Job.objects.overdue(older_than=overdue).values_list("id", flat=True)[:limit])
     counts = {"requeued": 0, "failed": 0}
     for job_id in ids:
         with transaction.atomic():
-            job = (
-                Job.objects.select_for_update(skip_locked=True)
-                .filter(id=job_id, status=JobStatus.PROCESSING, started_at__lt=cutoff)
-                .first()
-            )
+            job = Job.objects.select_for_update(skip_locked=True).overdue(older_than=overdue).filter(id=job_id).first()
             if job is None:
                 continue
             job.worker_lost_count += 1

@@ -179,3 +179,33 @@ def test_the_dispatch_sweep_stops_at_the_first_job_the_broker_refuses(undispatch
 
 def test_the_dispatch_sweep_stops_after_its_time(undispatched):
     assert jobs_dispatch_stalled(seconds=0) == 50  # one batch, then the time is up
+
+
+def test_recover_jobs_command_publishes_the_backlog_now_and_its_dry_run_only_counts(undispatched, project):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    fresh = make_job(project, status=JobStatus.PENDING)  # just now: within the grace, a web process may publish it
+    Job.objects.filter(id=fresh.id).update(dispatched_at=None)
+    out = StringIO()
+    call_command("recover_jobs", dry_run=True, stdout=out)
+    assert out.getvalue().strip() == "undispatched: 120, overdue: 0 (dry run: nothing changed)"
+    assert Job.objects.undispatched().count() == 121
+
+    out = StringIO()
+    call_command("recover_jobs", stdout=out)  # every batch in one run, however long it takes
+    assert out.getvalue().strip() == "published: 120, requeued: 0, failed: 0"
+    assert list(Job.objects.undispatched().values_list("id", flat=True)) == [fresh.id]
+    call_command("recover_jobs", grace_seconds=0, stdout=StringIO())
+    assert not Job.objects.undispatched().exists()
+
+
+def test_recover_jobs_command_fails_when_the_broker_refuses(undispatched, monkeypatch):
+    from django.core.management import CommandError, call_command
+
+    monkeypatch.setattr(jobs.dispatcher, "publish_job", lambda job: False)
+    with pytest.raises(CommandError, match="120 undispatched jobs left"):
+        call_command("recover_jobs")
+    with pytest.raises(CommandError, match="--grace-seconds"):
+        call_command("recover_jobs", grace_seconds=-1)

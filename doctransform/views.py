@@ -15,7 +15,7 @@ from rest_framework.parsers import MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from jobs.serializers import JobSubmittedSerializer
+from jobs.views import submitted_response
 from tenancy.authentication import request_project
 
 from . import selectors, services
@@ -135,10 +135,8 @@ class DocumentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
             if exc.unsupported_type:
                 raise UnsupportedDocumentType(detail) from None
             raise ValidationError(detail) from None
-        context = self.get_serializer_context()
-        body = {**JobSubmittedSerializer(job, context=context).data}
-        body["document"] = DocumentSerializer(document, context=context).data
-        return Response(body, status=status.HTTP_202_ACCEPTED)
+        document_data = DocumentSerializer(document, context=self.get_serializer_context()).data
+        return submitted_response(job, request, document=document_data)
 
     def destroy(self, request: Request, pk=None) -> Response:
         services.document_delete(document=self.get_object())

@@ -28,9 +28,11 @@ class Conflict(APIException):
     default_code = "conflict"
 
 
-def submitted_response(job: Job, request: Request) -> Response:
-    """202 with the body ``JobSubmittedSerializer`` documents."""
-    return Response(submitted(job, request), status=status.HTTP_202_ACCEPTED)
+def submitted_response(job: Job, request: Request, **extra) -> Response:
+    """202 with the body ``JobSubmittedSerializer`` documents (and ``extra`` fields), and the job's status URL in
+    ``Location`` as well, where HTTP clients look for the status monitor of an accepted request."""
+    body = {**submitted(job, request), **extra}
+    return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": body["status_url"]})
 
 
 # --- OpenAPI: the errors of these operations (401/403 and X-Request-ID: kaapi.schema) ------------

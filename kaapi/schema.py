@@ -50,6 +50,11 @@ _REQUEST_ID_PARAMETER = {
     "generated when absent or invalid.",
 }
 _REQUEST_ID_HEADER = {"schema": _TRACE_ID_SCHEMA, "description": "The request's trace id."}
+_LOCATION_HEADER = {
+    "schema": {"type": "string", "format": "uri"},
+    "required": True,
+    "description": "Where to poll the job: the body's status_url.",
+}
 _ERROR_BODY = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
 _AUTH_ERRORS = {
     "401": "Missing, invalid or revoked API key.",
@@ -58,7 +63,8 @@ _AUTH_ERRORS = {
 
 
 def postprocess_common(result, generator, request, public):
-    """POSTPROCESSING_HOOKS: add the X-Request-ID header and the authentication errors to every operation."""
+    """POSTPROCESSING_HOOKS: add the X-Request-ID header and the authentication errors to every operation, and the
+    Location header to every 202 (a submitted job)."""
     result.setdefault("components", {}).setdefault("schemas", {}).setdefault(
         "Error",
         {
@@ -86,6 +92,8 @@ def postprocess_common(result, generator, request, public):
                 )
             if any(p.get("in") == "path" for p in parameters):
                 responses.setdefault("404", {"description": "Not found in your project.", "content": _ERROR_BODY})
-            for response in responses.values():
+            for code, response in responses.items():
                 response.setdefault("headers", {})["X-Request-ID"] = _REQUEST_ID_HEADER
+                if code == "202":  # every 202 is a submitted job (jobs.views.submitted_response)
+                    response["headers"]["Location"] = _LOCATION_HEADER
     return result

@@ -28,6 +28,7 @@ def test_upload_stores_the_document_and_creates_a_low_priority_job(api_client, m
     body = resp.json()
     assert body["status"] == "PENDING"
     assert body["status_url"].endswith(f"/api/v1/jobs/{body['job_id']}/")
+    assert resp["Location"] == body["status_url"]
     document = body["document"]
     assert document["filename"] == "plan.docx"
     assert document["content_type"] == files.SUPPORTED["docx"][2]

@@ -133,6 +133,7 @@ def test_retry_failed_job(api_client, project):
     resp = api_client.post(f"/api/v1/jobs/{job.id}/retry/")
     assert resp.status_code == 202
     assert resp.json()["status"] == "PENDING"
+    assert resp["Location"] == resp.json()["status_url"]
     job.refresh_from_db()
     assert job.status == JobStatus.PENDING and job.error == "" and job.finished_at is None
 
@@ -143,6 +144,7 @@ def test_echo_submission(api_client, project):
     body = resp.json()
     assert body["status"] == "PENDING"
     assert body["status_url"].endswith(f"/api/v1/jobs/{body['job_id']}/")
+    assert resp["Location"] == body["status_url"]
     job = Job.objects.get(id=body["job_id"])
     assert job.project == project
     assert job.queue == "low_priority" and job.priority == 1

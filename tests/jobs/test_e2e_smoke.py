@@ -116,6 +116,7 @@ def test_the_documented_http_flow_against_the_deployed_web_server(start_web, sta
     assert resp.headers["X-Request-ID"] == "e2e-http-flow"
     submitted = resp.json()
     assert submitted["status_url"] == f"{web.url}/api/v1/jobs/{submitted['job_id']}/"
+    assert resp.headers["Location"] == submitted["status_url"]
 
     deadline = time.monotonic() + 60
     while (job := requests.get(submitted["status_url"], headers=headers, timeout=10).json())["status"] != "SUCCESS":

@@ -30,6 +30,7 @@ def test_call_by_config_version_creates_a_high_priority_job(api_client, provider
     body = resp.json()
     assert body["status"] == "PENDING"
     assert body["status_url"].endswith(f"/api/v1/jobs/{body['job_id']}/")
+    assert resp["Location"] == body["status_url"]
     job = Job.objects.get(id=body["job_id"])
     assert (job.job_type, job.queue, job.priority, job.function_path) == (
         "LLM_API",

@@ -40,6 +40,8 @@ def test_every_operation_documents_auth_errors_and_the_request_id(schema):
         assert {"401", "403"} <= op["responses"].keys(), key
         assert any(p["name"] == "X-Request-ID" and p["in"] == "header" for p in op["parameters"]), key
         assert all("X-Request-ID" in r["headers"] for r in op["responses"].values()), key
+        if "202" in op["responses"]:  # a submitted job: where to poll it
+            assert op["responses"]["202"]["headers"]["Location"]["required"], key
         if "requestBody" in op:  # whatever a client sends can be invalid
             assert "400" in op["responses"], key
     for key in [k for k in operations if k[0].startswith("/api/v1/jobs/")]:
@@ -48,6 +50,12 @@ def test_every_operation_documents_auth_errors_and_the_request_id(schema):
     assert operations[("/api/v1/jobs/{id}/", "get")]["responses"].keys() >= {"200", "404"}
     assert operations[("/api/v1/jobs/{id}/cancel/", "post")]["responses"].keys() >= {"200", "400", "404", "409"}
     assert operations[("/api/v1/jobs/{id}/retry/", "post")]["responses"].keys() >= {"202", "404", "409"}
+    assert {key for key, op in operations.items() if "202" in op["responses"]} == {
+        ("/api/v1/jobs/echo/", "post"),
+        ("/api/v1/jobs/{id}/retry/", "post"),
+        ("/api/v1/llm/call", "post"),
+        ("/api/v1/documents/", "post"),
+    }
     assert schema["components"]["securitySchemes"]["ApiKeyAuth"]["name"] == "X-API-KEY"
     assert schema["components"]["securitySchemes"]["ApiKeyAuth"]["in"] == "header"
     assert schema["paths"]["/readyz"]["get"]["responses"].keys() == {"200", "503"}

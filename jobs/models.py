@@ -133,20 +133,22 @@ class Job(models.Model):
         return self.status in FINISHED_STATUSES
 
     @classmethod
-    def from_row(cls, row: tuple, *, using: str) -> Job:
-        """A job from a row of all its concrete columns in model order (a RETURNING), converted as the ORM
-        converts query results."""
-        attnames, converters = _row_converters(cls, using)
-        if len(row) != len(attnames):
-            raise ValueError(f"a {cls.__name__} row has {len(attnames)} columns, not {len(row)}")
-        return cls.from_db(using, attnames, convert_row(row, converters, connections[using]))
+    def from_row(cls, row: tuple, *, using: str, attnames: tuple[str, ...] | None = None) -> Job:
+        """A job from a row of its concrete columns in model order (a RETURNING), converted as the ORM converts
+        query results: all of them, or those of ``attnames`` (the others are deferred: loaded on first access)."""
+        names, converters = _row_converters(cls, using, attnames)
+        if len(row) != len(names):
+            raise ValueError(f"a {cls.__name__} row has {len(names)} columns, not {len(row)}")
+        return cls.from_db(using, names, convert_row(row, converters, connections[using]))
 
 
 @cache
-def _row_converters(model: type[models.Model], using: str) -> tuple[list[str], Converters]:
-    """The concrete fields' attribute names and the converters of their columns, found once per database (every
-    job's SUCCESS builds a Job from a row)."""
-    fields = model._meta.concrete_fields
+def _row_converters(
+    model: type[models.Model], using: str, attnames: tuple[str, ...] | None = None
+) -> tuple[list[str], Converters]:
+    """The attribute names of the concrete fields (all, or those of ``attnames``) and the converters of their
+    columns, found once per database (every job's SUCCESS builds a Job from a row)."""
+    fields = [field for field in model._meta.concrete_fields if attnames is None or field.attname in attnames]
     compiler = Query(model).get_compiler(using=using)
     columns = [field.get_col(model._meta.db_table) for field in fields]
     return [field.attname for field in fields], row_converters(compiler, columns)

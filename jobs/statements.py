@@ -28,6 +28,12 @@ _SUCCESS_FIELDS = [
     _field(name) for name in ("status", "result", "error", "progress_percent", "finished_at", "updated_at")
 ]
 _INSERT_FIELDS = list(Job._meta.concrete_fields)
+# The SUCCESS returns the finished row without its params and result: the worker has the result, and the params
+# (an LLM call's whole prompt) are read again only by a webhook, for its metadata. Neither is sent back, parsed and
+# decoded on every job.
+_SUCCESS_RETURNING = tuple(
+    field.attname for field in Job._meta.concrete_fields if field.name not in ("params", "result")
+)
 
 
 @cache
@@ -97,7 +103,7 @@ def record_dispatched(*, job_ids: list, now: datetime, using: str = "default") -
 def _success_sql(using: str) -> str:
     quote = connections[using].ops.quote_name
     assignments = ", ".join(f"{quote(field.column)} = %s" for field in _SUCCESS_FIELDS)
-    returning = ", ".join(quote(field.column) for field in Job._meta.concrete_fields)
+    returning = ", ".join(quote(_field(attname).column) for attname in _SUCCESS_RETURNING)
     return (
         f"UPDATE {quote(Job._meta.db_table)} SET {assignments} "
         f"WHERE {quote(_ID.column)} = %s AND {quote(_STATUS.column)} = %s RETURNING {returning}"
@@ -107,7 +113,8 @@ def _success_sql(using: str) -> str:
 def mark_success(
     *, job_id: Any, result: Any, now: datetime, also: tuple[str, tuple] | None = None, using: str = "default"
 ) -> Job | None:
-    """PROCESSING → SUCCESS with ``result``; the finished row, or None when the job was not PROCESSING.
+    """PROCESSING → SUCCESS with ``result``; the finished job (its params deferred: read on first access), or None
+    when the job was not PROCESSING.
 
     ``also`` (SQL, params), another data-modifying statement, runs whether or not the job matched: on PostgreSQL
     in the same statement (a data-modifying WITH: one round trip), elsewhere right after it in one transaction.
@@ -128,4 +135,8 @@ def mark_success(
         with transaction.atomic(using=using):
             _, row = run(sql, params, using=using, fetch="one")
             run(*also, using=using)
-    return None if row is None else Job.from_row(row, using=using)
+    if row is None:
+        return None
+    job = Job.from_row(row, using=using, attnames=_SUCCESS_RETURNING)
+    job.result = result
+    return job

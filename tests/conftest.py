@@ -65,8 +65,61 @@ def worker_environment(**extra: str) -> dict[str, str]:
     return env
 
 
-class WorkerProcess:
+class ServiceProcess:
+    """A process of the system started as an operator would start it, in a session of its own, logging to
+    ``var/test-logs``; ``ready()`` says when it serves."""
+
+    kind = "process"
+
+    def __init__(self, *, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+        LOG_DIR.mkdir(parents=True, exist_ok=True)
+        self.log_path = LOG_DIR / f"{name}.log"
+        self.argv = argv
+        self.env = worker_environment(**(env or {}))
+        self.process: subprocess.Popen | None = None
+
+    def ready(self) -> bool:
+        raise NotImplementedError
+
+    def start(self, timeout: float = 60):
+        self._log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            self.argv, cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.kind} exited with {self.process.returncode}; see {self.log_path}")
+            if self.ready():
+                return self
+            time.sleep(0.2)
+        raise RuntimeError(f"{self.kind} was not ready in {timeout}s; see {self.log_path}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout: float = 30) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+        self._log.close()
+
+    def kill(self) -> None:
+        """SIGKILL the process and its children at once: whatever they held in memory is gone."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(10)
+        self._log.close()
+
+
+class WorkerProcess(ServiceProcess):
     """A `celery -A kaapi worker` process, as an operator would start it."""
+
+    kind = "worker"
 
     def __init__(
         self,
@@ -78,9 +131,7 @@ class WorkerProcess:
         extra_args: list[str] | None = None,
     ) -> None:
         self.name = f"test-{uuid.uuid4().hex[:8]}@localhost"
-        LOG_DIR.mkdir(parents=True, exist_ok=True)
-        self.log_path = LOG_DIR / f"{self.name.split('@')[0]}.log"
-        self.argv = [
+        argv = [
             sys.executable,
             "-m",
             "celery",
@@ -103,47 +154,17 @@ class WorkerProcess:
             "tests.job_functions",
             *(extra_args or []),
         ]
-        self.env = worker_environment(**(env or {}))
-        self.process: subprocess.Popen | None = None
+        super().__init__(name=self.name.split("@")[0], argv=argv, env=env)
 
-    def start(self, timeout: float = 60) -> WorkerProcess:
-        self._log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(
-            self.argv, cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"worker exited with {self.process.returncode}; see {self.log_path}")
-            try:
-                if app.control.ping(destination=[self.name], timeout=0.5):
-                    return self
-            except OSError:  # a pooled broker connection broken by an earlier broker restart: the next one reconnects
-                time.sleep(0.2)
-        raise RuntimeError(f"worker did not answer a ping in {timeout}s; see {self.log_path}")
+    def ready(self) -> bool:
+        try:
+            return bool(app.control.ping(destination=[self.name], timeout=0.5))
+        except OSError:  # a pooled broker connection broken by an earlier broker restart: the next one reconnects
+            return False
 
     def child_pids(self) -> list[int]:
         out = subprocess.run(["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True).stdout
         return [int(pid) for pid in out.split()]
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self, timeout: float = 30) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(10)
-        self._log.close()
-
-    def kill(self) -> None:
-        os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(10)
-        self._log.close()
 
 
 def purge_queues() -> None:
@@ -171,18 +192,17 @@ def start_worker(transactional_db) -> Iterator[Callable[..., WorkerProcess]]:
     purge_queues()
 
 
-class WebServerProcess:
+class WebServerProcess(ServiceProcess):
     """The production web command (gunicorn, as docker-compose runs it) on a free port of 127.0.0.1."""
+
+    kind = "gunicorn"
 
     def __init__(self, *, workers: int = 2, env: dict[str, str] | None = None) -> None:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             self.port = sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        name = f"web-{uuid.uuid4().hex[:8]}"
-        LOG_DIR.mkdir(parents=True, exist_ok=True)
-        self.log_path = LOG_DIR / f"{name}.log"
-        self.argv = [
+        argv = [
             sys.executable,
             "-m",
             "gunicorn",
@@ -194,45 +214,15 @@ class WebServerProcess:
             "--timeout",
             "60",
         ]
-        self.env = worker_environment(ALLOWED_HOSTS="127.0.0.1", **(env or {}))
-        self.process: subprocess.Popen | None = None
-
-    def start(self, timeout: float = 60) -> WebServerProcess:
-        self._log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(
-            self.argv, cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        super().__init__(
+            name=f"web-{uuid.uuid4().hex[:8]}", argv=argv, env={"ALLOWED_HOSTS": "127.0.0.1", **(env or {})}
         )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"gunicorn exited with {self.process.returncode}; see {self.log_path}")
-            try:
-                if requests.get(f"{self.url}/healthz", timeout=2).status_code == 200:
-                    return self
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"gunicorn did not answer /healthz in {timeout}s; see {self.log_path}")
 
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self, timeout: float = 30) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
+    def ready(self) -> bool:
         try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(10)
-        self._log.close()
-
-    def kill(self) -> None:
-        """SIGKILL the master and its workers at once: whatever a process held in memory is gone."""
-        os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(10)
-        self._log.close()
+            return requests.get(f"{self.url}/healthz", timeout=2).status_code == 200
+        except requests.RequestException:  # refused before the bind, or a timeout while the workers still boot
+            return False
 
 
 @pytest.fixture

@@ -186,6 +186,30 @@ def test_the_prepared_job_statements_are_counted_like_any_query(project, django_
     assert "django_celery_results_taskresult" in captured.captured_queries[0]["sql"]
 
 
+def test_the_success_returns_the_job_without_sending_back_its_params_or_result(project, django_assert_num_queries):
+    """An LLM job's params hold its whole prompt: the SUCCESS does not read them back; a webhook reads them when it
+    needs them (its metadata), with one query."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+    from django.utils import timezone
+
+    from jobs import statements
+
+    prompt = {"query": "x" * 50_000, "request_metadata": {"conversation": 7}}
+    job = make_job(project, **prompt)
+    services.job_claim(job_id=str(job.id), task_id=job.task_id, redelivered=False)
+    with CaptureQueriesContext(connection) as captured:
+        finished = statements.mark_success(job_id=job.id, result=["an", "answer"], now=timezone.now())
+    [query] = captured.captured_queries
+    returning = query["sql"].rsplit("RETURNING", 1)[1]
+    assert '"params"' not in returning and '"result"' not in returning and '"callback_url"' in returning
+    assert finished.status == JobStatus.SUCCESS and finished.result == ["an", "answer"]
+    assert finished.finished_at and finished.started_at and finished.job_type == "ECHO"
+    with django_assert_num_queries(1):
+        assert finished.params == prompt
+    assert Job.objects.get(id=job.id).result == ["an", "answer"]
+
+
 def test_the_generic_task_returns_the_job_not_its_result(project):
     """What a generic task returns reaches only the task-succeeded event (Flower) and the worker's log: it names
     the job; the result itself is in the job row and the result table."""

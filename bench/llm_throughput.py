@@ -5,13 +5,16 @@ Starts the test PostgreSQL and RabbitMQ nodes (scripts/services.sh, own database
 ``kaapi-bench``), a fake provider with 1 s latency (tests/fakes/llm_provider.py), gunicorn, and Celery workers
 for high_priority with the gevent pool. Then:
 
-1. LLM calls, queued first: the workers stop consuming, N ``POST /api/v1/llm/call`` (openai-chat against the fake
-   provider) are submitted, the workers resume; jobs/s from the resume until every job is SUCCESS (the last
-   ``finished_at``);
+1. LLM calls, queued first: the workers stop consuming, N LLM calls (openai-chat against the fake provider) are
+   created by the service ``POST /api/v1/llm/call`` runs (``llm.services.llm_call_start``, in this process: the
+   same jobs and messages, without waiting for the web server), the workers resume; jobs/s from the resume until
+   every job is SUCCESS (the last ``finished_at``);
 2. raw sleep tasks, queued first: the same with N ``bench_sleep_task(1 s)`` published straight to high_priority
    (tasks/s until every result is SUCCESS, the last ``date_done``) — the baseline of the same pool;
-3. LLM calls through the API: N calls submitted while the workers run, jobs/s from the first POST until every
-   job is SUCCESS: the whole system (web server included) on this machine.
+   1 and 2 alternate for --rounds rounds; each round gives a ratio, and their median is the figure (the machine
+   is shared: one pair of phases moves by ±10 %);
+3. LLM calls through the API: N ``POST /api/v1/llm/call`` while the workers run, jobs/s from the first POST until
+   every job is SUCCESS: the whole system (web server included) on this machine.
 
 Worker CPU per job (and web CPU per request) is printed too: it does not depend on what else the machine runs.
 
@@ -23,6 +26,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import statistics
 import subprocess
 import sys
 import threading
@@ -115,6 +119,7 @@ def wait_for(predicate, *, timeout: float, what: str, interval: float = 0.2):
 def main() -> None:
     parser = argparse.ArgumentParser(description="LLM jobs/s versus raw Celery tasks/s, same pool, same run.")
     parser.add_argument("--calls", type=int, default=3000, help="LLM calls, and as many raw tasks (default 3000)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating queued-first rounds (default 3)")
     parser.add_argument("--latency", type=float, default=1.0, help="fake provider latency and raw sleep (s)")
     parser.add_argument(
         "--workers",
@@ -158,9 +163,10 @@ def main() -> None:
     from django.db.models import Max
     from django_celery_results.models import TaskResult
 
+    from jobs.dispatcher import dispatcher
     from jobs.models import Job, JobStatus
     from kaapi.celery import HIGH_PRIORITY, HIGH_PRIORITY_QUEUE, app
-    from llm.services import credential_set
+    from llm.services import credential_set, llm_call_start
     from tenancy.services import api_key_create, project_get_or_create
 
     with app.connection_for_write() as conn:
@@ -264,6 +270,15 @@ def main() -> None:
             with ThreadPoolExecutor(args.submitters) as pool:
                 return list(pool.map(post_call, range(count)))
 
+        def queue_calls() -> list[str]:
+            ids = [
+                str(llm_call_start(project=project, query=f"What is AI? ({i})", blob=BLOB).id)
+                for i in range(args.calls)
+            ]
+            if not dispatcher.flush(timeout=300):
+                raise SystemExit("the LLM jobs' messages were not all published")
+            return ids
+
         def publish_sleeps() -> list[str]:
             def publish(i: int) -> str:
                 return app.send_task(
@@ -333,31 +348,39 @@ def main() -> None:
         threading.Thread(target=sample_connections, daemon=True).start()
         # Warm-up (connections, pools, caches), finished before anything is measured.
         llm_finished(submit_calls(min(args.calls, 1000)))
-        rows = [
-            measure("LLM calls, queued first", True, submit_calls, llm_finished),
-            measure("raw sleep tasks, queued first", True, publish_sleeps, raw_finished),
-            measure("LLM calls, through the API", False, submit_calls, llm_finished),
-        ]
+        llm_rows, raw_rows = [], []
+        for _ in range(args.rounds):
+            llm_rows.append(measure("LLM calls, queued first", True, queue_calls, llm_finished))
+            raw_rows.append(measure("raw sleep tasks, queued first", True, publish_sleeps, raw_finished))
+        api_row = measure("LLM calls, through the API", False, submit_calls, llm_finished)
         stop_sampling.set()
     finally:
         procs.stop()
 
+    ratios = [llm.rate / raw.rate for llm, raw in zip(llm_rows, raw_rows, strict=True)]
     print()
     print(
         f"### LLM calls: {args.calls} calls against a provider with {args.latency} s latency, same pool as raw Celery"
+        f" ({args.rounds} alternating queued-first rounds)"
     )
     print()
     print("| | count | seconds | per second | worker CPU ms each | web CPU ms each | fake provider CPU ms each |")
     print("|---|---|---|---|---|---|---|")
-    for row in rows:
-        web_cpu = f"{row.web_cpu_ms:.1f}" if row.web_cpu_ms is not None else "-"
+
+    def each(values: list[float], spec: str) -> str:
+        return " / ".join(format(value, spec) for value in values)
+
+    for rows in (llm_rows, raw_rows, [api_row]):
+        web_cpu = each([row.web_cpu_ms for row in rows], ".1f") if rows[0].web_cpu_ms is not None else "-"
         print(
-            f"| {row.label} | {row.count} | {row.seconds:.2f} | {row.rate:.0f} | {row.worker_cpu_ms:.1f} | {web_cpu} "
-            f"| {row.provider_cpu_ms:.1f} |"
+            f"| {rows[0].label} | {rows[0].count} | {each([row.seconds for row in rows], '.2f')} "
+            f"| {each([row.rate for row in rows], '.0f')} | {each([row.worker_cpu_ms for row in rows], '.1f')} "
+            f"| {web_cpu} | {each([row.provider_cpu_ms for row in rows], '.1f')} |"
         )
     print()
     print(
-        f"(ratio LLM / raw, both queued first: {rows[0].rate / rows[1].rate:.2f}; "
+        f"(ratio LLM / raw, both queued first, per round: {' / '.join(f'{r:.2f}' for r in ratios)}; "
+        f"median {statistics.median(ratios):.2f}; "
         f"{args.workers} {args.pool} worker(s) x {args.concurrency}, prefetch x{args.prefetch_multiplier}, "
         f"peak PostgreSQL connections {peak['connections']}; {os.cpu_count()} CPUs, "
         f"load average {os.getloadavg()[0]:.1f}, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC)"

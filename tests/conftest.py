@@ -86,14 +86,18 @@ class ServiceProcess:
         self.process = subprocess.Popen(
             self.argv, cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
         )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"{self.kind} exited with {self.process.returncode}; see {self.log_path}")
-            if self.ready():
-                return self
-            time.sleep(0.2)
-        raise RuntimeError(f"{self.kind} was not ready in {timeout}s; see {self.log_path}")
+        try:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"{self.kind} exited with {self.process.returncode}; see {self.log_path}")
+                if self.ready():
+                    return self
+                time.sleep(0.2)
+            raise RuntimeError(f"{self.kind} was not ready in {timeout}s; see {self.log_path}")
+        except BaseException:
+            self.kill()  # never left running (and serving) after the test that gave up on it
+            raise
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -111,7 +115,10 @@ class ServiceProcess:
 
     def kill(self) -> None:
         """SIGKILL the process and its children at once: whatever they held in memory is gone."""
-        os.killpg(self.process.pid, signal.SIGKILL)
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:  # the whole group has exited already
+            pass
         self.process.wait(10)
         self._log.close()
 

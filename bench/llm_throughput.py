@@ -12,7 +12,7 @@ for high_priority with the gevent pool. Then:
 2. raw sleep tasks, queued first: the same with N ``bench_sleep_task(1 s)`` published straight to high_priority
    (tasks/s until every result is SUCCESS, the last ``date_done``) — the baseline of the same pool;
    1 and 2 alternate for --rounds rounds; each round gives a ratio, and their median is the figure (the machine
-   is shared: one pair of phases moves by ±10 %);
+   is shared: one pair of phases moved by up to ±15 % in a day);
 3. LLM calls through the API: N ``POST /api/v1/llm/call`` while the workers run, jobs/s from the first POST until
    every job is SUCCESS: the whole system (web server included) on this machine.
 

@@ -279,6 +279,16 @@ DISPATCH_SWEEP_BATCH = 500  # jobs read, published and recorded (one UPDATE) at 
 DISPATCH_SWEEP_SECONDS = 45.0  # a run of the sweep stops after this: less than its schedule's 60 s interval
 
 
+def dispatch_grace() -> timedelta:
+    """How long a PENDING job may stay undispatched before the recovery sweep publishes it."""
+    return timedelta(seconds=settings.JOB_DISPATCH_GRACE_SECONDS)
+
+
+def overdue_after() -> timedelta:
+    """How long after its start a PROCESSING job is overdue: no worker will finish it."""
+    return timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + settings.JOB_STALLED_MARGIN_SECONDS)
+
+
 def jobs_dispatch_stalled(
     *, older_than: timedelta | None = None, limit: int = 100_000, seconds: float = DISPATCH_SWEEP_SECONDS
 ) -> int:
@@ -302,16 +312,6 @@ def jobs_dispatch_stalled(
         if done < DISPATCH_SWEEP_BATCH or time.monotonic() > deadline:
             break
     return published
-
-
-def dispatch_grace() -> timedelta:
-    """How long a PENDING job may stay undispatched before the recovery sweep publishes it."""
-    return timedelta(seconds=settings.JOB_DISPATCH_GRACE_SECONDS)
-
-
-def overdue_after() -> timedelta:
-    """How long after its start a PROCESSING job is overdue: no worker will finish it."""
-    return timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + settings.JOB_STALLED_MARGIN_SECONDS)
 
 
 def jobs_recover_overdue(*, limit: int = 1000) -> dict[str, int]:

@@ -19,6 +19,12 @@ Each capacity round also counts CPU per request: the whole machine's (/proc/stat
 client's, so that the capacity ratio can be read against the CPU each endpoint costs (web, client, and the rest:
 PostgreSQL, RabbitMQ, the kernel).
 
+Each round ends with the durable minimum of an accepted job, measured in this process without HTTP or the API
+(--minimum-threads threads for --seconds): the job's INSERT (jobs.statements.insert, the statement the API runs)
+and its message published with a publisher confirm (jobs.dispatcher.publish_job, Celery's send_task as the
+dispatcher runs it). Its machine CPU per job bounds the ratio any implementation of these rules can reach here: a
+call that cost the trivial request plus exactly that minimum would reach trivial / (trivial + minimum).
+
     python bench/submission.py --clients 64 --seconds 10 --rounds 3
 """
 
@@ -132,6 +138,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=4, help="gunicorn workers (docker-compose uses 4)")
     parser.add_argument("--load-fraction", type=float, default=0.5, help="open-loop rate, as a fraction of capacity")
     parser.add_argument("--rounds", type=int, default=3, help="alternating capacity rounds (default 3)")
+    parser.add_argument("--minimum-threads", type=int, default=16, help="threads of the durable-minimum phase")
     parser.add_argument("--output")
     args = parser.parse_args()
 
@@ -184,6 +191,7 @@ def main() -> None:
             asyncio.run(load(port, raw, clients=8, seconds=2, expect=expect))
         measured: dict[str, list[tuple[float, list[float], int]]] = {name: [] for name, _, _ in phases}
         cpu: dict[str, list[tuple[float, float, float]]] = {name: [] for name, _, _ in phases}
+        minimum: list[tuple[float, float]] = []  # (jobs/s, machine CPU ms per job) of each round
         for _ in range(args.rounds):
             for name, raw, expect in phases:
                 before = cpu_now(server.pid)
@@ -193,6 +201,7 @@ def main() -> None:
                 after = cpu_now(server.pid)
                 cpu[name].append(tuple((b - a) / max(count, 1) * 1000 for a, b in zip(before, after, strict=True)))
                 measured[name].append((count / args.seconds, latencies, errors))
+            minimum.append(durable_minimum(call_body[1], threads=args.minimum_threads, seconds=args.seconds))
         rate = args.load_fraction * statistics.median(r for r, _, _ in measured["submit"])
         paced_results = {
             name: asyncio.run(paced(port, raw, clients=args.clients, rate=rate, seconds=args.seconds, expect=expect))
@@ -268,9 +277,11 @@ def main() -> None:
         f"llm/call p50 {percentile(s_lat, 50):.0f} ms)"
     )
     print(cpu_line(cpu))
+    print(minimum_line(minimum, cpu, threads=args.minimum_threads))
     if args.output:
         with open(args.output, "a") as fh:
-            fh.write(table + "\n\n" + cpu_line(cpu) + "\n\n")
+            fh.write(table + "\n\n" + cpu_line(cpu) + "\n\n" + minimum_line(minimum, cpu, threads=args.minimum_threads))
+            fh.write("\n\n")
 
 
 def cpu_now(server_pid: int) -> tuple[float, float, float]:
@@ -301,6 +312,76 @@ def cpu_line(cpu: dict[str, list[tuple[float, float, float]]]) -> str:
         f"(CPU ms per request, medians of the capacity rounds, the whole machine and of it the web server, the "
         f"client, and the rest (PostgreSQL, RabbitMQ, the kernel): trivial {parts('trivial')}; llm/call "
         f"{parts('submit')}; poll {parts('poll')})"
+    )
+
+
+def durable_minimum(params: dict, *, threads: int, seconds: float) -> tuple[float, float]:
+    """Jobs/s and machine CPU ms per job of the two things an accepted job cannot go without here, from ``threads``
+    threads for ``seconds``: its INSERT, and its message published and confirmed by the broker (no HTTP, no API,
+    no validation, no dispatch record). ``params`` is the job's payload (the LLM call's body, for its size)."""
+    import threading
+
+    from django.db import connection
+
+    from jobs.dispatcher import new_task_id, publish_job
+    from jobs.models import Job
+    from jobs.statements import insert
+    from tenancy.models import Project
+
+    project = Project.objects.get(name="submission", organization__name="bench")
+    counts: list[int] = []
+    failures: list[int] = []
+
+    def run(stop_at: float) -> None:
+        done = failed = 0
+        try:
+            while time.perf_counter() < stop_at:
+                job = Job(
+                    project=project,
+                    job_type="echo",
+                    function_path="jobs.functions.echo",
+                    queue="high_priority",
+                    priority=9,
+                    params=params,
+                    task_id=new_task_id(),
+                )
+                insert(job)
+                if publish_job(job):
+                    done += 1
+                else:
+                    failed += 1
+        finally:
+            connection.close()
+            counts.append(done)
+            failures.append(failed)
+
+    stop_at = time.perf_counter() + seconds
+    workers = [threading.Thread(target=run, args=(stop_at,)) for _ in range(threads)]
+    before, started = cpu_now(os.getpid())[0], time.perf_counter()
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    elapsed, machine = time.perf_counter() - started, cpu_now(os.getpid())[0] - before
+    if sum(failures):
+        raise RuntimeError(f"{sum(failures)} job messages were not confirmed by the broker")
+    return sum(counts) / elapsed, machine / max(sum(counts), 1) * 1000
+
+
+def minimum_line(
+    minimum: list[tuple[float, float]], cpu: dict[str, list[tuple[float, float, float]]], *, threads: int
+) -> str:
+    """The durable minimum's figures and the ratio it leaves room for, beside the trivial request's CPU."""
+    rate = statistics.median(r for r, _ in minimum)
+    per_job = statistics.median(c for _, c in minimum)
+    trivial = statistics.median(machine for machine, _, _ in cpu["trivial"])
+    call = statistics.median(machine for machine, _, _ in cpu["submit"])
+    return (
+        f"(the durable minimum of an accepted job, in-process with {threads} threads, no HTTP or API: its INSERT and "
+        f"its confirmed message, {per_job:.2f} ms of machine CPU per job ({rate:,.0f} jobs/s), medians of the "
+        f"rounds. The trivial request costs {trivial:.2f} ms: a call costing it plus exactly that minimum would "
+        f"reach {trivial / (trivial + per_job):.2f}x; llm/call costs {call:.2f} ms, "
+        f"{call - trivial - per_job:.2f} ms above that bound)"
     )
 
 

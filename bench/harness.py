@@ -100,11 +100,18 @@ def _worker_argv(app_path: str, queues: str, pool: str, concurrency: int) -> lis
 
 
 def kaapi_worker(
-    queues: str, *, pool: str = "prefork", concurrency: int = 2, env: dict[str, str] | None = None, label: str = "kaapi"
+    queues: str,
+    *,
+    pool: str = "prefork",
+    concurrency: int = 2,
+    env: dict[str, str] | None = None,
+    label: str = "kaapi",
+    include: str | None = None,
 ) -> Worker:
+    """kaapi's worker; ``include``: a module of extra tasks to import (``celery worker --include``)."""
     from kaapi.celery import app
 
-    argv = _worker_argv("kaapi", queues, pool, concurrency)
+    argv = _worker_argv("kaapi", queues, pool, concurrency) + (["--include", include] if include else [])
     return Worker(argv, name=f"{label}-{uuid.uuid4().hex[:6]}@localhost", env=env).wait_ready(app)
 
 

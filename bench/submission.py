@@ -20,7 +20,7 @@ client's, so that the capacity ratio can be read against the CPU each endpoint c
 PostgreSQL, RabbitMQ, the kernel).
 
 Each round ends with the durable minimum of an accepted job, measured in this process without HTTP or the API
-(--minimum-threads threads for --seconds): the job's INSERT (jobs.statements.insert, the statement the API runs)
+(--minimum-threads threads for --minimum-seconds): the job's INSERT (jobs.statements.insert, the statement the API runs)
 and its message published with a publisher confirm (jobs.dispatcher.publish_job, Celery's send_task as the
 dispatcher runs it). Its machine CPU per job bounds the ratio any implementation of these rules can reach here: a
 call that cost the trivial request plus exactly that minimum would reach trivial / (trivial + minimum).
@@ -139,6 +139,7 @@ def main() -> None:
     parser.add_argument("--load-fraction", type=float, default=0.5, help="open-loop rate, as a fraction of capacity")
     parser.add_argument("--rounds", type=int, default=3, help="alternating capacity rounds (default 3)")
     parser.add_argument("--minimum-threads", type=int, default=16, help="threads of the durable-minimum phase")
+    parser.add_argument("--minimum-seconds", type=float, default=4.0, help="length of the durable-minimum phase")
     parser.add_argument("--output")
     args = parser.parse_args()
 
@@ -201,7 +202,7 @@ def main() -> None:
                 after = cpu_now(server.pid)
                 cpu[name].append(tuple((b - a) / max(count, 1) * 1000 for a, b in zip(before, after, strict=True)))
                 measured[name].append((count / args.seconds, latencies, errors))
-            minimum.append(durable_minimum(call_body[1], threads=args.minimum_threads, seconds=args.seconds))
+            minimum.append(durable_minimum(call_body[1], threads=args.minimum_threads, seconds=args.minimum_seconds))
         rate = args.load_fraction * statistics.median(r for r, _, _ in measured["submit"])
         paced_results = {
             name: asyncio.run(paced(port, raw, clients=args.clients, rate=rate, seconds=args.seconds, expect=expect))

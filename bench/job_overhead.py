@@ -181,7 +181,7 @@ def main() -> None:
             " / ".join(f"{rate:,.0f}" for rate in bound_rates),
             " / ".join(f"{rate:,.0f}" for rate in raw_drain),
             " / ".join(f"{ratio:.2f}" for ratio in bound_ratios),
-            f"{statistics.median(bound_ratios):.2f} (the most drain can reach)",
+            f"{statistics.median(bound_ratios):.2f} (the drain's bound)",
         )
     )
     of_bound = [k / b for k, b in zip(kaapi_drain, bound_rates, strict=True)]
@@ -195,8 +195,8 @@ def main() -> None:
         f"(drain against its bound, per round: {' / '.join(f'{x:.2f}' for x in of_bound)}, median "
         f"{statistics.median(of_bound):.2f}: what the job code beyond its two statements leaves of the bound's rate)"
     )
-    print(bound_note)
     print(f"\nresult rows in the table after the drain run: {stored} of {n}")
+    print(bound_note)
     if args.output:
         with open(args.output, "a") as fh:
             fh.write(table + "\n\n" + bound_note + "\n\n")

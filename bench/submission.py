@@ -202,7 +202,9 @@ def main() -> None:
                 after = cpu_now(server.pid)
                 cpu[name].append(tuple((b - a) / max(count, 1) * 1000 for a, b in zip(before, after, strict=True)))
                 measured[name].append((count / args.seconds, latencies, errors))
-            minimum.append(durable_minimum(call_body[1], threads=args.minimum_threads, seconds=args.minimum_seconds))
+            minimum.append(
+                durable_minimum(project, call_body[1], threads=args.minimum_threads, seconds=args.minimum_seconds)
+            )
         rate = args.load_fraction * statistics.median(r for r, _, _ in measured["submit"])
         paced_results = {
             name: asyncio.run(paced(port, raw, clients=args.clients, rate=rate, seconds=args.seconds, expect=expect))
@@ -316,10 +318,10 @@ def cpu_line(cpu: dict[str, list[tuple[float, float, float]]]) -> str:
     )
 
 
-def durable_minimum(params: dict, *, threads: int, seconds: float) -> tuple[float, float]:
+def durable_minimum(project, params: dict, *, threads: int, seconds: float) -> tuple[float, float]:
     """Jobs/s and machine CPU ms per job of the two things an accepted job cannot go without here, from ``threads``
     threads for ``seconds``: its INSERT, and its message published and confirmed by the broker (no HTTP, no API,
-    no validation, no dispatch record). ``params`` is the job's payload (the LLM call's body, for its size)."""
+    no validation, no dispatch record): jobs of ``project`` with ``params`` (the LLM call's body, for its size)."""
     import threading
 
     from django.db import connection
@@ -327,9 +329,7 @@ def durable_minimum(params: dict, *, threads: int, seconds: float) -> tuple[floa
     from jobs.dispatcher import new_task_id, publish_job
     from jobs.models import Job
     from jobs.statements import insert
-    from tenancy.models import Project
 
-    project = Project.objects.get(name="submission", organization__name="bench")
     counts: list[int] = []
     failures: list[int] = []
 

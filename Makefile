@@ -3,12 +3,12 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test chaos venv lint format bench stop clean
+.PHONY: run test chaos venv lint format bench stop clean lock lock-check
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+# Installed from the hashed lock only: every package pinned, every file checked against its hash.
+$(VENV)/.installed: requirements.lock requirements-dev.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements-dev.txt
+	$(PY) -m pip install -q --require-hashes -r requirements-dev.lock
 	touch $@
 
 venv: $(VENV)/.installed
@@ -29,6 +29,14 @@ format: venv
 
 bench: venv
 	$(PY) bench/run_all.py
+
+# Refresh the locks after editing requirements*.txt (`make lock ARGS=--upgrade` resolves everything anew).
+lock: venv
+	scripts/lock.sh $(ARGS)
+
+# Fails when a lock does not match its input (CI runs it).
+lock-check: venv
+	scripts/lock.sh --check
 
 stop:
 	-scripts/services.sh stop dev

@@ -48,6 +48,11 @@ _UPDATE_FIELDS = [
 
 
 class DatabaseBackend(DjangoDatabaseBackend):
+    def prepare_compression(self, compression):
+        # Celery 5.7 adds payload compression of its own, which the text columns cannot store (it warns that it
+        # ignores the setting); ``_encoded`` honours ``result_compression`` for this backend instead.
+        return None
+
     def _encoded(self, data, *, compress: bool | None = None) -> tuple[str, str, str]:
         """(content type, content encoding, content) of ``data``; ``compress`` None: by the length of its JSON."""
         content_type, content_encoding, content = self.encode_content(data)

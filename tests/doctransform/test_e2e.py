@@ -26,8 +26,9 @@ def upload(client, name: str, data: bytes, **fields) -> dict:
 
 def wait_finished(job_ids, timeout=90) -> dict[str, Job]:
     wait_until(
-        lambda: Job.objects.filter(id__in=job_ids, status__in=[JobStatus.SUCCESS, JobStatus.FAILED]).count()
-        == len(job_ids),
+        lambda: (
+            Job.objects.filter(id__in=job_ids, status__in=[JobStatus.SUCCESS, JobStatus.FAILED]).count() == len(job_ids)
+        ),
         timeout=timeout,
         message=f"{len(job_ids)} transformation jobs to finish",
     )

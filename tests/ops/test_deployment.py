@@ -150,6 +150,46 @@ def test_readme_configuration_table_has_every_variable():
     assert not missing, f"README configuration table misses {sorted(missing)}"
 
 
-@pytest.mark.parametrize("line", ["FROM python:3.11-slim", "RUN pip install -r requirements.txt"])
-def test_dockerfile_builds_from_the_requirements(line):
+@pytest.mark.parametrize(
+    "line",
+    ["FROM python:3.11-slim", "COPY requirements.lock .", "RUN pip install --require-hashes -r requirements.lock"],
+)
+def test_dockerfile_installs_from_the_hashed_lock(line):
     assert line in (ROOT / "Dockerfile").read_text().splitlines()
+
+
+def test_make_and_ci_install_from_the_hashed_locks_and_check_them():
+    makefile = (ROOT / "Makefile").read_text()
+    assert "pip install -q --require-hashes -r requirements-dev.lock" in makefile
+    assert "$(VENV)/.installed: requirements.lock requirements-dev.lock" in makefile
+    assert not re.search(r"pip install[^\n]*-r requirements(-dev)?\.txt", makefile)
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert ci.index("make lock-check") < ci.index("make test")
+
+
+def _pins(path: Path) -> dict[str, str]:
+    """{normalized name: version} of the ``name==version`` lines of a requirements file (extras dropped)."""
+    pins = {}
+    for line in path.read_text().splitlines():
+        match = re.match(r"^([A-Za-z0-9._-]+)(?:\[[^\]]*\])?==([^\s;\\]+)", line)
+        if match:
+            pins[re.sub(r"[-_.]+", "-", match[1]).lower()] = match[2]
+    return pins
+
+
+@pytest.mark.parametrize(
+    ("inputs", "lock"),
+    [
+        (["requirements.txt"], "requirements.lock"),
+        (["requirements.txt", "requirements-dev.txt"], "requirements-dev.lock"),
+    ],
+)
+def test_every_direct_pin_is_in_its_lock_at_the_same_version_with_hashes(inputs, lock):
+    locked = _pins(ROOT / lock)
+    for name in inputs:
+        for package, version in _pins(ROOT / name).items():
+            assert locked.get(package) == version, f"{name} pins {package}=={version}, {lock} has {locked.get(package)}"
+    # every package of the lock carries its hashes (a block: the requirement line and its continuation lines)
+    blocks = re.split(r"\n(?=[A-Za-z0-9])", (ROOT / lock).read_text())
+    unhashed = [block.split()[0] for block in blocks if "==" in block and "--hash=sha256:" not in block]
+    assert not unhashed and len(blocks) > len(_pins(ROOT / inputs[-1]))

@@ -44,8 +44,9 @@ def test_metrics_count_jobs_run_by_real_workers(start_worker, api_client, client
         for _ in range(2):
             job_create(project=api_client.project, function_path="jobs.functions.echo", priority="low")
     wait_until(
-        lambda: Job.objects.filter(id__in=[*ids, crashed.id], status__in=[JobStatus.SUCCESS, JobStatus.FAILED]).count()
-        == 4,
+        lambda: (
+            Job.objects.filter(id__in=[*ids, crashed.id], status__in=[JobStatus.SUCCESS, JobStatus.FAILED]).count() == 4
+        ),
         timeout=60,
     )
 

@@ -3,12 +3,13 @@
 import base64
 import gzip
 import json
+import warnings
 
 import pytest
 from django_celery_results.models import TaskResult
 
 from kaapi.celery import app
-from kaapi.results import COMPRESS_MIN_BYTES, COMPRESSED
+from kaapi.results import COMPRESS_MIN_BYTES, COMPRESSED, DatabaseBackend
 
 pytestmark = pytest.mark.django_db
 
@@ -37,3 +38,11 @@ def test_the_limit_is_on_the_json_length():
     app.backend.store_result("at", {"t": just_under["t"] + "x"}, "SUCCESS")
     encodings = dict(TaskResult.objects.values_list("task_id", "content_encoding"))
     assert encodings == {"under": "utf-8", "at": COMPRESSED}
+
+
+def test_the_backend_compresses_by_itself_and_celery_neither_compresses_nor_warns():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Celery warns that a database backend cannot hold its compressed payloads
+        backend = DatabaseBackend(app=app)
+    # Celery from 5.7 compresses payloads itself when ``compression`` is set: never in this backend's columns
+    assert app.conf.result_compression == "gzip" and getattr(backend, "compression", None) is None

@@ -47,3 +47,11 @@ class TransformationTimeout(TransformationFailed):
 
 class ConverterCrashed(TransformationFailed):
     pass
+
+
+class MarkdownTooLarge(TransformationFailed):
+    """The conversion's output passed ``DOCUMENT_TRANSFORM_MAX_OUTPUT_BYTES`` (see ``markdown_too_large``)."""
+
+
+def markdown_too_large(limit: int) -> MarkdownTooLarge:
+    return MarkdownTooLarge(f"the Markdown exceeds {limit / 1024 / 1024:g} MiB")

@@ -14,6 +14,7 @@ from django.core.files import File
 from django.core.files.base import ContentFile
 from django.core.files.storage import Storage, storages
 from django.db import IntegrityError, transaction
+from django.db.models import Sum
 from django.urls import reverse
 
 from jobs.exceptions import RetryableJobError
@@ -23,8 +24,8 @@ from tenancy.models import Project
 
 from . import detection, transformers
 from .converter import run_transformer
-from .exceptions import DocumentTooLarge, EmptyDocument, TransformationFailed
-from .models import Document
+from .exceptions import DocumentTooLarge, EmptyDocument, StorageQuotaExceeded, TransformationFailed
+from .models import Document, DocumentQuota
 
 logger = logging.getLogger(__name__)
 
@@ -109,14 +110,15 @@ def document_upload(
 ) -> tuple[Document, Job]:
     """Store an uploaded document and create the job that transforms it (low priority).
 
-    Raises ``EmptyDocument``, ``DocumentTooLarge`` or ``UnsupportedTransformation`` (with the supported pairs)
-    before anything is stored.
+    Raises ``EmptyDocument``, ``DocumentTooLarge``, ``StorageQuotaExceeded`` or ``UnsupportedTransformation``
+    (with the supported pairs) before anything is stored.
     """
     limit = settings.DOCUMENT_MAX_UPLOAD_BYTES
     if file.size is not None and file.size > limit:
         raise DocumentTooLarge(f"the file is larger than the limit of {limit} bytes", limit=limit)
     if not file.size:
         raise EmptyDocument("the file is empty (0 bytes)")
+    document_quota_check(project=project, size=file.size, what="this file")
     detected = detection.detect(stream=file, filename=filename)
     chosen = transformers.get_transformer(
         source_type=detected.content_type, target_format=target_format, name=transformer or None
@@ -161,7 +163,8 @@ def document_transform(
     """Transform a stored document and store the result as a new document linked to its source.
 
     Runs in a worker. The conversion itself runs in the converter process with its own time limit.
-    ``TransformationFailed`` (corrupt, password-protected, timed out, converter crashed) ends the job FAILED.
+    ``TransformationFailed`` (corrupt, password-protected, timed out, converter crashed, the Markdown over
+    DOCUMENT_TRANSFORM_MAX_OUTPUT_BYTES or over the project's storage quota) ends the job FAILED.
     """
     produced = Document.objects.filter(job_id=job_id).first()
     if produced is not None:  # a redelivery after the output was already stored
@@ -183,10 +186,15 @@ def document_transform(
 
     job_report_progress(job_id=job_id, percent=90, message="storing the result")
     target_type = transformers.TARGET_CONTENT_TYPES[chosen.target_format]
+    encoded = output.encode("utf-8")
+    try:
+        document_quota_check(project=source.project, size=len(encoded), what="the Markdown")
+    except StorageQuotaExceeded as exc:
+        raise TransformationFailed(f"{exc}; delete documents to make room and transform it again") from None
     try:
         document = document_store(
             project=source.project,
-            content=ContentFile(output.encode("utf-8")),
+            content=ContentFile(encoded),
             filename=f"{PurePath(source.filename).stem or 'document'}{detection.EXTENSIONS[target_type]}",
             content_type=target_type,
             source=source,
@@ -240,3 +248,29 @@ def _delete_file(key: str) -> None:
         document_storage().delete(key)
     except Exception:  # the row is gone; a leftover file is only wasted space
         logger.warning("could not delete stored file %s", key, exc_info=True)
+
+
+# --- Storage quota ---------------------------------------------------------------------------------------
+def document_storage_usage(*, project: Project) -> int:
+    """Bytes stored for the project's documents, uploaded and derived."""
+    return Document.objects.for_project(project).aggregate(total=Sum("size"))["total"] or 0
+
+
+def document_quota_bytes(*, project: Project) -> int:
+    """The project's quota (its own, set in admin, or DOCUMENT_PROJECT_QUOTA_BYTES); 0: no quota."""
+    own = DocumentQuota.objects.filter(project=project).values_list("quota_bytes", flat=True).first()
+    return settings.DOCUMENT_PROJECT_QUOTA_BYTES if own is None else own
+
+
+def document_quota_check(*, project: Project, size: int, what: str) -> None:
+    """``StorageQuotaExceeded`` when ``size`` more bytes would take the project's documents over its quota.
+
+    Two uploads checked at the same moment may both fit alone and pass together: the quota bounds a project's
+    storage to within the uploads it has in flight (each at most DOCUMENT_MAX_UPLOAD_BYTES), not to the byte.
+    """
+    quota = document_quota_bytes(project=project)
+    if not quota:
+        return
+    usage = document_storage_usage(project=project)
+    if usage + size > quota:
+        raise StorageQuotaExceeded(quota=quota, usage=usage, size=size, what=what)

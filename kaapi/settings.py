@@ -330,6 +330,9 @@ DOCUMENT_CONVERTER_ENVIRONMENT = {
     for name in ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "HOME", "PYTHONPATH", "VIRTUAL_ENV")
     if name in os.environ
 }
+# Bytes of documents (uploaded and derived) a project may store; over it an upload answers 413. Overridable per
+# project in admin (Document quotas). 0: no quota.
+DOCUMENT_PROJECT_QUOTA_BYTES = env_int("DOCUMENT_PROJECT_QUOTA_BYTES", 10 * 1024**3, minimum=0)
 # Where documents are stored: "local" (MEDIA_ROOT) or "s3" (any S3-compatible service, through django-storages).
 DOCUMENT_STORAGE = env_str("DOCUMENT_STORAGE", "local").strip().lower()
 if DOCUMENT_STORAGE == "local":

@@ -11,8 +11,8 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 
 from doctransform import services
 from doctransform.converter import ConverterProcess
-from doctransform.exceptions import MarkdownTooLarge
-from doctransform.models import Document
+from doctransform.exceptions import MarkdownTooLarge, TransformationFailed
+from doctransform.models import Document, DocumentQuota
 from doctransform.transformers import get_transformer
 from jobs.models import Job
 
@@ -113,3 +113,48 @@ def test_the_converter_process_gets_no_secrets_from_the_worker(monkeypatch, conv
     assert not names & set(secrets)
     assert not {name for name in names if any(word in name for word in ("SECRET", "KEY", "PASSWORD", "TOKEN"))}
     assert "PATH" in names
+
+
+# --- The storage quota ----------------------------------------------------------------------------------
+def test_an_upload_over_the_project_quota_is_413_with_the_quota_and_the_usage(api_client, other_client, settings):
+    settings.DOCUMENT_PROJECT_QUOTA_BYTES = 1000
+    assert upload(api_client, "a.txt", b"a" * 600).status_code == 202
+    resp = upload(api_client, "b.txt", b"b" * 500)
+    assert resp.status_code == 413
+    assert resp.json() == {
+        "detail": "The project's documents may use 1000 bytes of storage and use 600 bytes: this file (500 bytes) "
+        "does not fit. Delete documents to make room."
+    }
+    assert Document.objects.count() == 1 and Job.objects.count() == 1
+    assert upload(other_client, "b.txt", b"b" * 500).status_code == 202  # each project has its own usage
+
+    # an operator raises this project's quota in admin
+    DocumentQuota.objects.create(project=api_client.project, quota_bytes=2000)
+    assert upload(api_client, "b.txt", b"b" * 500).status_code == 202
+    settings.DOCUMENT_PROJECT_QUOTA_BYTES = 0  # no quota by default; the project's own still holds
+    assert upload(api_client, "c.txt", b"c" * 1000).status_code == 413
+
+
+def test_derived_documents_count_and_a_transformation_over_the_quota_fails(api_client, settings):
+    settings.DOCUMENT_PROJECT_QUOTA_BYTES = 1000
+    body = upload(api_client, "a.txt", b"a" * 600).json()
+    with pytest.raises(TransformationFailed, match="may use 1000 bytes of storage and use 600 bytes"):
+        transform(body["document"]["id"], body["job_id"])
+    assert Document.objects.count() == 1
+
+    settings.DOCUMENT_PROJECT_QUOTA_BYTES = 1300
+    result = transform(body["document"]["id"], body["job_id"])
+    assert result["size"] == 600
+    assert services.document_storage_usage(project=api_client.project) == 1200  # source + derived
+
+
+def test_the_quota_is_overridden_per_project_in_admin(admin_client, api_client):
+    resp = admin_client.post(
+        "/admin/doctransform/documentquota/add/", {"project": api_client.project.id, "quota_bytes": "5000"}
+    )
+    assert resp.status_code == 302, resp.content
+    assert DocumentQuota.objects.get(project=api_client.project).quota_bytes == 5000
+    upload(api_client, "a.txt", b"a" * 600)
+    listing = admin_client.get("/admin/doctransform/documentquota/")
+    assert listing.status_code == 200
+    assert b"600" in listing.content  # the project's usage beside its quota

@@ -60,7 +60,10 @@ class Document(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["project", "-created_at"], name="document_project_created")]
+        indexes = [
+            models.Index(fields=["project", "-created_at"], name="document_project_created"),
+            models.Index(fields=["created_at"], name="document_created"),  # the retention's cutoff
+        ]
         constraints = [
             # A job produces at most one document, so a redelivered job does not store its output twice.
             models.UniqueConstraint(fields=["job"], condition=Q(job__isnull=False), name="document_one_per_job"),

@@ -6,6 +6,7 @@ import hashlib
 import logging
 import time
 import uuid
+from datetime import timedelta
 from pathlib import PurePath
 from typing import Any
 
@@ -16,6 +17,7 @@ from django.core.files.storage import Storage, storages
 from django.db import IntegrityError, transaction
 from django.db.models import Sum
 from django.urls import reverse
+from django.utils import timezone
 
 from jobs.exceptions import RetryableJobError
 from jobs.models import Job
@@ -274,3 +276,35 @@ def document_quota_check(*, project: Project, size: int, what: str) -> None:
     usage = document_storage_usage(project=project)
     if usage + size > quota:
         raise StorageQuotaExceeded(quota=quota, usage=usage, size=size, what=what)
+
+
+# --- Retention ------------------------------------------------------------------------------------------
+def documents_delete_expired(
+    *, retention_days: int | None = None, batch_size: int | None = None, max_batches: int | None = None
+) -> int:
+    """Delete documents (uploaded and derived) stored more than ``DOCUMENT_RETENTION_DAYS`` ago, with their files.
+
+    A batch of rows is deleted in one transaction, then its files; a run stops after ``max_batches`` batches (the
+    next run goes on). Returns how many documents were deleted. ``DOCUMENT_RETENTION_DAYS = 0`` keeps them.
+    """
+    days = settings.DOCUMENT_RETENTION_DAYS if retention_days is None else retention_days
+    if not days:
+        return 0
+    batch_size = batch_size or settings.MAINTENANCE_BATCH_SIZE
+    max_batches = max_batches or settings.MAINTENANCE_MAX_BATCHES
+    expired = Document.objects.filter(created_at__lt=timezone.now() - timedelta(days=days)).order_by()
+    deleted = 0
+    for _ in range(max_batches):
+        batch = list(expired.values_list("id", "storage_key")[:batch_size])
+        if not batch:
+            break
+        with transaction.atomic():
+            Document.objects.filter(id__in=[document_id for document_id, _ in batch]).delete()
+        for _, key in batch:  # after the commit: a row never points at a deleted file
+            _delete_file(key)
+        deleted += len(batch)
+        if len(batch) < batch_size:
+            break
+    if deleted:
+        logger.info("document retention: deleted %s document(s) older than %s days", deleted, days)
+    return deleted

@@ -333,6 +333,8 @@ DOCUMENT_CONVERTER_ENVIRONMENT = {
 # Bytes of documents (uploaded and derived) a project may store; over it an upload answers 413. Overridable per
 # project in admin (Document quotas). 0: no quota.
 DOCUMENT_PROJECT_QUOTA_BYTES = env_int("DOCUMENT_PROJECT_QUOTA_BYTES", 10 * 1024**3, minimum=0)
+# Documents (uploaded and derived) are deleted with their files this many days after they were stored; 0 keeps them.
+DOCUMENT_RETENTION_DAYS = env_int("DOCUMENT_RETENTION_DAYS", 30, minimum=0)
 # Where documents are stored: "local" (MEDIA_ROOT) or "s3" (any S3-compatible service, through django-storages).
 DOCUMENT_STORAGE = env_str("DOCUMENT_STORAGE", "local").strip().lower()
 if DOCUMENT_STORAGE == "local":

@@ -5,9 +5,11 @@ Conversions here run in a real converter process, started by this test process.
 
 import json
 import uuid
+from datetime import timedelta
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.utils import timezone
 
 from doctransform import services
 from doctransform.converter import ConverterProcess
@@ -158,3 +160,48 @@ def test_the_quota_is_overridden_per_project_in_admin(admin_client, api_client):
     listing = admin_client.get("/admin/doctransform/documentquota/")
     assert listing.status_code == 200
     assert b"600" in listing.content  # the project's usage beside its quota
+
+
+# --- Retention ---------------------------------------------------------------------------------------------
+def _age(document_id, days: int) -> None:
+    Document.objects.filter(id=document_id).update(created_at=timezone.now() - timedelta(days=days))
+
+
+def test_retention_deletes_old_documents_and_their_files_in_batches(api_client, settings, media_root):
+    settings.DOCUMENT_RETENTION_DAYS = 30
+    old = [upload(api_client, f"{i}.txt", b"old").json() for i in range(3)]
+    derived = transform(old[0]["document"]["id"], old[0]["job_id"])
+    recent = upload(api_client, "recent.txt", b"recent").json()["document"]["id"]
+    for body in old:
+        _age(body["document"]["id"], 31)
+    _age(derived["document_id"], 31)
+    keys = list(Document.objects.exclude(id=recent).values_list("storage_key", flat=True))
+    assert len(keys) == 4 and all((media_root / key).exists() for key in keys)
+
+    assert services.documents_delete_expired(batch_size=3, max_batches=1) == 3  # one batch per run at most
+    assert services.documents_delete_expired(batch_size=3, max_batches=5) == 1
+    assert list(Document.objects.values_list("id", flat=True)) == [uuid.UUID(recent)]
+    assert not any((media_root / key).exists() for key in keys)
+
+    settings.DOCUMENT_RETENTION_DAYS = 0  # keeps documents
+    _age(recent, 365)
+    assert services.documents_delete_expired() == 0
+
+
+def test_document_retention_is_a_cron_task_among_the_default_schedules():
+    from django_celery_beat.models import PeriodicTask
+
+    from jobs.maintenance import periodic_tasks_install
+    from kaapi.celery import app
+
+    assert periodic_tasks_install()["kaapi: document retention"] == "created"
+    task = PeriodicTask.objects.get(name="kaapi: document retention")
+    assert (task.task, task.enabled, task.interval.every, task.interval.period) == (
+        "doctransform_cron_retention",
+        True,
+        3600,
+        "seconds",
+    )
+    assert app.amqp.router.route({}, task.task)["queue"].name == "cron"
+    app.loader.import_default_modules()  # what a worker does at start: autodiscovery finds doctransform.tasks
+    assert app.tasks[task.task].apply().get() == 0

@@ -3,10 +3,11 @@ import uuid
 
 from django.contrib import admin, messages
 from django.db import transaction
+from django.db.models import OuterRef, Subquery, Sum
 
 from . import services
 from .exceptions import UnsupportedTransformation
-from .models import Document
+from .models import Document, DocumentQuota
 from .transformers import get_transformer
 
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
@@ -83,3 +84,28 @@ class DocumentAdmin(admin.ModelAdmin):
             self.message_user(request, f"Started {started} transformation job(s).", messages.SUCCESS)
         if refused:
             self.message_user(request, "Not started: " + "; ".join(refused[:20]), messages.WARNING)
+
+
+@admin.register(DocumentQuota)
+class DocumentQuotaAdmin(admin.ModelAdmin):
+    """A project's own storage quota for documents; projects without one have DOCUMENT_PROJECT_QUOTA_BYTES."""
+
+    list_display = ("project", "quota_bytes", "usage_bytes", "updated_at")
+    search_fields = ("project__name", "project__organization__name")
+    list_select_related = ("project__organization",)
+    autocomplete_fields = ("project",)
+    readonly_fields = ("updated_at",)
+
+    def get_queryset(self, request):
+        usage = (
+            Document.objects.filter(project=OuterRef("project"))
+            .order_by()
+            .values("project")
+            .annotate(total=Sum("size"))
+            .values("total")
+        )
+        return super().get_queryset(request).annotate(usage=Subquery(usage))
+
+    @admin.display(description="stored (bytes)", ordering="usage")
+    def usage_bytes(self, obj: DocumentQuota) -> int:
+        return obj.usage or 0

@@ -6,6 +6,10 @@ than its limit, or the converter crashes (a segfault in a parser, the memory cap
 converter is killed and the conversion fails with a clear error; the worker process itself never hangs or
 dies, and the next conversion starts a fresh converter. The converter is also replaced after
 ``DOCUMENT_TRANSFORM_MAX_CONVERSIONS`` conversions, and it dies with its worker (PR_SET_PDEATHSIG and EOF).
+
+The converter process parses what clients upload, so it gets neither the worker's secrets nor its environment:
+only ``DOCUMENT_CONVERTER_ENVIRONMENT`` (locale, paths). It refuses an output over
+``DOCUMENT_TRANSFORM_MAX_OUTPUT_BYTES`` itself, before sending it.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from .exceptions import (
     ConverterCrashed,
     DocumentEncrypted,
     DocumentUnreadable,
+    MarkdownTooLarge,
     TransformationFailed,
     TransformationTimeout,
 )
@@ -34,7 +39,7 @@ from .transformers import Transformer
 logger = logging.getLogger(__name__)
 
 STARTUP_TIMEOUT = 60.0
-_ERRORS = {cls.__name__: cls for cls in (DocumentEncrypted, DocumentUnreadable, TransformationFailed)}
+_ERRORS = {cls.__name__: cls for cls in (DocumentEncrypted, DocumentUnreadable, MarkdownTooLarge, TransformationFailed)}
 _PR_SET_PDEATHSIG = 1
 try:  # resolved here, not between fork and exec, where loading a library is not safe
     _prctl = ctypes.CDLL(None, use_errno=True).prctl
@@ -79,6 +84,7 @@ class ConverterProcess:
                 pass_fds=(child_sock.fileno(),),
                 cwd=str(settings.BASE_DIR),
                 stdin=subprocess.DEVNULL,
+                env=settings.DOCUMENT_CONVERTER_ENVIRONMENT,
                 preexec_fn=_die_with_parent,
             )
         finally:
@@ -94,8 +100,13 @@ class ConverterProcess:
             raise ConverterCrashed(f"the converter process failed to start ({self._exit_description()})") from None
         logger.info("converter process %s started", self.process.pid)
 
-    def convert(self, *, function_path: str, data: bytes, hints: dict[str, Any], timeout: float) -> str:
-        """Run one conversion; kill the converter if it does not answer within ``timeout`` seconds."""
+    def convert(
+        self, *, function_path: str, data: bytes, hints: dict[str, Any], timeout: float, max_output_bytes: int = 0
+    ) -> str:
+        """Run one conversion; kill the converter if it does not answer within ``timeout`` seconds.
+
+        ``MarkdownTooLarge`` when the output passes ``max_output_bytes`` (0: no cap).
+        """
         if not self.alive() or self.conversions >= self.max_conversions:
             self.close()
             self.start()
@@ -103,7 +114,7 @@ class ConverterProcess:
         answered = False
         try:
             try:
-                self._conn.send(("convert", function_path, data, hints))
+                self._conn.send(("convert", function_path, data, hints, max_output_bytes))
             except OSError:
                 raise ConverterCrashed(f"the converter process died ({self._exit_description()})") from None
             if not self._conn.poll(timeout):
@@ -165,10 +176,12 @@ def converter_process() -> ConverterProcess:
 
 
 def run_transformer(*, transformer: Transformer, data: bytes, charset: str | None, filename: str) -> str:
-    """Convert ``data`` with ``transformer`` in the converter process, within DOCUMENT_TRANSFORM_TIMEOUT."""
+    """Convert ``data`` with ``transformer`` in the converter process, within DOCUMENT_TRANSFORM_TIMEOUT and
+    DOCUMENT_TRANSFORM_MAX_OUTPUT_BYTES."""
     return converter_process().convert(
         function_path=transformer.function_path,
         data=data,
         hints={"charset": charset, "filename": filename},
         timeout=settings.DOCUMENT_TRANSFORM_TIMEOUT,
+        max_output_bytes=settings.DOCUMENT_TRANSFORM_MAX_OUTPUT_BYTES,
     )

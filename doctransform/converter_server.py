@@ -2,9 +2,11 @@
 
 Started by ``doctransform.converter`` as ``python -m doctransform.converter_server FD MAX_MEMORY_MB``; it talks
 over the socket FD (``multiprocessing.connection`` framing). Requests are
-``("convert", function_path, data, hints)``; answers are ``("ok", markdown)`` or
+``("convert", function_path, data, hints, max_output_bytes)``; answers are ``("ok", markdown)`` or
 ``("failed", error_class_name, message)``. A hang, a crash or a memory blow-up stays in this process: the
-worker kills it and starts another. No Django here.
+worker kills it and starts another. An output over ``max_output_bytes`` (0: no cap) is refused here, so it is
+never sent to the worker nor stored; while it is built, this process's memory cap bounds it. No Django here, and
+no secrets: the worker starts it with a minimal environment.
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ import resource
 import sys
 from multiprocessing.connection import Connection
 
-from doctransform.exceptions import TransformationFailed
-from doctransform.transformers import load_function
+from doctransform.exceptions import TransformationFailed, markdown_too_large
+from doctransform.transformers import load_function, output_limit
 
 MIB = 1024 * 1024
 
@@ -36,10 +38,14 @@ def serve(conn: Connection, *, max_memory_mb: int) -> None:
             request = conn.recv()
         except EOFError:  # the worker closed the socket or died
             return
-        _, function_path, data, hints = request
+        _, function_path, data, hints, max_output_bytes = request
+        output_limit.set(max_output_bytes)
         try:
             function = functions.get(function_path) or functions.setdefault(function_path, load_function(function_path))
-            reply = ("ok", function(data, **hints))
+            markdown = function(data, **hints)
+            if max_output_bytes and utf8_size_exceeds(markdown, max_output_bytes):
+                raise markdown_too_large(max_output_bytes)
+            reply = ("ok", markdown)
         except TransformationFailed as exc:
             reply = ("failed", type(exc).__name__, str(exc))
         except MemoryError:
@@ -48,7 +54,18 @@ def serve(conn: Connection, *, max_memory_mb: int) -> None:
             logging.getLogger(__name__).exception("conversion failed")
             reply = ("failed", "TransformationFailed", f"the converter failed: {type(exc).__name__}: {exc}")
         del request, data
+        markdown = None  # an output refused for its size is not kept while the converter waits
         conn.send(reply)
+
+
+def utf8_size_exceeds(text: str, limit: int) -> bool:
+    """Whether ``text`` takes more than ``limit`` bytes in UTF-8 (1 to 4 bytes a character; encoded only when
+    its length cannot tell)."""
+    if len(text) > limit:
+        return True
+    if len(text) * 4 <= limit:
+        return False
+    return len(text.encode("utf-8", "surrogatepass")) > limit
 
 
 def main(argv: list[str]) -> int:

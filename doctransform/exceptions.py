@@ -18,6 +18,19 @@ class DocumentTooLarge(DocumentError):
         self.limit = limit
 
 
+class StorageQuotaExceeded(DocumentError):
+    """The project's documents would use more storage than its quota (an upload: 413; a transformation: FAILED)."""
+
+    def __init__(self, *, quota: int, usage: int, size: int, what: str) -> None:
+        super().__init__(
+            f"the project's documents may use {quota} bytes of storage and use {usage} bytes: "
+            f"{what} ({size} bytes) does not fit"
+        )
+        self.quota = quota
+        self.usage = usage
+        self.size = size
+
+
 class UnsupportedTransformation(DocumentError):
     """No transformer for the (source type, target format[, name]) asked for."""
 
@@ -47,3 +60,11 @@ class TransformationTimeout(TransformationFailed):
 
 class ConverterCrashed(TransformationFailed):
     pass
+
+
+class MarkdownTooLarge(TransformationFailed):
+    """The conversion's output passed ``DOCUMENT_TRANSFORM_MAX_OUTPUT_BYTES`` (see ``markdown_too_large``)."""
+
+
+def markdown_too_large(limit: int) -> MarkdownTooLarge:
+    return MarkdownTooLarge(f"the Markdown exceeds {limit / 1024 / 1024:g} MiB")

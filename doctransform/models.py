@@ -60,7 +60,10 @@ class Document(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["project", "-created_at"], name="document_project_created")]
+        indexes = [
+            models.Index(fields=["project", "-created_at"], name="document_project_created"),
+            models.Index(fields=["created_at"], name="document_created"),  # the retention's cutoff
+        ]
         constraints = [
             # A job produces at most one document, so a redelivered job does not store its output twice.
             models.UniqueConstraint(fields=["job"], condition=Q(job__isnull=False), name="document_one_per_job"),
@@ -68,3 +71,29 @@ class Document(models.Model):
 
     def __str__(self) -> str:
         return f"{self.filename} ({self.content_type}, {self.size} B)"
+
+
+class DocumentQuota(models.Model):
+    """A project's own storage quota for documents, instead of ``DOCUMENT_PROJECT_QUOTA_BYTES``."""
+
+    project = models.OneToOneField(
+        "tenancy.Project",
+        on_delete=models.CASCADE,
+        primary_key=True,
+        related_name="document_quota",
+        verbose_name="project",
+    )
+    quota_bytes = models.PositiveBigIntegerField(
+        "quota (bytes)",
+        null=True,
+        blank=True,
+        help_text="Bytes of documents (uploaded and derived) the project may store; 0: no quota; "
+        "empty: DOCUMENT_PROJECT_QUOTA_BYTES.",
+    )
+    updated_at = models.DateTimeField("updated at", auto_now=True)
+
+    class Meta:
+        verbose_name = "document quota"
+
+    def __str__(self) -> str:
+        return f"{self.project}: {self.quota_bytes if self.quota_bytes is not None else 'default'}"

@@ -6,6 +6,7 @@ import hashlib
 import logging
 import time
 import uuid
+from datetime import timedelta
 from pathlib import PurePath
 from typing import Any
 
@@ -14,7 +15,9 @@ from django.core.files import File
 from django.core.files.base import ContentFile
 from django.core.files.storage import Storage, storages
 from django.db import IntegrityError, transaction
+from django.db.models import Sum
 from django.urls import reverse
+from django.utils import timezone
 
 from jobs.exceptions import RetryableJobError
 from jobs.models import Job
@@ -23,8 +26,8 @@ from tenancy.models import Project
 
 from . import detection, transformers
 from .converter import run_transformer
-from .exceptions import DocumentTooLarge, EmptyDocument, TransformationFailed
-from .models import Document
+from .exceptions import DocumentTooLarge, EmptyDocument, StorageQuotaExceeded, TransformationFailed
+from .models import Document, DocumentQuota
 
 logger = logging.getLogger(__name__)
 
@@ -109,14 +112,15 @@ def document_upload(
 ) -> tuple[Document, Job]:
     """Store an uploaded document and create the job that transforms it (low priority).
 
-    Raises ``EmptyDocument``, ``DocumentTooLarge`` or ``UnsupportedTransformation`` (with the supported pairs)
-    before anything is stored.
+    Raises ``EmptyDocument``, ``DocumentTooLarge``, ``StorageQuotaExceeded`` or ``UnsupportedTransformation``
+    (with the supported pairs) before anything is stored.
     """
     limit = settings.DOCUMENT_MAX_UPLOAD_BYTES
     if file.size is not None and file.size > limit:
         raise DocumentTooLarge(f"the file is larger than the limit of {limit} bytes", limit=limit)
     if not file.size:
         raise EmptyDocument("the file is empty (0 bytes)")
+    document_quota_check(project=project, size=file.size, what="this file")
     detected = detection.detect(stream=file, filename=filename)
     chosen = transformers.get_transformer(
         source_type=detected.content_type, target_format=target_format, name=transformer or None
@@ -161,7 +165,8 @@ def document_transform(
     """Transform a stored document and store the result as a new document linked to its source.
 
     Runs in a worker. The conversion itself runs in the converter process with its own time limit.
-    ``TransformationFailed`` (corrupt, password-protected, timed out, converter crashed) ends the job FAILED.
+    ``TransformationFailed`` (corrupt, password-protected, timed out, converter crashed, the Markdown over
+    DOCUMENT_TRANSFORM_MAX_OUTPUT_BYTES or over the project's storage quota) ends the job FAILED.
     """
     produced = Document.objects.filter(job_id=job_id).first()
     if produced is not None:  # a redelivery after the output was already stored
@@ -183,10 +188,15 @@ def document_transform(
 
     job_report_progress(job_id=job_id, percent=90, message="storing the result")
     target_type = transformers.TARGET_CONTENT_TYPES[chosen.target_format]
+    encoded = output.encode("utf-8")
+    try:
+        document_quota_check(project=source.project, size=len(encoded), what="the Markdown")
+    except StorageQuotaExceeded as exc:
+        raise TransformationFailed(f"{exc}; delete documents to make room and transform it again") from None
     try:
         document = document_store(
             project=source.project,
-            content=ContentFile(output.encode("utf-8")),
+            content=ContentFile(encoded),
             filename=f"{PurePath(source.filename).stem or 'document'}{detection.EXTENSIONS[target_type]}",
             content_type=target_type,
             source=source,
@@ -240,3 +250,61 @@ def _delete_file(key: str) -> None:
         document_storage().delete(key)
     except Exception:  # the row is gone; a leftover file is only wasted space
         logger.warning("could not delete stored file %s", key, exc_info=True)
+
+
+# --- Storage quota ---------------------------------------------------------------------------------------
+def document_storage_usage(*, project: Project) -> int:
+    """Bytes stored for the project's documents, uploaded and derived."""
+    return Document.objects.for_project(project).aggregate(total=Sum("size"))["total"] or 0
+
+
+def document_quota_bytes(*, project: Project) -> int:
+    """The project's quota (its own, set in admin, or DOCUMENT_PROJECT_QUOTA_BYTES); 0: no quota."""
+    own = DocumentQuota.objects.filter(project=project).values_list("quota_bytes", flat=True).first()
+    return settings.DOCUMENT_PROJECT_QUOTA_BYTES if own is None else own
+
+
+def document_quota_check(*, project: Project, size: int, what: str) -> None:
+    """``StorageQuotaExceeded`` when ``size`` more bytes would take the project's documents over its quota.
+
+    Two uploads checked at the same moment may both fit alone and pass together: the quota bounds a project's
+    storage to within the uploads it has in flight (each at most DOCUMENT_MAX_UPLOAD_BYTES), not to the byte.
+    """
+    quota = document_quota_bytes(project=project)
+    if not quota:
+        return
+    usage = document_storage_usage(project=project)
+    if usage + size > quota:
+        raise StorageQuotaExceeded(quota=quota, usage=usage, size=size, what=what)
+
+
+# --- Retention ------------------------------------------------------------------------------------------
+def documents_delete_expired(
+    *, retention_days: int | None = None, batch_size: int | None = None, max_batches: int | None = None
+) -> int:
+    """Delete documents (uploaded and derived) stored more than ``DOCUMENT_RETENTION_DAYS`` ago, with their files.
+
+    A batch of rows is deleted in one transaction, then its files; a run stops after ``max_batches`` batches (the
+    next run goes on). Returns how many documents were deleted. ``DOCUMENT_RETENTION_DAYS = 0`` keeps them.
+    """
+    days = settings.DOCUMENT_RETENTION_DAYS if retention_days is None else retention_days
+    if not days:
+        return 0
+    batch_size = batch_size or settings.MAINTENANCE_BATCH_SIZE
+    max_batches = max_batches or settings.MAINTENANCE_MAX_BATCHES
+    expired = Document.objects.filter(created_at__lt=timezone.now() - timedelta(days=days)).order_by()
+    deleted = 0
+    for _ in range(max_batches):
+        batch = list(expired.values_list("id", "storage_key")[:batch_size])
+        if not batch:
+            break
+        with transaction.atomic():
+            Document.objects.filter(id__in=[document_id for document_id, _ in batch]).delete()
+        for _, key in batch:  # after the commit: a row never points at a deleted file
+            _delete_file(key)
+        deleted += len(batch)
+        if len(batch) < batch_size:
+            break
+    if deleted:
+        logger.info("document retention: deleted %s document(s) older than %s days", deleted, days)
+    return deleted

@@ -15,16 +15,28 @@ import io
 import json
 from collections import Counter
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 from . import detection as ct
-from .exceptions import DocumentEncrypted, DocumentUnreadable, TransformationFailed, UnsupportedTransformation
+from .exceptions import (
+    DocumentEncrypted,
+    DocumentUnreadable,
+    TransformationFailed,
+    UnsupportedTransformation,
+    markdown_too_large,
+)
 
 MARKDOWN = "markdown"
 TARGET_FORMATS = (MARKDOWN,)
 TARGET_CONTENT_TYPES = {MARKDOWN: ct.MARKDOWN}
 
 ConversionFunction = Callable[..., str]
+
+# The output cap of the running conversion in bytes (0: none), set by the converter process, which checks every
+# output against it. A conversion function that can tell early that its output will not fit raises
+# ``markdown_too_large`` before building it.
+output_limit: ContextVar[int] = ContextVar("output_limit", default=0)
 
 
 @dataclass(frozen=True)
@@ -160,6 +172,40 @@ def _refuse_encrypted_office(data: bytes) -> None:
         )
 
 
+def _refuse_expanding_workbook(data: bytes) -> None:
+    """Refuse a workbook whose cells alone pass the output cap, before markitdown expands it.
+
+    A shared string is stored once and shown in any number of cells: 25 KB of XLSX can hold 100 MB of text, which
+    markitdown would hold three times (pandas, HTML, Markdown) before the converter could measure it. The text of
+    the cells, whitespace collapsed as in Markdown, is a lower bound of the Markdown, so only a workbook whose
+    Markdown would be refused anyway is refused here; the count streams through the sheet and stops at the cap.
+    """
+    limit = output_limit.get()
+    if not limit:
+        return
+    import openpyxl
+
+    try:
+        workbook = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True)
+    except Exception:  # markitdown reports an unreadable workbook in its own words
+        return
+    total = 0
+    try:
+        for sheet in workbook.worksheets:
+            for row in sheet.iter_rows(values_only=True):
+                for value in row:
+                    if value is not None:
+                        total += len(" ".join(str(value).split()))
+                if total > limit:
+                    raise markdown_too_large(limit)
+    except (TransformationFailed, MemoryError):
+        raise
+    except Exception:  # likewise: a broken sheet is markitdown's to report
+        return
+    finally:
+        workbook.close()
+
+
 @register_transformer(name="pdfplumber", source_types=(ct.PDF,))
 def pdf_to_structured_markdown(data: bytes, *, charset: str | None = None, filename: str = "") -> str:
     """PDF through pdfplumber: headings from font sizes, ruled tables as Markdown tables, then the text."""
@@ -253,6 +299,7 @@ def pptx_to_markdown(data: bytes, *, charset: str | None = None, filename: str =
 def xlsx_to_markdown(data: bytes, *, charset: str | None = None, filename: str = "") -> str:
     """Excel through markitdown (pandas + openpyxl): one table per sheet."""
     _refuse_encrypted_office(data)
+    _refuse_expanding_workbook(data)
     return _markitdown("XlsxConverter", data, source_type=ct.XLSX, charset=None, filename=filename)
 
 

@@ -19,7 +19,7 @@ from jobs.views import submitted_response
 from tenancy.authentication import request_project
 
 from . import selectors, services
-from .exceptions import DocumentTooLarge, EmptyDocument, UnsupportedTransformation
+from .exceptions import DocumentTooLarge, EmptyDocument, StorageQuotaExceeded, UnsupportedTransformation
 from .filters import DocumentFilter
 from .models import Document
 from .serializers import (
@@ -108,7 +108,10 @@ class DocumentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
         responses={
             202: DocumentSubmittedSerializer,
             400: OpenApiResponse(description="Empty file, missing field, unknown target format or transformer."),
-            413: OpenApiResponse(description="Larger than DOCUMENT_MAX_UPLOAD_BYTES."),
+            413: OpenApiResponse(
+                description="Larger than DOCUMENT_MAX_UPLOAD_BYTES, or over the project's storage quota "
+                "(the message gives the quota and the usage)."
+            ),
             415: OpenApiResponse(description="A document type that no transformer supports; lists the supported."),
         },
     )
@@ -130,6 +133,9 @@ class DocumentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
             raise ValidationError({"file": [str(exc)]}) from None
         except DocumentTooLarge:
             raise _too_large() from None
+        except StorageQuotaExceeded as exc:
+            message = str(exc)
+            raise PayloadTooLarge(f"{message[:1].upper()}{message[1:]}. Delete documents to make room.") from None
         except UnsupportedTransformation as exc:
             detail = {"detail": f"{exc}.", "content_type": exc.content_type, "supported": exc.supported}
             if exc.unsupported_type:

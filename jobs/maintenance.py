@@ -104,6 +104,21 @@ DEFAULT_SCHEDULES = (
 )
 
 
+# Other apps' periodic tasks, registered from their AppConfig.ready: jobs installs them without importing the apps.
+_registered_schedules: dict[str, DefaultSchedule] = {}
+
+
+def register_default_schedule(schedule: DefaultSchedule) -> None:
+    """Install ``schedule`` among the default schedules (its task's name must match ``*_cron_*``)."""
+    if "_cron_" not in schedule.task:
+        raise ValueError(f"periodic task {schedule.task!r} would not run on the cron queue (name it *_cron_*)")
+    _registered_schedules[schedule.name] = schedule
+
+
+def default_schedules() -> tuple[DefaultSchedule, ...]:
+    return DEFAULT_SCHEDULES + tuple(_registered_schedules.values())
+
+
 @transaction.atomic
 def periodic_tasks_install(*, reset: bool = False) -> dict[str, str]:
     """Install the default schedules; existing ones are left as operators edited them unless ``reset``.
@@ -112,7 +127,7 @@ def periodic_tasks_install(*, reset: bool = False) -> dict[str, str]:
     ``jobs_cron_retention`` replaces. Returns ``{name: "created" | "reset" | "kept"}``.
     """
     outcome = {}
-    for default in DEFAULT_SCHEDULES:
+    for default in default_schedules():
         # IntervalSchedule has no unique constraint: reuse the oldest match rather than get_or_create.
         interval = (
             IntervalSchedule.objects.filter(every=default.every_seconds, period=IntervalSchedule.SECONDS)

@@ -322,6 +322,19 @@ if DOCUMENT_TRANSFORM_TIMEOUT >= CELERY_TASK_SOFT_TIME_LIMIT:
 DOCUMENT_TRANSFORM_MAX_MEMORY_MB = env_int("DOCUMENT_TRANSFORM_MAX_MEMORY_MB", 2048, minimum=0)
 # The converter process is replaced after this many conversions (bounds leaks in the converter libraries).
 DOCUMENT_TRANSFORM_MAX_CONVERSIONS = env_int("DOCUMENT_TRANSFORM_MAX_CONVERSIONS", 200, minimum=1)
+# A conversion whose Markdown passes this many bytes fails ("the Markdown exceeds N MiB"); the converter checks it.
+DOCUMENT_TRANSFORM_MAX_OUTPUT_BYTES = env_int("DOCUMENT_TRANSFORM_MAX_OUTPUT_BYTES", 20 * 1024 * 1024, minimum=1024)
+# The whole environment of a converter process (it parses untrusted files): none of the secrets above.
+DOCUMENT_CONVERTER_ENVIRONMENT = {
+    name: os.environ[name]
+    for name in ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "HOME", "PYTHONPATH", "VIRTUAL_ENV")
+    if name in os.environ
+}
+# Bytes of documents (uploaded and derived) a project may store; over it an upload answers 413. Overridable per
+# project in admin (Document quotas). 0: no quota.
+DOCUMENT_PROJECT_QUOTA_BYTES = env_int("DOCUMENT_PROJECT_QUOTA_BYTES", 10 * 1024**3, minimum=0)
+# Documents (uploaded and derived) are deleted with their files this many days after they were stored; 0 keeps them.
+DOCUMENT_RETENTION_DAYS = env_int("DOCUMENT_RETENTION_DAYS", 30, minimum=0)
 # Where documents are stored: "local" (MEDIA_ROOT) or "s3" (any S3-compatible service, through django-storages).
 DOCUMENT_STORAGE = env_str("DOCUMENT_STORAGE", "local").strip().lower()
 if DOCUMENT_STORAGE == "local":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import zipfile
 
 HEADING = "Quarterly Report"
 BODY = "Revenue grew by twelve percent in the northern region."
@@ -258,6 +259,49 @@ def xlsx() -> bytes:
     buffer = io.BytesIO()
     workbook.save(buffer)
     return buffer.getvalue()
+
+
+def xlsx_expanding(*, string_bytes: int = 10_000, cells: int = 10_000) -> bytes:
+    """One shared string of ``string_bytes`` shown in ``cells`` cells: ~25 KB of XLSX, ~100 MB of Markdown.
+
+    openpyxl writes every string inline, so its workbook gets the shared-string table that Excel would write.
+    """
+    import openpyxl
+
+    workbook = openpyxl.Workbook()
+    columns = 100
+    for _ in range(cells // columns):
+        workbook.active.append(["S"] * columns)
+    written = io.BytesIO()
+    workbook.save(written)
+    shared = (
+        '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
+        f'<sst xmlns="{_SPREADSHEET_NS}" count="{cells}" uniqueCount="1"><si><t>{"x" * string_bytes}</t></si></sst>'
+    )
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(written.getvalue())) as source, zipfile.ZipFile(buffer, "w", _DEFLATE) as out:
+        for item in source.infolist():
+            content = source.read(item.filename).decode()
+            if item.filename == "xl/worksheets/sheet1.xml":
+                content = content.replace('t="inlineStr"><is><t>S</t></is>', 't="s"><v>0</v>')
+            elif item.filename == "[Content_Types].xml":
+                content = content.replace(
+                    "</Types>", f'<Override PartName="/xl/sharedStrings.xml" ContentType="{_SST_TYPE}"/></Types>'
+                )
+            elif item.filename == "xl/_rels/workbook.xml.rels":
+                content = content.replace(
+                    "</Relationships>",
+                    f'<Relationship Id="rIdShared" Type="{_SST_REL}" Target="sharedStrings.xml"/></Relationships>',
+                )
+            out.writestr(item.filename, content)
+        out.writestr("xl/sharedStrings.xml", shared)
+    return buffer.getvalue()
+
+
+_DEFLATE = zipfile.ZIP_DEFLATED
+_SPREADSHEET_NS = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
+_SST_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sharedStrings+xml"
+_SST_REL = "http://schemas.openxmlformats.org/officeDocument/2006/relationships/sharedStrings"
 
 
 def html() -> bytes:

@@ -6,6 +6,7 @@ the functions by path, like any other transformer.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -39,3 +40,9 @@ def memory_hog(data: bytes, *, charset=None, filename: str = "") -> str:
 def pid(data: bytes, *, charset=None, filename: str = "") -> str:
     """The converter process's pid, to tell whether it was replaced."""
     return str(os.getpid())
+
+
+@register_transformer(name="test-environment", source_types=(TEXT,))
+def environment(data: bytes, *, charset=None, filename: str = "") -> str:
+    """The names of the converter process's environment variables, as JSON."""
+    return json.dumps(sorted(os.environ))

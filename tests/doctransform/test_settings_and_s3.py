@@ -4,13 +4,16 @@ import json
 import os
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import boto3
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.utils import timezone
 from moto import mock_aws
 
+from doctransform import services
 from doctransform.models import Document
 
 from . import files
@@ -94,3 +97,19 @@ def test_documents_round_trip_through_s3(api_client, s3_documents, django_captur
     with django_capture_on_commit_callbacks(execute=True):
         assert api_client.delete(f"{URL}{document.id}/").status_code == 204
     assert s3_documents.list_objects_v2(Bucket=BUCKET).get("KeyCount") == 0
+
+
+@pytest.mark.django_db
+def test_retention_deletes_old_documents_from_s3(api_client, s3_documents, settings):
+    settings.DOCUMENT_RETENTION_DAYS = 7
+    files_sent = [files.pdf(), files.text()]
+    for i, data in enumerate(files_sent):
+        resp = api_client.post("/api/v1/documents/", {"file": SimpleUploadedFile(f"{i}.bin", data)}, format="multipart")
+        assert resp.status_code == 202, resp.content
+    assert s3_documents.list_objects_v2(Bucket=BUCKET)["KeyCount"] == 2
+    old = Document.objects.order_by("created_at").first()
+    Document.objects.filter(id=old.id).update(created_at=timezone.now() - timedelta(days=8))
+
+    assert services.documents_delete_expired() == 1
+    keys = [item["Key"] for item in s3_documents.list_objects_v2(Bucket=BUCKET)["Contents"]]
+    assert keys == [f"kaapi/{Document.objects.get().storage_key}"]

@@ -46,6 +46,7 @@ def setup_environment(name: str) -> dict[str, str]:
         DATABASE_URL=f"{pg}/{db}",
         SECRET_KEY="bench-secret",
         DEBUG="false",
+        SECURE_SSL_REDIRECT="false",  # gunicorn is reached over plain HTTP on 127.0.0.1
         LOG_LEVEL="WARNING",
         DJANGO_SETTINGS_MODULE="kaapi.settings",
         ALLOWED_HOSTS="127.0.0.1,localhost",

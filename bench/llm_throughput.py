@@ -147,6 +147,7 @@ def main() -> None:
         RABBITMQ_URL=f"{env['RABBITMQ_URL'].rstrip('/')}/{VHOST}",
         SECRET_KEY="bench-secret-key-not-for-production",
         DEBUG="false",
+        SECURE_SSL_REDIRECT="false",  # gunicorn is reached over plain HTTP on 127.0.0.1
         ALLOWED_HOSTS="127.0.0.1,localhost",
         LLM_ALLOW_PRIVATE_BASE_URLS="true",
         LOG_LEVEL="WARNING",

@@ -5,6 +5,8 @@ from django.contrib import admin, messages
 from django.db import transaction
 from django.db.models import OuterRef, Subquery, Sum
 
+from kaapi.admin_permissions import OperateActionsMixin
+
 from . import services
 from .exceptions import UnsupportedTransformation
 from .models import Document, DocumentQuota
@@ -14,7 +16,7 @@ _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 
 
 @admin.register(Document)
-class DocumentAdmin(admin.ModelAdmin):
+class DocumentAdmin(OperateActionsMixin, admin.ModelAdmin):
     list_display = ("id", "filename", "content_type", "size", "project", "source", "job", "created_at")
     list_filter = ("content_type", "transformer", "created_at")
     # Searched by get_search_results below; no date_hierarchy (it reads the whole table for its date bounds on every
@@ -66,7 +68,7 @@ class DocumentAdmin(admin.ModelAdmin):
             count += 1
         self.message_user(request, f"Deleted {count} document(s).", messages.SUCCESS)
 
-    @admin.action(description="Transform selected documents to Markdown again", permissions=["view"])
+    @admin.action(description="Transform selected documents to Markdown again", permissions=["operate"])
     def transform_documents(self, request, queryset):
         started, refused = 0, []
         for document in queryset.select_related("project"):

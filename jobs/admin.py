@@ -4,6 +4,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Q
 
+from kaapi.admin_permissions import OperateActionsMixin
 from kaapi.celery import HIGH_PRIORITY_QUEUE, LOW_PRIORITY_QUEUE
 
 from . import services, webhooks
@@ -73,7 +74,7 @@ class WebhookDeliveryInline(admin.TabularInline):
 
 
 @admin.register(Job)
-class JobAdmin(ExactSearchMixin, admin.ModelAdmin):
+class JobAdmin(OperateActionsMixin, ExactSearchMixin, admin.ModelAdmin):
     list_display = (
         "id",
         "job_type",
@@ -117,17 +118,17 @@ class JobAdmin(ExactSearchMixin, admin.ModelAdmin):
         if refused:
             self.message_user(request, "Not changed: " + "; ".join(refused[:20]), messages.WARNING)
 
-    @admin.action(description="Cancel selected jobs", permissions=["view"])
+    @admin.action(description="Cancel selected jobs", permissions=["operate"])
     def cancel_jobs(self, request, queryset):
         self._apply(request, queryset, services.job_cancel, "Cancelled")
 
-    @admin.action(description="Retry selected failed or cancelled jobs", permissions=["view"])
+    @admin.action(description="Retry selected failed or cancelled jobs", permissions=["operate"])
     def retry_jobs(self, request, queryset):
         self._apply(request, queryset, services.job_retry, "Retried")
 
 
 @admin.register(WebhookDelivery)
-class WebhookDeliveryAdmin(ExactSearchMixin, admin.ModelAdmin):
+class WebhookDeliveryAdmin(OperateActionsMixin, ExactSearchMixin, admin.ModelAdmin):
     list_display = (
         "id",
         "event",
@@ -154,7 +155,7 @@ class WebhookDeliveryAdmin(ExactSearchMixin, admin.ModelAdmin):
     def has_change_permission(self, request, obj=None) -> bool:
         return False
 
-    @admin.action(description="Redeliver selected webhooks (same webhook-id and body)", permissions=["view"])
+    @admin.action(description="Redeliver selected webhooks (same webhook-id and body)", permissions=["operate"])
     def redeliver(self, request, queryset):
         count = 0
         for delivery in queryset:
@@ -183,7 +184,10 @@ class WebhookSecretAdmin(admin.ModelAdmin):
         obj.pk = secret.pk
         obj.secret = secret.secret
 
-    @admin.action(description="Rotate selected secrets (the previous one keeps signing for the grace period)")
+    @admin.action(
+        description="Rotate selected secrets (the previous one keeps signing for the grace period)",
+        permissions=["change"],
+    )
     def rotate(self, request, queryset):
         for secret in queryset.select_related("project"):
             webhooks.webhook_secret_rotate(project=secret.project)

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -15,12 +14,13 @@ from django.utils import timezone
 
 from jobs.models import Job
 from jobs.services import job_create
-from kaapi import crypto
+from kaapi import crypto, outbound
 from tenancy.models import Project
 
 from . import selectors
 from .exceptions import ConfigNotFound, CredentialsMissing
 from .models import Config, ConfigVersion, Provider, ProviderCredential
+from .providers.base import base_url_problem
 from .validation import validate_blob
 
 EXECUTE_JOB_PATH = "llm.jobs.execute_job"
@@ -87,27 +87,25 @@ def config_version_create(*, config: Config, blob: Any, commit_message: str = ""
 
 # --- Credentials ----------------------------------------------------------------------------------
 def validate_base_url(url: str) -> str:
-    """An http(s) URL; loopback, private and link-local hosts only when ``LLM_ALLOW_PRIVATE_BASE_URLS``."""
-    parsed = urlparse(url)
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise ValidationError({"base_url": ["must be an http:// or https:// URL"]})
-    if parsed.username or parsed.password:
-        raise ValidationError({"base_url": ["must not contain a user name or password; use api_key"]})
+    """An http(s) URL that the provider's paths are appended to: no user info, query or fragment. Loopback, private
+    and other non-public hosts only with ``LLM_ALLOW_PRIVATE_BASE_URLS``; a host name is resolved here to refuse
+    early what the connection-time guard (kaapi.outbound) would refuse anyway."""
+    problem = base_url_problem(url)
+    if problem:
+        raise ValidationError({"base_url": [f"the base URL {problem}"]})
     if settings.LLM_ALLOW_PRIVATE_BASE_URLS:
         return url
+    parsed = urlsplit(url)
     host = parsed.hostname
     try:
-        addresses = {ipaddress.ip_address(host)}
-    except ValueError:
-        try:
-            infos = socket.getaddrinfo(host, parsed.port or 443, proto=socket.IPPROTO_TCP)
-        except (OSError, UnicodeError):
-            raise ValidationError({"base_url": [f"the host {host!r} cannot be resolved"]}) from None
-        addresses = {ipaddress.ip_address(info[4][0]) for info in infos}
-    if any(not address.is_global for address in addresses):
-        raise ValidationError(
-            {"base_url": [f"the host {host!r} is on a private or loopback network, which this server does not allow"]}
-        )
+        infos = socket.getaddrinfo(host, parsed.port or 443, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        raise ValidationError({"base_url": [f"the host {host!r} cannot be resolved"]}) from None
+    for info in infos:
+        reason = outbound.refusal_reason(info[4][0], [])
+        if reason:
+            message = f"the host {host!r} is on a non-public network, which this server does not allow ({reason})"
+            raise ValidationError({"base_url": [message]})
     return url
 
 

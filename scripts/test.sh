@@ -28,6 +28,8 @@ run_suite() {  # run_suite PROFILE PYTEST_ARGS...
     export SECRET_KEY="test-secret-key-not-for-production"
     export DEBUG=false
     export ALLOWED_HOSTS="localhost,127.0.0.1,testserver"
+    # The test client and the test servers speak plain HTTP on 127.0.0.1 (no TLS proxy in front).
+    export SECURE_SSL_REDIRECT=false
     # Metrics of this run only (the default, var/prometheus, belongs to make run).
     PROMETHEUS_MULTIPROC_DIR="$(mktemp -d /tmp/kaapi-test-metrics.XXXXXX)"
     export PROMETHEUS_MULTIPROC_DIR

@@ -1,7 +1,7 @@
 """Signed webhook delivery (Standard Webhooks) behind an SSRF guard."""
 
-from .guard import AddressRefused, refusal_reason, validate_callback_url
 from .services import (
+    validate_callback_url,
     webhook_attempt,
     webhook_deliveries_publish_due,
     webhook_enqueue_for_job,
@@ -12,8 +12,6 @@ from .services import (
 )
 
 __all__ = [
-    "AddressRefused",
-    "refusal_reason",
     "validate_callback_url",
     "webhook_attempt",
     "webhook_deliveries_publish_due",

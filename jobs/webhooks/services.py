@@ -16,13 +16,13 @@ from django.db import transaction
 from django.utils import timezone
 from standardwebhooks import Webhook
 
+from kaapi import outbound
 from kaapi.celery import app, confirmed_producer, sent_events
 from kaapi.logging import log_context
 from kaapi.middleware import REQUEST_ID_HEADER as TRACE_HEADER  # the trace id, as in API requests
 from tenancy.models import Project
 
 from ..models import DeliveryStatus, Job, JobStatus, WebhookDelivery, WebhookEvent, WebhookSecret
-from .guard import AddressRefused, guarded_session, validate_callback_url
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +36,6 @@ COUNTDOWN_LIMIT_SECONDS = 600
 SWEEP_GRACE = timedelta(seconds=30)
 # Headroom for an attempt in flight: a duplicate message arriving meanwhile skips the delivery.
 LEASE_MARGIN_SECONDS = 30
-ERROR_BODY_CHARS = 500
 
 _EVENTS = {
     JobStatus.SUCCESS: WebhookEvent.SUCCEEDED,
@@ -91,6 +90,22 @@ def signing_secrets(secret: WebhookSecret, *, now: datetime) -> list[str]:
 def sign(*, secrets: list[str], msg_id: str, timestamp: datetime, body: str) -> str:
     """The ``webhook-signature`` header: one ``v1,<base64>`` per secret, space separated."""
     return " ".join(Webhook(secret).sign(msg_id, timestamp, body) for secret in secrets)
+
+
+# --- Callback URLs ------------------------------------------------------------------------------------
+def _allowed_networks() -> list[outbound.Network]:
+    return outbound.networks(settings.WEBHOOK_ALLOWED_NETWORKS)
+
+
+def validate_callback_url(url: str) -> None:
+    """Refuse, at submission, a callback URL that can never be delivered (the scheme, and the address of an IP
+    literal). Host names are checked when the delivery connects, after DNS resolution: that is the real guard."""
+    if not url:
+        return
+    schemes = ("https", "http") if settings.WEBHOOK_ALLOW_HTTP else ("https",)
+    problem = outbound.url_problem(url, schemes=schemes, allowed=_allowed_networks())
+    if problem:
+        raise ValidationError({"callback_url": [f"the callback URL {problem}"]})
 
 
 # --- Deliveries ---------------------------------------------------------------------------------------
@@ -184,7 +199,7 @@ def _get_session() -> requests.Session:
     # Made lazily in the process that uses it (never shared across a prefork fork).
     global _session
     if _session is None:
-        _session = guarded_session()
+        _session = outbound.guarded_session(allowed_networks=_allowed_networks)
     return _session
 
 
@@ -225,10 +240,10 @@ def _send(delivery: WebhookDelivery) -> tuple[int | None, str, bool, float | Non
             allow_redirects=False,
             stream=True,
         )
-    except AddressRefused as exc:
-        return None, str(exc), True, None
+    except outbound.AddressRefused as exc:
+        return None, outbound.short(str(exc)), True, None
     except Exception as exc:  # timeouts, refused connections, TLS, malformed URLs: a failed attempt, recorded
-        return None, f"{type(exc).__name__}: {exc}", False, None
+        return None, outbound.short(f"{type(exc).__name__}: {exc}"), False, None
     with response:
         code = response.status_code
         if 200 <= code < 300:
@@ -236,9 +251,10 @@ def _send(delivery: WebhookDelivery) -> tuple[int | None, str, bool, float | Non
         if code == 410:
             return code, "the receiver answered 410 Gone: not retrying", True, None
         if 300 <= code < 400:
-            return code, f"redirect ({code}) to {response.headers.get('Location', '?')} not followed", False, None
-        text = next(response.iter_content(ERROR_BODY_CHARS, decode_unicode=False), b"")
-        excerpt = text.decode("utf-8", "replace")[:ERROR_BODY_CHARS]
+            location = outbound.body_excerpt(response, response.headers.get("Location", "?"), 200)
+            return code, f"redirect ({code}) to {location} not followed", False, None
+        text = next(response.iter_content(outbound.ERROR_TEXT_CHARS, decode_unicode=False), b"")
+        excerpt = outbound.body_excerpt(response, text.decode("utf-8", "replace"))
         return code, f"HTTP {code}: {excerpt}".strip(), False, _retry_after(response)
 
 
@@ -295,7 +311,7 @@ def webhook_attempt(*, delivery_id: str) -> str:
     with log_context(trace_id=delivery.job.trace_id or None, job_id=str(delivery.job_id)):
         code, error, permanent, retry_after = _send(delivery)
         done = timezone.now()
-        fields: dict[str, Any] = {"last_status_code": code, "last_error": error[:10000], "updated_at": done}
+        fields: dict[str, Any] = {"last_status_code": code, "last_error": outbound.short(error), "updated_at": done}
         if code is not None and 200 <= code < 300:
             fields.update(status=DeliveryStatus.DELIVERED, delivered_at=done, next_attempt_at=None)
             outcome = "delivered"

@@ -17,10 +17,9 @@ from typing import Any
 
 import requests
 from django.conf import settings
-from requests.adapters import HTTPAdapter
 
 from jobs.exceptions import RetryableJobError
-from jobs.webhooks.guard import AddressRefused, GuardedHTTPAdapter
+from kaapi import outbound
 from kaapi.logging import current_trace_id
 from kaapi.metrics import count_provider_error
 
@@ -107,16 +106,28 @@ class Completion:
 # --- HTTP -----------------------------------------------------------------------------------------------
 _sessions: dict[bool, requests.Session] = {}  # by LLM_ALLOW_PRIVATE_BASE_URLS
 _session_lock = threading.Lock()
+BASE_URL_SCHEMES = ("https", "http")
+
+
+def allowed_networks() -> list[outbound.Network]:
+    """Networks a provider base URL may reach although not public: all of them with LLM_ALLOW_PRIVATE_BASE_URLS
+    (a local vLLM or Ollama), none otherwise."""
+    return list(outbound.ANY_NETWORK) if settings.LLM_ALLOW_PRIVATE_BASE_URLS else []
+
+
+def base_url_problem(base_url: str) -> str | None:
+    """What makes ``base_url`` unusable (checked when stored and again before each call), or None."""
+    return outbound.url_problem(base_url, schemes=BASE_URL_SCHEMES, allowed=allowed_networks(), bare=True)
 
 
 def http_session() -> requests.Session:
     """One pooled session per process, shared by its threads/greenlets (urllib3's pool is thread-safe).
 
     The pool keeps up to ``LLM_HTTP_POOL_MAXSIZE`` keep-alive connections per provider host; cookies are
-    refused so that nothing a provider sets for one project is sent on behalf of another. Unless
-    ``LLM_ALLOW_PRIVATE_BASE_URLS``, every new connection goes through the SSRF guard of the webhooks (the
-    addresses a base URL resolves to are checked when connecting, and the socket is pinned to one that passed):
-    a credential's base URL was checked when it was stored, but its name may resolve elsewhere since.
+    refused so that nothing a provider sets for one project is sent on behalf of another. Every new connection
+    goes through the outbound guard (kaapi.outbound: the addresses a base URL resolves to are checked when
+    connecting, and the socket is pinned to one that passed): a credential's base URL was checked when it was
+    stored, but its name may resolve elsewhere since. With ``LLM_ALLOW_PRIVATE_BASE_URLS`` every address passes.
     """
     allow_private = settings.LLM_ALLOW_PRIVATE_BASE_URLS
     session = _sessions.get(allow_private)
@@ -124,17 +135,13 @@ def http_session() -> requests.Session:
         with _session_lock:
             session = _sessions.get(allow_private)
             if session is None:
-                session = requests.Session()
-                pool = {"pool_connections": 16, "pool_maxsize": settings.LLM_HTTP_POOL_MAXSIZE, "max_retries": 0}
-                adapter = (
-                    HTTPAdapter(**pool)
-                    if allow_private
-                    else GuardedHTTPAdapter(allowed_networks=list, **pool)  # no private network is allowed
+                policy = list(outbound.ANY_NETWORK) if allow_private else []
+                session = outbound.guarded_session(
+                    allowed_networks=lambda: policy,
+                    pool_connections=16,
+                    pool_maxsize=settings.LLM_HTTP_POOL_MAXSIZE,
                 )
-                session.mount("https://", adapter)
-                session.mount("http://", adapter)
                 session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
-                session.trust_env = False
                 _sessions[allow_private] = session
     return session
 
@@ -184,7 +191,12 @@ class Provider:
         return {}
 
     def url(self, credentials: Credentials) -> str:
-        return (credentials.base_url or self.default_base_url).rstrip("/") + self.path
+        """Where to post; ``ProviderError`` for a base URL that is no longer acceptable (stored before a rule)."""
+        base = credentials.base_url or self.default_base_url
+        problem = base_url_problem(base)
+        if problem:
+            raise ProviderError(f"{self.name}: the credential's base URL {problem}")
+        return base.rstrip("/") + self.path
 
     def complete(self, *, credentials: Credentials, params: dict[str, Any], query: str) -> Completion:
         body = self.body({**self.defaults(), **params}, query)
@@ -192,26 +204,27 @@ class Provider:
         trace_id = current_trace_id()
         if trace_id:
             headers["x-request-id"] = trace_id  # the provider's logs can be matched with ours
+        url = self.url(credentials)
         try:
             response = http_session().post(
-                self.url(credentials),
+                url,
                 json=body,
                 headers=headers,
                 timeout=(settings.LLM_CONNECT_TIMEOUT, settings.LLM_READ_TIMEOUT),
                 allow_redirects=False,
             )
-        except AddressRefused as exc:  # the base URL now resolves to a private address: never retried
+        except outbound.AddressRefused as exc:  # the base URL now resolves to a private address: never retried
             count_provider_error(self.name, "refused")
-            raise ProviderError(f"{self.name}: {exc}") from None
+            raise ProviderError(outbound.short(f"{self.name}: {exc}")) from None
         except requests.Timeout as exc:
             count_provider_error(self.name, "timeout")
             raise RetryableJobError(f"{self.name}: the request timed out ({type(exc).__name__})") from None
         except requests.ConnectionError as exc:
             count_provider_error(self.name, "connection")
-            raise RetryableJobError(f"{self.name}: could not connect: {exc}") from None
+            raise RetryableJobError(outbound.short(f"{self.name}: could not connect: {exc}")) from None
         except requests.RequestException as exc:
             count_provider_error(self.name, "request")
-            raise ProviderError(f"{self.name}: the request could not be sent: {exc}") from None
+            raise ProviderError(outbound.short(f"{self.name}: the request could not be sent: {exc}")) from None
 
         status = response.status_code
         if status == 429 or status >= 500:
@@ -233,28 +246,28 @@ class Provider:
             raise
         except requests.JSONDecodeError:
             count_provider_error(self.name, "malformed")
-            raise ProviderResponseError(
-                f"{self.name} returned a malformed response (not JSON): {response.text[:200]!r}"
-            ) from None
+            excerpt = outbound.body_excerpt(response, response.text, 200)
+            raise ProviderResponseError(f"{self.name} returned a malformed response (not JSON): {excerpt}") from None
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
             count_provider_error(self.name, "malformed")
             raise ProviderResponseError(
-                f"{self.name} returned a malformed response (missing or invalid field {exc})"
+                outbound.short(f"{self.name} returned a malformed response (missing or invalid field {exc})")
             ) from None
 
     @staticmethod
     def error_message(response: requests.Response) -> str:
-        """The provider's own error message (``{"error": {"message"}}`` for OpenAI and Anthropic)."""
+        """The provider's own error message (``{"error": {"message"}}`` for OpenAI and Anthropic), short, and only
+        from a public address (see kaapi.outbound.body_excerpt)."""
         try:
             data = response.json()
         except ValueError:
-            return response.text[:500] or response.reason or "no message"
+            return outbound.body_excerpt(response, response.text) if response.text else response.reason or "no message"
         error = data.get("error") if isinstance(data, dict) else None
         if isinstance(error, dict) and error.get("message"):
-            return str(error["message"])[:2000]
+            return outbound.body_excerpt(response, str(error["message"]))
         if isinstance(error, str):
-            return error[:2000]
-        return str(data)[:500]
+            return outbound.body_excerpt(response, error)
+        return outbound.body_excerpt(response, str(data))
 
 
 def require_str(value: Any, name: str) -> str:

@@ -3,6 +3,7 @@
 import pytest
 
 from jobs.exceptions import RetryableJobError
+from kaapi import outbound
 from llm.providers import PROVIDERS, Credentials, ProviderError, ProviderResponseError
 from tests.llm.conftest import BLOBS, FAKE_API_KEY, base_url_for, unique
 
@@ -62,7 +63,8 @@ def test_timeouts_and_refused_connections_are_retryable(fake_provider, settings)
 
 
 @pytest.mark.parametrize("provider", sorted(BLOBS))
-def test_client_errors_fail_with_the_providers_message(fake_provider, provider):
+def test_client_errors_fail_with_the_providers_message(fake_provider, provider, monkeypatch):
+    monkeypatch.setattr(outbound, "peer_is_public", lambda response: True)  # as a provider on the internet
     with pytest.raises(ProviderError) as info:
         complete(fake_provider, provider, unique("[fake:status=400]"))
     assert not isinstance(info.value, RetryableJobError)
@@ -118,8 +120,13 @@ def test_a_base_url_that_now_resolves_to_a_private_address_is_refused_when_conne
     settings.LLM_ALLOW_PRIVATE_BASE_URLS = False
     settings.WEBHOOK_ALLOWED_NETWORKS = ["127.0.0.0/8"]
     query = unique("What is AI?")
-    with pytest.raises(ProviderError, match="refused to connect to 127.0.0.1: 127.0.0.1 is a loopback address") as info:
-        complete(fake_provider, "openai-chat", query)
+    credentials = Credentials(
+        api_key=FAKE_API_KEY, base_url=fake_provider.url.replace("127.0.0.1", "localhost") + "/v1"
+    )
+    with pytest.raises(
+        ProviderError, match="refused to connect to localhost: .*127.0.0.1 is a loopback address"
+    ) as info:
+        PROVIDERS["openai-chat"].complete(credentials=credentials, params={"model": "m"}, query=query)
     assert not isinstance(info.value, RetryableJobError)
     assert [c for c in fake_provider.calls if c["text"] == query] == []
     settings.LLM_ALLOW_PRIVATE_BASE_URLS = True  # development: the same call goes through

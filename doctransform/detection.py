@@ -87,9 +87,11 @@ _SIGNATURES = (  # (offset, magic, type) of binary formats we recognise only to 
 )
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")
 _OLE2_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
-_HTML_START = re.compile(
-    rb"^\s*(<\?xml[^>]*>\s*)?(<!--.*?-->\s*)*<(!doctype\s+html|html|head|body)[\s>]", re.IGNORECASE | re.DOTALL
-)
+# Patterns here run on client bytes in the web process: none may repeat a group of unbounded length (a nested
+# quantifier backtracks exponentially); the comments before an HTML start tag are skipped by _html_start instead.
+_WHITESPACE = re.compile(rb"\s*")
+_XML_DECLARATION = re.compile(rb"<\?xml[^>]*>")
+_HTML_START_TAG = re.compile(rb"<(?:!doctype\s+html|html|head|body)[\s>]", re.IGNORECASE)
 _HTML_TAG = re.compile(r"<(html|head|body|div|p|h[1-6]|table|ul|ol|span|a|br|title|section|article)[\s>/]", re.I)
 _CLOSING_TAG = re.compile(r"</[a-zA-Z][a-zA-Z0-9]*\s*>")
 _SNIFF_BYTES = 64 * 1024
@@ -201,11 +203,30 @@ def _is_json(text: str) -> bool:
         json.loads(stripped)
     except ValueError:
         return False
+    except RecursionError:  # nested deeper than Python parses: still JSON, for the converter to refuse
+        return True
     return True
 
 
+def _html_start(head: bytes) -> bool:
+    """Whether ``head`` opens with an HTML start tag, after whitespace, an XML declaration and comments, in one
+    pass: each step moves past what it read, and every search starts where the previous one ended."""
+    position = _WHITESPACE.match(head).end()
+    declaration = _XML_DECLARATION.match(head, position)
+    if declaration:
+        position = declaration.end()
+    while True:
+        position = _WHITESPACE.match(head, position).end()
+        if not head.startswith(b"<!--", position):
+            return bool(_HTML_START_TAG.match(head, position))
+        end = head.find(b"-->", position + 4)
+        if end < 0:
+            return False
+        position = end + 3
+
+
 def _looks_like_html(text: str, head: bytes, *, hinted: bool) -> bool:
-    if _HTML_START.match(head):
+    if _html_start(head):
         return True
     sample = text[:_SNIFF_BYTES]
     if hinted:

@@ -60,3 +60,40 @@ def test_office_containers():
     assert (found.content_type, found.encrypted) == (detection.XLSX, True)
     legacy = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 500 + "WordDocument".encode("utf-16-le")
     assert detect_bytes(legacy, filename="old.doc").content_type == "application/msword"
+
+
+# A document that takes the detector exponential time would hold a web worker past its timeout: the detector runs
+# in a child process that is killed after a generous bound, far above what a linear scan of 64 KiB needs.
+_PATHOLOGICAL_INPUTS = {
+    "comments_never_closed_before_a_tag": b"<!--" + b"--><!--" * (64 * 1024 // 7) + b"x",
+    "comments_then_no_tag": b"<!---->" * (64 * 1024 // 7) + b"x",
+    "xml_declaration_then_comments": b"<?xml version='1.0'?>" + b"<!-- -->\n" * (64 * 1024 // 9) + b"<",
+}
+
+
+@pytest.mark.parametrize("name", sorted(_PATHOLOGICAL_INPUTS))
+def test_detection_is_linear_in_pathological_markup(name):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from doctransform.detection import detect_bytes; "
+        "print(detect_bytes(sys.stdin.buffer.read(), filename='page.html').content_type)"
+    )
+    data = _PATHOLOGICAL_INPUTS[name]
+    assert len(data) >= 64 * 1024 - 16
+    done = subprocess.run([sys.executable, "-c", code], input=data, capture_output=True, timeout=5, check=True)
+    assert done.stdout.strip() in (b"text/html", b"text/plain", b"application/xml")
+
+
+def test_comments_before_the_html_tag_are_still_skipped():
+    page = b"\n<!-- generated -->\n<!-- -- twice -- -->  <!DOCTYPE html><html><body>hi</body></html>"
+    assert detect_bytes(page, filename="upload").content_type == detection.HTML
+    assert detect_bytes(b"<?xml version='1.0'?><!-- x --><html>", filename="upload").content_type == detection.HTML
+    unterminated = b"<!-- no end <html><body>hi"
+    assert detect_bytes(unterminated, filename="upload").content_type != detection.HTML
+
+
+def test_json_nested_deeper_than_python_recursion_is_detected_without_error():
+    deep = b"[" * 100_000 + b"]" * 100_000
+    assert detect_bytes(deep, filename="data.json").content_type == detection.JSON

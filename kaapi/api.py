@@ -46,6 +46,12 @@ def server_error(request) -> JsonResponse:
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
+def unstorable_text(text: str) -> bool:
+    """Whether PostgreSQL refuses ``text`` in a text or jsonb column: a NUL character, or an unpaired surrogate
+    (valid in JSON as an escape, not encodable as UTF-8)."""
+    return _UNSTORABLE.search(text) is not None
+
+
 def storable_json(value: Any) -> Any:
     """Validator for client JSON that is stored in a JSON column: PostgreSQL's jsonb cannot hold NUL characters
     or unpaired surrogates (valid JSON both), so they are refused with a 400 instead of failing the INSERT."""
@@ -53,7 +59,7 @@ def storable_json(value: Any) -> Any:
     while stack:
         item = stack.pop()
         if isinstance(item, str):
-            if _UNSTORABLE.search(item):
+            if unstorable_text(item):
                 raise serializers.ValidationError("Text may not contain NUL characters or unpaired surrogates.")
         elif isinstance(item, dict):
             stack.extend(item.keys())

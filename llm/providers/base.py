@@ -189,6 +189,14 @@ class Provider:
     def complete(self, *, credentials: Credentials, params: dict[str, Any], query: str) -> Completion:
         body = self.body({**self.defaults(), **params}, query)
         headers = {"content-type": "application/json", **self.headers(credentials)}
+        if not all(value.isascii() and value.isprintable() for value in headers.values()):
+            # Credentials stored before they were checked: refused here, since the HTTP library's own error
+            # would quote the offending header value.
+            count_provider_error(self.name, "refused")
+            raise ProviderError(
+                f"{self.name}: the stored credentials contain characters that an HTTP header cannot carry; "
+                "set them again"
+            )
         trace_id = current_trace_id()
         if trace_id:
             headers["x-request-id"] = trace_id  # the provider's logs can be matched with ours
@@ -210,8 +218,10 @@ class Provider:
             count_provider_error(self.name, "connection")
             raise RetryableJobError(f"{self.name}: could not connect: {exc}") from None
         except requests.RequestException as exc:
+            # Its text may quote the request's headers (InvalidHeader does), and so the key: only the type goes
+            # into the job's error, the logs and the task result.
             count_provider_error(self.name, "request")
-            raise ProviderError(f"{self.name}: the request could not be sent: {exc}") from None
+            raise ProviderError(f"{self.name}: the request could not be sent ({type(exc).__name__})") from None
 
         status = response.status_code
         if status == 429 or status >= 500:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import math
+
 from rest_framework import serializers
 
 from kaapi.api import ModelSerializer, storable_json
@@ -72,6 +74,11 @@ class EchoJobSerializer(serializers.Serializer):
     delay = serializers.FloatField(default=0, min_value=0, max_value=ECHO_MAX_DELAY)
     priority = serializers.ChoiceField(choices=sorted(PRIORITY_LEVELS), default="high")
     callback_url = serializers.URLField(required=False, allow_blank=True, max_length=2048)
+
+    def validate_delay(self, value: float) -> float:
+        if not math.isfinite(value):  # "nan" passes both bounds, and jsonb cannot store it
+            raise serializers.ValidationError("must be a finite number")
+        return value
 
     def validate_params(self, value: dict) -> dict:
         if "delay" in value:

@@ -2,12 +2,14 @@
 
 DRF's ``JSONParser`` reads the whole stream (``DATA_UPLOAD_MAX_MEMORY_SIZE`` applies only to ``request.body``
 and forms), lets Python's recursive decoder fail on deep nesting with a ``RecursionError`` (a 500), and accepts
-NUL characters and unpaired surrogates that every text and jsonb column refuses at INSERT time. This parser is
-the default parser of every JSON endpoint, so each of them answers those bodies with a 4xx.
+NUL characters, unpaired surrogates and numbers that overflow to infinity, which every text and jsonb column
+refuses at INSERT time. This parser is the default parser of every JSON endpoint, so each of them answers those
+bodies with a 4xx.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from django.conf import settings
@@ -76,21 +78,22 @@ def _check(data: Any) -> None:
                 raise exceptions.ParseError(_too_deep())
             for key, item in value.items():
                 if unstorable_text(key):
-                    _refuse(path + (key,), "a key")
+                    _refuse(path + (key,), "A key")
                 stack.append((item, depth + 1, path + (key,)))
         elif isinstance(value, list):
             if depth >= max_depth:
                 raise exceptions.ParseError(_too_deep())
             stack.extend((item, depth + 1, path + (index,)) for index, item in enumerate(value))
         elif isinstance(value, str) and unstorable_text(value):
-            _refuse(path, "text")
+            _refuse(path, "Text")
+        elif isinstance(value, float) and not math.isfinite(value):
+            _refuse(path, "A number", "must be finite (a literal beyond the range of a double, such as 1e400)")
 
 
-def _refuse(path: tuple, what: str) -> None:
+def _refuse(path: tuple, what: str, why: str = "may not contain NUL characters or unpaired surrogates") -> None:
     field = _escaped(path[0]) if path and isinstance(path[0], str) else "non_field_errors"
     where = ".".join(_escaped(str(part)) for part in path) or "the body"
-    message = f"{what.capitalize()} may not contain NUL characters or unpaired surrogates (at {where})."
-    raise exceptions.ValidationError({field: [message]})
+    raise exceptions.ValidationError({field: [f"{what} {why} (at {where})."]})
 
 
 def _escaped(name: str) -> str:

@@ -196,3 +196,33 @@ def test_limit_is_capped_at_api_max_page_size(api_client, project, settings):
     body = api_client.get("/api/v1/jobs/?limit=1&offset=2").json()
     assert len(body["results"]) == 1
     assert api_client.get("/api/v1/jobs/?offset=1000000").json()["results"] == []
+
+
+@pytest.mark.parametrize(
+    ("path", "raw", "field"),
+    [
+        ("/api/v1/jobs/echo/", b'{"params": {"x": 1e400}}', "params"),
+        ("/api/v1/jobs/echo/", b'{"params": {"x": [-1e400]}}', "params"),
+        (
+            "/api/v1/configs/",
+            b'{"name": "n", "blob": {"completion": {"provider": "openai", "params": {"model": "m", "top_p": 1e999}}}}',
+            "blob",
+        ),
+        (
+            "/api/v1/llm/call",
+            b'{"config": {"blob": {}}, "query": "q", "request_metadata": {"n": 1e400}}',
+            "request_metadata",
+        ),
+    ],
+)
+def test_a_number_beyond_a_double_is_400_naming_the_field(api_client, path, raw, field):
+    resp = send(api_client, "post", path, raw)
+    assert resp.status_code == 400, resp.content
+    assert "must be finite" in resp.json()[field][0]
+
+
+@pytest.mark.parametrize("delay", ["nan", "NaN", "-nan"])
+def test_an_echo_delay_that_is_not_a_number_is_400(api_client, delay):
+    resp = api_client.post("/api/v1/jobs/echo/", {"delay": delay}, format="json")
+    assert resp.status_code == 400, resp.content
+    assert "delay" in resp.json()

@@ -1,6 +1,7 @@
 """Content types come from the bytes; the extension only refines between text formats."""
 
 import io
+import json
 import zipfile
 
 import pytest
@@ -97,3 +98,38 @@ def test_comments_before_the_html_tag_are_still_skipped():
 def test_json_nested_deeper_than_python_recursion_is_detected_without_error():
     deep = b"[" * 100_000 + b"]" * 100_000
     assert detect_bytes(deep, filename="data.json").content_type == detection.JSON
+
+
+def test_a_large_json_upload_is_detected_without_building_it_in_memory():
+    """25 MiB of ``[{},{},…]`` became 8 million dicts (about 640 MiB) in the web worker just to name its type."""
+    import subprocess
+    import sys
+
+    code = (
+        "import resource; from doctransform.detection import detect_bytes; "
+        "data = b'[' + b'{},' * (25 * 1024 * 1024 // 3) + b'{}]'; "
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; "
+        "kind = detect_bytes(data, filename='x.json').content_type; "
+        "print(kind, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    kind, grown_mib = done.stdout.split()
+    assert kind == detection.JSON
+    assert int(grown_mib) < 200  # the decoded text and its copies; not a Python object per element
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (json.dumps([{"k": i, "text": "é" * 50} for i in range(5000)]).encode(), detection.JSON),
+        (json.dumps({"long": "x" * 200_000, "after": [1, 2.5, None]}).encode(), detection.JSON),
+        (json.dumps([1.25] * 40_000).encode(), detection.JSON),
+        (b"[" + b"not json " * 20_000 + b"]", detection.TEXT),
+        (json.dumps(["x"] * 20_000).encode() + b" trailing words", detection.TEXT),
+        (json.dumps(["x"] * 20_000).encode()[:-1], detection.TEXT),
+    ],
+    ids=["objects", "long-string-across-the-sniffed-head", "numbers", "bracketed-text", "trailing-text", "truncated"],
+)
+def test_json_longer_than_the_sniffed_head(data, expected):
+    assert len(data) > 64 * 1024
+    assert detect_bytes(data, filename="upload.txt").content_type == expected

@@ -12,6 +12,7 @@ import csv
 import io
 import json
 import re
+import struct
 import zipfile
 from dataclasses import dataclass
 from pathlib import PurePath
@@ -87,6 +88,9 @@ _SIGNATURES = (  # (offset, magic, type) of binary formats we recognise only to 
 )
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")
 _OLE2_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+_ZIP_TAIL_BYTES = 22 + 65535  # the end record and the longest comment it may carry
+# Office documents have hundreds of parts (about 100 bytes each in the directory), rarely a few thousand.
+_ZIP_MAX_DIRECTORY_BYTES = 2 * 1024 * 1024
 # Patterns here run on client bytes in the web process: none may repeat a group of unbounded length (a nested
 # quantifier backtracks exponentially); the comments before an HTML start tag are skipped by _html_start instead.
 _WHITESPACE = re.compile(rb"\s*")
@@ -133,7 +137,32 @@ def _detect(stream: BinaryIO, head: bytes, extension: str) -> Detected:
     return _detect_text(stream.read(), extension)
 
 
+def _central_directory_size(stream: BinaryIO) -> int | None:
+    """The size of a ZIP's central directory from its end records (ZIP64 included), or None when there are none.
+    zipfile reads the whole directory and builds an object per member as it opens an archive."""
+    stream.seek(0, io.SEEK_END)
+    length = stream.tell()
+    tail_start = max(0, length - _ZIP_TAIL_BYTES)
+    stream.seek(tail_start)
+    tail = stream.read()
+    end = tail.rfind(b"PK\x05\x06")
+    if end < 0 or len(tail) - end < 22:
+        return None
+    locator = end - 20  # ZIP64: a locator just before the end record points to the ZIP64 end record
+    if locator < 0 or tail[locator : locator + 4] != b"PK\x06\x07":
+        return struct.unpack_from("<I", tail, end + 12)[0]
+    (record,) = struct.unpack_from("<Q", tail, locator + 8)  # zipfile then reads the size there, as here
+    stream.seek(record)
+    head = stream.read(56)
+    if len(head) < 56 or head[:4] != b"PK\x06\x06":
+        return None
+    return struct.unpack_from("<Q", head, 40)[0]
+
+
 def _detect_zip(stream: BinaryIO, extension: str) -> Detected:
+    directory = _central_directory_size(stream)
+    if directory is not None and directory > _ZIP_MAX_DIRECTORY_BYTES:
+        return Detected(ZIP)  # tens of thousands of members: no Office document
     stream.seek(0)
     try:
         with zipfile.ZipFile(stream) as archive:

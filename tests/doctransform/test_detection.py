@@ -133,3 +133,45 @@ def test_a_large_json_upload_is_detected_without_building_it_in_memory():
 def test_json_longer_than_the_sniffed_head(data, expected):
     assert len(data) > 64 * 1024
     assert detect_bytes(data, filename="upload.txt").content_type == expected
+
+
+def _zip_of_empty_members(count: int, *, zip64: bool = False) -> bytes:
+    buffer = io.BytesIO()
+    limit = zipfile.ZIP_FILECOUNT_LIMIT
+    zipfile.ZIP_FILECOUNT_LIMIT = 0 if zip64 else limit  # above it, zipfile writes the ZIP64 end records
+    try:
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+            for index in range(count):
+                archive.writestr(f"{index}", b"")
+    finally:
+        zipfile.ZIP_FILECOUNT_LIMIT = limit
+    return buffer.getvalue()
+
+
+def test_a_zip_with_a_huge_central_directory_is_not_read_in_the_web_worker(monkeypatch):
+    """300,000 empty members fit in 25 MiB; zipfile builds an object for each when it opens the archive (about
+    4 s and 180 MiB in the web worker). Such an archive is no Office document: it is named a ZIP unread."""
+    archives = [_zip_of_empty_members(60_000), _zip_of_empty_members(60_000, zip64=True)]
+    assert b"PK\x06\x06" in archives[1][-200:]
+    opened = []
+    monkeypatch.setattr(detection.zipfile, "ZipFile", lambda *args, **kwargs: opened.append(args) or 1 / 0)
+    for archive in archives:
+        assert detect_bytes(archive, filename="x.docx").content_type == detection.ZIP
+    assert opened == []
+
+
+def test_office_files_and_zip64_archives_are_still_opened():
+    assert detect_bytes(files.docx(), filename="upload").content_type == detection.DOCX
+    buffer = io.BytesIO()
+    limit = zipfile.ZIP_FILECOUNT_LIMIT
+    zipfile.ZIP_FILECOUNT_LIMIT = 0
+    try:
+        with zipfile.ZipFile(buffer, "w") as archive:
+            archive.writestr("[Content_Types].xml", _OOXML_TYPES)
+    finally:
+        zipfile.ZIP_FILECOUNT_LIMIT = limit
+    assert b"PK\x06\x06" in buffer.getvalue()
+    assert detect_bytes(buffer.getvalue(), filename="upload").content_type == detection.DOCX
+
+
+_OOXML_TYPES = b"application/vnd.openxmlformats-officedocument.wordprocessingml.document.main+xml"

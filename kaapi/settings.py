@@ -423,6 +423,8 @@ if LLM_READ_TIMEOUT >= CELERY_TASK_SOFT_TIME_LIMIT:
         f"LLM_READ_TIMEOUT ({LLM_READ_TIMEOUT}) must be below "
         f"CELERY_TASK_SOFT_TIME_LIMIT ({CELERY_TASK_SOFT_TIME_LIMIT})"
     )
+# Bytes of a provider's answer (decompressed) a worker reads; a larger one fails the job.
+LLM_MAX_RESPONSE_BYTES = env_int("LLM_MAX_RESPONSE_BYTES", 16 * 1024 * 1024, minimum=1024)
 # Keep-alive connections per provider host in a worker process's HTTP pool; size it to the worker concurrency.
 LLM_HTTP_POOL_MAXSIZE = env_int("LLM_HTTP_POOL_MAXSIZE", 300, minimum=1)
 # Allow provider base URLs on loopback/private networks (a local vLLM or Ollama); off, they are refused

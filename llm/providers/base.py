@@ -139,6 +139,23 @@ def http_session() -> requests.Session:
     return session
 
 
+def read_bounded_body(response: requests.Response, name: str) -> None:
+    """Read a streamed response's body, at most ``LLM_MAX_RESPONSE_BYTES`` of it once decompressed: a base URL
+    is the tenant's choice, and its server's answer must not fill a worker process shared by every project.
+    The body is kept where ``response.json()`` and ``response.text`` read it."""
+    limit = settings.LLM_MAX_RESPONSE_BYTES
+    body = bytearray()
+    for chunk in response.iter_content(64 * 1024):  # urllib3 bounds each chunk after decompression
+        body += chunk
+        if len(body) > limit:
+            response.close()
+            count_provider_error(name, "malformed")
+            raise ProviderResponseError(
+                f"{name} returned a response larger than {limit} bytes (LLM_MAX_RESPONSE_BYTES)"
+            )
+    response._content = bytes(body)
+
+
 def parse_retry_after(headers: Any) -> float | None:
     """Seconds from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date); None when absent."""
     raw_ms = headers.get("retry-after-ms")
@@ -207,7 +224,9 @@ class Provider:
                 headers=headers,
                 timeout=(settings.LLM_CONNECT_TIMEOUT, settings.LLM_READ_TIMEOUT),
                 allow_redirects=False,
+                stream=True,
             )
+            read_bounded_body(response, self.name)
         except AddressRefused as exc:  # the base URL now resolves to a private address: never retried
             count_provider_error(self.name, "refused")
             raise ProviderError(f"{self.name}: {exc}") from None

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import math
 
 from rest_framework import serializers
@@ -69,6 +70,10 @@ class JobCancelSerializer(serializers.Serializer):
     terminate = serializers.BooleanField(default=False, help_text="Also kill the task if it is running.")
 
 
+# A diagnostic job's params are stored, published and returned as its result: kilobytes are plenty.
+ECHO_MAX_PARAMS_BYTES = 65_536
+
+
 class EchoJobSerializer(serializers.Serializer):
     params = serializers.DictField(default=dict, help_text="Returned as the job's result.", validators=[storable_json])
     delay = serializers.FloatField(default=0, min_value=0, max_value=ECHO_MAX_DELAY)
@@ -83,4 +88,6 @@ class EchoJobSerializer(serializers.Serializer):
     def validate_params(self, value: dict) -> dict:
         if "delay" in value:
             raise serializers.ValidationError("use the top-level 'delay' field")
+        if len(json.dumps(value)) > ECHO_MAX_PARAMS_BYTES:
+            raise serializers.ValidationError(f"must be at most {ECHO_MAX_PARAMS_BYTES} bytes of JSON")
         return value

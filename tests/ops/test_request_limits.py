@@ -226,3 +226,14 @@ def test_an_echo_delay_that_is_not_a_number_is_400(api_client, delay):
     resp = api_client.post("/api/v1/jobs/echo/", {"delay": delay}, format="json")
     assert resp.status_code == 400, resp.content
     assert "delay" in resp.json()
+
+
+def test_echo_params_are_bounded_like_request_metadata(api_client):
+    """A diagnostic job's params are stored, published and returned as its result: kilobytes, not the megabytes
+    a JSON body may carry."""
+    from jobs.serializers import ECHO_MAX_PARAMS_BYTES
+
+    assert api_client.post("/api/v1/jobs/echo/", {"params": {"p": "x" * 1000}}, format="json").status_code == 202
+    resp = api_client.post("/api/v1/jobs/echo/", {"params": {"p": "x" * ECHO_MAX_PARAMS_BYTES}}, format="json")
+    assert resp.status_code == 400
+    assert f"at most {ECHO_MAX_PARAMS_BYTES} bytes" in resp.json()["params"][0]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import re
 from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
@@ -14,6 +13,8 @@ from django.http import JsonResponse
 from rest_framework import exceptions, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
+
+from .parsers import unstorable_text
 
 logger = logging.getLogger(__name__)
 
@@ -41,15 +42,6 @@ def not_found(request, exception=None) -> JsonResponse:
 
 def server_error(request) -> JsonResponse:
     return JsonResponse({"detail": "Internal server error; it was logged."}, status=500)
-
-
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
-
-
-def unstorable_text(text: str) -> bool:
-    """Whether PostgreSQL refuses ``text`` in a text or jsonb column: a NUL character, or an unpaired surrogate
-    (valid in JSON as an escape, not encodable as UTF-8)."""
-    return _UNSTORABLE.search(text) is not None
 
 
 def storable_json(value: Any) -> Any:

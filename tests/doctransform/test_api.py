@@ -182,3 +182,13 @@ def test_admin_search_finds_documents_by_identifier_from_indexes_or_by_part_of_a
         if term != "quarterly":  # an identifier, from its index: not compared as upper-cased text
             assert "UPPER(" not in sql, sql
     assert "quarterly" not in admin_client.get(url, {"q": "no-such-name"}).content.decode()
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"[" * 100_000 + b"]" * 100_000, b"<!--" + b"--><!--" * 9000 + b"x"],
+    ids=["json-nested-100000-deep", "html-comments-that-backtracked"],
+)
+def test_hostile_documents_are_answered_not_500(api_client, media_root, data):
+    resp = upload(api_client, "upload.json", data)
+    assert resp.status_code in (202, 415), resp.content

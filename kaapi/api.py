@@ -7,6 +7,11 @@ import copy
 import logging
 from typing import Any
 
+from django.core.exceptions import (
+    RequestDataTooBig,
+    TooManyFieldsSent,
+    TooManyFilesSent,
+)
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import InterfaceError, OperationalError
 from django.http import JsonResponse
@@ -34,6 +39,15 @@ def exception_handler(exc, context):
     if isinstance(exc, DjangoValidationError):
         exc = exceptions.ValidationError(detail=exc.message_dict if hasattr(exc, "error_dict") else exc.messages)
     return drf_exception_handler(exc, context)
+
+
+# Django's own request limits (forms and uploads) fail with these before a view runs; their text names the setting.
+_REQUEST_LIMITS = (RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent)
+
+
+def bad_request(request, exception=None) -> JsonResponse:
+    detail = str(exception) if isinstance(exception, _REQUEST_LIMITS) else "Bad request."
+    return JsonResponse({"detail": detail}, status=400)
 
 
 def not_found(request, exception=None) -> JsonResponse:

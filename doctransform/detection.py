@@ -12,6 +12,7 @@ import csv
 import io
 import json
 import re
+import struct
 import zipfile
 from dataclasses import dataclass
 from pathlib import PurePath
@@ -87,9 +88,14 @@ _SIGNATURES = (  # (offset, magic, type) of binary formats we recognise only to 
 )
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")
 _OLE2_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
-_HTML_START = re.compile(
-    rb"^\s*(<\?xml[^>]*>\s*)?(<!--.*?-->\s*)*<(!doctype\s+html|html|head|body)[\s>]", re.IGNORECASE | re.DOTALL
-)
+_ZIP_TAIL_BYTES = 22 + 65535  # the end record and the longest comment it may carry
+# Office documents have hundreds of parts (about 100 bytes each in the directory), rarely a few thousand.
+_ZIP_MAX_DIRECTORY_BYTES = 2 * 1024 * 1024
+# Patterns here run on client bytes in the web process: none may repeat a group of unbounded length (a nested
+# quantifier backtracks exponentially); the comments before an HTML start tag are skipped by _html_start instead.
+_WHITESPACE = re.compile(rb"\s*")
+_XML_DECLARATION = re.compile(rb"<\?xml[^>]*>")
+_HTML_START_TAG = re.compile(rb"<(?:!doctype\s+html|html|head|body)[\s>]", re.IGNORECASE)
 _HTML_TAG = re.compile(r"<(html|head|body|div|p|h[1-6]|table|ul|ol|span|a|br|title|section|article)[\s>/]", re.I)
 _CLOSING_TAG = re.compile(r"</[a-zA-Z][a-zA-Z0-9]*\s*>")
 _SNIFF_BYTES = 64 * 1024
@@ -131,7 +137,32 @@ def _detect(stream: BinaryIO, head: bytes, extension: str) -> Detected:
     return _detect_text(stream.read(), extension)
 
 
+def _central_directory_size(stream: BinaryIO) -> int | None:
+    """The size of a ZIP's central directory from its end records (ZIP64 included), or None when there are none.
+    zipfile reads the whole directory and builds an object per member as it opens an archive."""
+    stream.seek(0, io.SEEK_END)
+    length = stream.tell()
+    tail_start = max(0, length - _ZIP_TAIL_BYTES)
+    stream.seek(tail_start)
+    tail = stream.read()
+    end = tail.rfind(b"PK\x05\x06")
+    if end < 0 or len(tail) - end < 22:
+        return None
+    locator = end - 20  # ZIP64: a locator just before the end record points to the ZIP64 end record
+    if locator < 0 or tail[locator : locator + 4] != b"PK\x06\x07":
+        return struct.unpack_from("<I", tail, end + 12)[0]
+    (record,) = struct.unpack_from("<Q", tail, locator + 8)  # zipfile then reads the size there, as here
+    stream.seek(record)
+    head = stream.read(56)
+    if len(head) < 56 or head[:4] != b"PK\x06\x06":
+        return None
+    return struct.unpack_from("<Q", head, 40)[0]
+
+
 def _detect_zip(stream: BinaryIO, extension: str) -> Detected:
+    directory = _central_directory_size(stream)
+    if directory is not None and directory > _ZIP_MAX_DIRECTORY_BYTES:
+        return Detected(ZIP)  # tens of thousands of members: no Office document
     stream.seek(0)
     try:
         with zipfile.ZipFile(stream) as archive:
@@ -194,18 +225,49 @@ def _decode(data: bytes) -> tuple[str, str] | None:
 
 
 def _is_json(text: str) -> bool:
+    """Whether ``text`` is JSON. A document longer than the sniffed head is judged by its head (a valid start of
+    JSON) and its last character: parsing it whole built a Python object per element in the web worker (25 MiB of
+    ``[{},…]`` took 640 MiB). One invalid past the head is then called JSON, and its conversion fails instead."""
     stripped = text.strip()
     if not stripped or stripped[0] not in "[{":
         return False
+    whole = len(stripped) <= _SNIFF_BYTES
+    head = stripped if whole else stripped[:_SNIFF_BYTES]
     try:
-        json.loads(stripped)
-    except ValueError:
+        json.loads(head)
+    except json.JSONDecodeError as exc:
+        if whole:
+            return False
+        # Cut inside a string, or at the end of the head (a few characters back when inside a number or a
+        # literal): a prefix of JSON, not an error in it.
+        if not (exc.msg.startswith("Unterminated string") or exc.pos >= len(head) - 8):
+            return False
+    except ValueError:  # e.g. an integer with more digits than Python converts
         return False
-    return True
+    except RecursionError:  # nested deeper than Python parses: still JSON, for the converter to refuse
+        return True
+    return whole or stripped[-1] in "]}"
+
+
+def _html_start(head: bytes) -> bool:
+    """Whether ``head`` opens with an HTML start tag, after whitespace, an XML declaration and comments, in one
+    pass: each step moves past what it read, and every search starts where the previous one ended."""
+    position = _WHITESPACE.match(head).end()
+    declaration = _XML_DECLARATION.match(head, position)
+    if declaration:
+        position = declaration.end()
+    while True:
+        position = _WHITESPACE.match(head, position).end()
+        if not head.startswith(b"<!--", position):
+            return bool(_HTML_START_TAG.match(head, position))
+        end = head.find(b"-->", position + 4)
+        if end < 0:
+            return False
+        position = end + 3
 
 
 def _looks_like_html(text: str, head: bytes, *, hinted: bool) -> bool:
-    if _HTML_START.match(head):
+    if _html_start(head):
         return True
     sample = text[:_SNIFF_BYTES]
     if hinted:

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import json
+import math
+
 from rest_framework import serializers
 
 from kaapi.api import ModelSerializer, storable_json
@@ -67,13 +70,24 @@ class JobCancelSerializer(serializers.Serializer):
     terminate = serializers.BooleanField(default=False, help_text="Also kill the task if it is running.")
 
 
+# A diagnostic job's params are stored, published and returned as its result: kilobytes are plenty.
+ECHO_MAX_PARAMS_BYTES = 65_536
+
+
 class EchoJobSerializer(serializers.Serializer):
     params = serializers.DictField(default=dict, help_text="Returned as the job's result.", validators=[storable_json])
     delay = serializers.FloatField(default=0, min_value=0, max_value=ECHO_MAX_DELAY)
     priority = serializers.ChoiceField(choices=sorted(PRIORITY_LEVELS), default="high")
     callback_url = serializers.URLField(required=False, allow_blank=True, max_length=2048)
 
+    def validate_delay(self, value: float) -> float:
+        if not math.isfinite(value):  # "nan" passes both bounds, and jsonb cannot store it
+            raise serializers.ValidationError("must be a finite number")
+        return value
+
     def validate_params(self, value: dict) -> dict:
         if "delay" in value:
             raise serializers.ValidationError("use the top-level 'delay' field")
+        if len(json.dumps(value)) > ECHO_MAX_PARAMS_BYTES:
+            raise serializers.ValidationError(f"must be at most {ECHO_MAX_PARAMS_BYTES} bytes of JSON")
         return value

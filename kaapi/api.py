@@ -5,15 +5,21 @@ from __future__ import annotations
 
 import copy
 import logging
-import re
 from typing import Any
 
+from django.core.exceptions import (
+    RequestDataTooBig,
+    TooManyFieldsSent,
+    TooManyFilesSent,
+)
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import InterfaceError, OperationalError
 from django.http import JsonResponse
 from rest_framework import exceptions, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
+
+from .parsers import unstorable_text
 
 logger = logging.getLogger(__name__)
 
@@ -35,15 +41,21 @@ def exception_handler(exc, context):
     return drf_exception_handler(exc, context)
 
 
+# Django's own request limits (forms and uploads) fail with these before a view runs; their text names the setting.
+_REQUEST_LIMITS = (RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent)
+
+
+def bad_request(request, exception=None) -> JsonResponse:
+    detail = str(exception) if isinstance(exception, _REQUEST_LIMITS) else "Bad request."
+    return JsonResponse({"detail": detail}, status=400)
+
+
 def not_found(request, exception=None) -> JsonResponse:
     return JsonResponse({"detail": "Not found."}, status=404)
 
 
 def server_error(request) -> JsonResponse:
     return JsonResponse({"detail": "Internal server error; it was logged."}, status=500)
-
-
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 def storable_json(value: Any) -> Any:
@@ -53,7 +65,7 @@ def storable_json(value: Any) -> Any:
     while stack:
         item = stack.pop()
         if isinstance(item, str):
-            if _UNSTORABLE.search(item):
+            if unstorable_text(item):
                 raise serializers.ValidationError("Text may not contain NUL characters or unpaired surrogates.")
         elif isinstance(item, dict):
             stack.extend(item.keys())

@@ -222,11 +222,11 @@ MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(BASE_DIR / "var" / "media")))
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["tenancy.authentication.APIKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["tenancy.authentication.HasProject"],
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "DEFAULT_PAGINATION_CLASS": "kaapi.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["kaapi.parsers.JSONParser"],
     "EXCEPTION_HANDLER": "kaapi.api.exception_handler",
     "UNAUTHENTICATED_USER": None,
 }
@@ -323,6 +323,14 @@ JOB_DISPATCH_GRACE_SECONDS = env_int("JOB_DISPATCH_GRACE_SECONDS", 60, minimum=1
 JOB_DISPATCH_MODE = env_str("JOB_DISPATCH_MODE", "background")
 if JOB_DISPATCH_MODE not in {"background", "inline"}:
     raise ImproperlyConfigured(f"JOB_DISPATCH_MODE must be background or inline, got {JOB_DISPATCH_MODE!r}")
+
+# --- API request limits (kaapi/parsers.py, kaapi/pagination.py) ---------------------------------
+# A JSON body above this many bytes is refused with 413, from its Content-Length before it is read.
+API_MAX_JSON_BODY_BYTES = env_int("API_MAX_JSON_BODY_BYTES", 4 * 1024 * 1024, minimum=1024)
+# JSON nested deeper than this (objects and arrays) is refused with 400.
+API_MAX_JSON_DEPTH = env_int("API_MAX_JSON_DEPTH", 64, minimum=2)
+# The largest page a list returns; a larger ?limit= is lowered to it.
+API_MAX_PAGE_SIZE = env_int("API_MAX_PAGE_SIZE", 1000, minimum=1)
 
 # --- Documents (doctransform) ----------------------------------------------------------------
 # Uploads above this size are refused with 413.
@@ -448,6 +456,8 @@ if LLM_READ_TIMEOUT >= CELERY_TASK_SOFT_TIME_LIMIT:
         f"LLM_READ_TIMEOUT ({LLM_READ_TIMEOUT}) must be below "
         f"CELERY_TASK_SOFT_TIME_LIMIT ({CELERY_TASK_SOFT_TIME_LIMIT})"
     )
+# Bytes of a provider's answer (decompressed) a worker reads; a larger one fails the job.
+LLM_MAX_RESPONSE_BYTES = env_int("LLM_MAX_RESPONSE_BYTES", 16 * 1024 * 1024, minimum=1024)
 # Keep-alive connections per provider host in a worker process's HTTP pool; size it to the worker concurrency.
 LLM_HTTP_POOL_MAXSIZE = env_int("LLM_HTTP_POOL_MAXSIZE", 300, minimum=1)
 # Allow provider base URLs on loopback/private networks (a local vLLM or Ollama); off, they are refused

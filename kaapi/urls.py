@@ -21,5 +21,6 @@ urlpatterns = [
 ]
 
 # Unknown URLs and unhandled errors answer JSON like the rest of the API, not Django's HTML pages.
+handler400 = "kaapi.api.bad_request"
 handler404 = "kaapi.api.not_found"
 handler500 = "kaapi.api.server_error"

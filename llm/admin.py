@@ -93,6 +93,13 @@ class ProviderCredentialForm(forms.ModelForm):
         cleaned = super().clean()
         if not self.instance.pk and not cleaned.get("api_key"):
             self.add_error("api_key", "required")
+        try:
+            services.validate_credential_headers(
+                api_key=cleaned.get("api_key") or None, organization=cleaned.get("organization") or ""
+            )
+        except ValidationError as exc:
+            for field, messages in exc.message_dict.items():
+                self.add_error(field, messages)
         if cleaned.get("base_url"):
             try:
                 services.validate_base_url(cleaned["base_url"])

@@ -109,10 +109,28 @@ def validate_base_url(url: str) -> str:
     return url
 
 
+def _is_header_text(value: str, *, spaces: bool) -> bool:
+    return all(0x21 <= ord(char) <= 0x7E or (spaces and char == " ") for char in value)
+
+
+def validate_credential_headers(*, api_key: str | None = None, organization: str = "") -> None:
+    """The key and the organization are sent as HTTP header values: visible ASCII only. A control character
+    (a newline) makes the HTTP library refuse the request with an error that quotes the header, key included,
+    and a non-ASCII character cannot be sent at all."""
+    errors = {}
+    if api_key is not None and not _is_header_text(api_key, spaces=False):
+        errors["api_key"] = ["may contain only visible ASCII characters: no spaces, newlines or control characters"]
+    if organization and not _is_header_text(organization, spaces=True):
+        errors["organization"] = ["may contain only ASCII letters, digits, punctuation and spaces"]
+    if errors:
+        raise ValidationError(errors)
+
+
 def credential_set(
     *, project: Project, provider: str, api_key: str, base_url: str = "", organization: str = ""
 ) -> ProviderCredential:
     """Create or replace the project's credentials for ``provider``; the key is stored encrypted."""
+    validate_credential_headers(api_key=api_key, organization=organization)
     if provider not in Provider.values:
         raise ValidationError({"provider": [f"must be one of {', '.join(Provider.values)}"]})
     if base_url:

@@ -146,6 +146,23 @@ def http_session() -> requests.Session:
     return session
 
 
+def read_bounded_body(response: requests.Response, name: str) -> None:
+    """Read a streamed response's body, at most ``LLM_MAX_RESPONSE_BYTES`` of it once decompressed: a base URL
+    is the tenant's choice, and its server's answer must not fill a worker process shared by every project.
+    The body is kept where ``response.json()`` and ``response.text`` read it."""
+    limit = settings.LLM_MAX_RESPONSE_BYTES
+    body = bytearray()
+    for chunk in response.iter_content(64 * 1024):  # urllib3 bounds each chunk after decompression
+        body += chunk
+        if len(body) > limit:
+            response.close()
+            count_provider_error(name, "malformed")
+            raise ProviderResponseError(
+                f"{name} returned a response larger than {limit} bytes (LLM_MAX_RESPONSE_BYTES)"
+            )
+    response._content = bytes(body)
+
+
 def parse_retry_after(headers: Any) -> float | None:
     """Seconds from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date); None when absent."""
     raw_ms = headers.get("retry-after-ms")
@@ -201,6 +218,14 @@ class Provider:
     def complete(self, *, credentials: Credentials, params: dict[str, Any], query: str) -> Completion:
         body = self.body({**self.defaults(), **params}, query)
         headers = {"content-type": "application/json", **self.headers(credentials)}
+        if not all(value.isascii() and value.isprintable() for value in headers.values()):
+            # Credentials stored before they were checked: refused here, since the HTTP library's own error
+            # would quote the offending header value.
+            count_provider_error(self.name, "refused")
+            raise ProviderError(
+                f"{self.name}: the stored credentials contain characters that an HTTP header cannot carry; "
+                "set them again"
+            )
         trace_id = current_trace_id()
         if trace_id:
             headers["x-request-id"] = trace_id  # the provider's logs can be matched with ours
@@ -212,7 +237,9 @@ class Provider:
                 headers=headers,
                 timeout=(settings.LLM_CONNECT_TIMEOUT, settings.LLM_READ_TIMEOUT),
                 allow_redirects=False,
+                stream=True,
             )
+            read_bounded_body(response, self.name)
         except outbound.AddressRefused as exc:  # the base URL now resolves to a private address: never retried
             count_provider_error(self.name, "refused")
             raise ProviderError(outbound.short(f"{self.name}: {exc}")) from None
@@ -223,8 +250,10 @@ class Provider:
             count_provider_error(self.name, "connection")
             raise RetryableJobError(outbound.short(f"{self.name}: could not connect: {exc}")) from None
         except requests.RequestException as exc:
+            # Its text may quote the request's headers (InvalidHeader does), and so the key: only the type goes
+            # into the job's error, the logs and the task result.
             count_provider_error(self.name, "request")
-            raise ProviderError(outbound.short(f"{self.name}: the request could not be sent: {exc}")) from None
+            raise ProviderError(f"{self.name}: the request could not be sent ({type(exc).__name__})") from None
 
         status = response.status_code
         if status == 429 or status >= 500:

@@ -182,3 +182,29 @@ def test_admin_search_finds_documents_by_identifier_from_indexes_or_by_part_of_a
         if term != "quarterly":  # an identifier, from its index: not compared as upper-cased text
             assert "UPPER(" not in sql, sql
     assert "quarterly" not in admin_client.get(url, {"q": "no-such-name"}).content.decode()
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"[" * 100_000 + b"]" * 100_000, b"<!--" + b"--><!--" * 9000 + b"x"],
+    ids=["json-nested-100000-deep", "html-comments-that-backtracked"],
+)
+def test_hostile_documents_are_answered_not_500(api_client, media_root, data):
+    resp = upload(api_client, "upload.json", data)
+    assert resp.status_code in (202, 415), resp.content
+
+
+@pytest.mark.parametrize(
+    ("fields", "setting"),
+    [
+        ({f"f{i}": "x" for i in range(1200)}, "DATA_UPLOAD_MAX_NUMBER_FIELDS"),
+        ({f"file{i}": SimpleUploadedFile("a.txt", b"hello") for i in range(150)}, "DATA_UPLOAD_MAX_NUMBER_FILES"),
+        ({"target_format": "x" * 3_000_000}, "DATA_UPLOAD_MAX_MEMORY_SIZE"),
+    ],
+    ids=["fields", "files", "form-data"],
+)
+def test_a_form_over_django_limits_is_a_json_400_naming_the_limit(api_client, media_root, fields, setting):
+    resp = upload(api_client, "a.txt", b"hello", **fields)
+    assert resp.status_code == 400
+    assert resp["Content-Type"] == "application/json"
+    assert setting in resp.json()["detail"]

@@ -92,10 +92,12 @@ def test_datetime_filters_with_extreme_offsets_are_never_500(api_client, project
     assert api_client.get(f"/api/v1/jobs/?{query}".replace("+", "%2B")).status_code in (200, 400)
 
 
-@pytest.mark.parametrize("query", ["limit=abc", "offset=-5", "limit=100000", "ordering=;drop"])
-def test_bad_pagination_never_500(api_client, project, query):
+@pytest.mark.parametrize(
+    ("query", "expected"), [("limit=abc", 400), ("offset=-5", 400), ("limit=100000", 200), ("ordering=;drop", 200)]
+)
+def test_bad_pagination_never_500(api_client, project, query, expected):
     make_job(project)
-    assert api_client.get(f"/api/v1/jobs/?{query}").status_code == 200
+    assert api_client.get(f"/api/v1/jobs/?{query}").status_code == expected
 
 
 def test_cancel_pending_job(api_client, project):

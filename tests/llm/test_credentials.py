@@ -85,3 +85,46 @@ def test_rotation_re_encrypts_under_the_new_key(api_client, project, settings):
     assert crypto.decrypt(rotated) == KEY
     with pytest.raises(crypto.CredentialDecryptionError):
         crypto.decrypt(token)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("api_key", "sk-live-abc\nX-Injected: 1"),
+        ("api_key", "sk-live-\rabc"),
+        ("api_key", "sk-live\tabc"),
+        ("api_key", "sk-live abc"),
+        ("api_key", "sk-live-ключ"),
+        ("api_key", "sk-live-\x7f"),
+        ("organization", "org-1\r\nX-Injected: 1"),
+        ("organization", "org-é"),
+    ],
+)
+def test_a_value_that_cannot_be_an_http_header_is_refused(api_client, project, field, value):
+    resp = put(api_client, **{field: value})
+    assert resp.status_code == 400, resp.content
+    assert field in resp.json()
+    assert not ProviderCredential.objects.filter(project=project).exists()
+
+
+def test_the_admin_refuses_a_key_with_a_newline(admin_client, project):
+    resp = admin_client.post(
+        "/admin/llm/providercredential/add/",
+        {"project": project.id, "provider": "openai", "api_key": "sk-admin\nkey", "base_url": "", "organization": ""},
+    )
+    assert resp.status_code == 200  # the form again, with the error
+    assert "api_key" in resp.context["adminform"].form.errors
+    assert not ProviderCredential.objects.filter(project=project).exists()
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+def test_a_stored_key_with_a_newline_never_reaches_the_error_text(settings, provider):
+    from llm.providers import PROVIDERS, Credentials, ProviderError
+
+    settings.LLM_ALLOW_PRIVATE_BASE_URLS = True
+    secret = "sk-secret-0123456789\nabc"
+    credentials = Credentials(api_key=secret, base_url="http://127.0.0.1:9", organization="")
+    with pytest.raises(ProviderError) as raised:
+        PROVIDERS[provider].complete(credentials=credentials, params={"model": "m", "max_tokens": 5}, query="hi")
+    assert "sk-secret" not in str(raised.value) and "0123456789" not in str(raised.value)
+    assert "set them again" in str(raised.value)

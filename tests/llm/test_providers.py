@@ -131,3 +131,42 @@ def test_a_base_url_that_now_resolves_to_a_private_address_is_refused_when_conne
     assert [c for c in fake_provider.calls if c["text"] == query] == []
     settings.LLM_ALLOW_PRIVATE_BASE_URLS = True  # development: the same call goes through
     assert complete(fake_provider, "openai-chat", query).text == f"Echo: {query}"
+
+
+def test_a_response_larger_than_the_limit_is_refused_without_being_held(settings):
+    """A credential's base URL is the tenant's to choose: its server's answer (here 64 MiB of JSON, 64 KiB on the
+    wire with gzip) must not fill the worker process that every project's calls share."""
+    import gzip
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    settings.LLM_ALLOW_PRIVATE_BASE_URLS = True
+    settings.LLM_MAX_RESPONSE_BYTES = 1024 * 1024
+    compressed = gzip.compress(b'{"pad": "' + b"x" * (64 * 1024 * 1024) + b'"}', compresslevel=9)
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["content-length"]))
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-encoding", "gzip")
+            self.send_header("content-length", str(len(compressed)))
+            self.end_headers()
+            try:
+                self.wfile.write(compressed)
+            except OSError:  # the client stopped reading: what it should do
+                pass
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        credentials = Credentials(api_key=FAKE_API_KEY, base_url=f"http://127.0.0.1:{server.server_port}/v1")
+        with pytest.raises(ProviderResponseError) as raised:
+            PROVIDERS["openai-chat"].complete(credentials=credentials, params={"model": "m"}, query="hi")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert "larger than 1048576 bytes" in str(raised.value)

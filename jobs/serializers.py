@@ -1,10 +1,10 @@
 from __future__ import annotations
 
+from django.conf import settings
 from rest_framework import serializers
 
 from kaapi.api import ModelSerializer, storable_json
 
-from .functions import ECHO_MAX_DELAY
 from .models import Job
 from .services import PRIORITY_LEVELS
 
@@ -69,9 +69,19 @@ class JobCancelSerializer(serializers.Serializer):
 
 class EchoJobSerializer(serializers.Serializer):
     params = serializers.DictField(default=dict, help_text="Returned as the job's result.", validators=[storable_json])
-    delay = serializers.FloatField(default=0, min_value=0, max_value=ECHO_MAX_DELAY)
     priority = serializers.ChoiceField(choices=sorted(PRIORITY_LEVELS), default="high")
     callback_url = serializers.URLField(required=False, allow_blank=True, max_length=2048)
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        # Built per instance so that the bound (and the schema's maximum) follow ECHO_MAX_DELAY_SECONDS.
+        fields = super().get_fields()
+        fields["delay"] = serializers.FloatField(
+            default=0,
+            min_value=0,
+            max_value=settings.ECHO_MAX_DELAY_SECONDS,
+            help_text="Seconds to wait before returning (a diagnostic job holds a worker that long).",
+        )
+        return fields
 
     def validate_params(self, value: dict) -> dict:
         if "delay" in value:

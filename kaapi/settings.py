@@ -351,6 +351,10 @@ STORAGES = {
     "documents": _documents_storage,
 }
 
+# --- Diagnostic jobs ----------------------------------------------------------------------------
+# Longest delay (seconds) of an echo job: it holds a high-priority worker slot that long.
+ECHO_MAX_DELAY_SECONDS = env_float("ECHO_MAX_DELAY_SECONDS", 10.0, minimum=0)
+
 # --- Webhooks -----------------------------------------------------------------------------------
 # Callback URLs must be https; plain http only where this allows it (development and tests).
 WEBHOOK_ALLOW_HTTP = env_bool("WEBHOOK_ALLOW_HTTP", False)

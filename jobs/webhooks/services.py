@@ -13,6 +13,7 @@ import requests
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
 from standardwebhooks import Webhook
 
@@ -147,9 +148,22 @@ def webhook_enqueue_for_job(*, job: Job) -> WebhookDelivery | None:
 
 
 def webhook_redeliver(*, delivery: WebhookDelivery) -> WebhookDelivery:
-    """Send a delivery again (same webhook-id and body), with a fresh set of attempts."""
+    """Send a delivery again (same webhook-id and body), with a fresh set of attempts.
+
+    A pending delivery due within one lease may have an attempt in flight: it keeps its time (its next attempt is
+    that close anyway), so that no second attempt starts beside the first.
+    """
+    now = timezone.now()
+    in_flight = Q(
+        status=DeliveryStatus.PENDING,
+        next_attempt_at__gt=now,
+        next_attempt_at__lte=now + timedelta(seconds=lease_seconds()),
+    )
     WebhookDelivery.objects.filter(id=delivery.id).update(
-        status=DeliveryStatus.PENDING, attempts=0, next_attempt_at=timezone.now(), updated_at=timezone.now()
+        status=DeliveryStatus.PENDING,
+        attempts=0,
+        next_attempt_at=Case(When(in_flight, then=F("next_attempt_at")), default=Value(now)),
+        updated_at=now,
     )
     transaction.on_commit(lambda: _publish(delivery.id))
     delivery.refresh_from_db()

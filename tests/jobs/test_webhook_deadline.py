@@ -190,3 +190,27 @@ def test_the_alarm_of_the_deadline_keeps_an_earlier_alarm():
     finally:
         signal.setitimer(signal.ITIMER_REAL, *previous_timer)
         signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.mark.django_db
+def test_a_redelivery_does_not_start_a_second_attempt_beside_one_in_flight(project, settings):
+    """An operator redelivering a delivery whose attempt is running: the attempt keeps its lease."""
+    from jobs.webhooks import webhook_redeliver
+
+    delivery = due_delivery(project, "https://hooks.test/x")
+    claimed = _claim(str(delivery.id))  # an attempt is in flight
+    assert claimed is not None
+    webhook_redeliver(delivery=delivery)
+    assert _claim(str(delivery.id)) is None
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.attempts, delivery.next_attempt_at) == (
+        DeliveryStatus.PENDING,
+        0,
+        claimed.next_attempt_at,
+    )
+
+    # Waiting for a retry far away is not an attempt in flight: a redelivery makes it due now.
+    later = timezone.now() + timedelta(seconds=settings.WEBHOOK_ATTEMPT_DEADLINE_SECONDS + LEASE_MARGIN_SECONDS + 600)
+    WebhookDelivery.objects.filter(id=delivery.id).update(next_attempt_at=later)
+    webhook_redeliver(delivery=delivery)
+    assert _claim(str(delivery.id)) is not None

@@ -214,3 +214,13 @@ def test_a_redelivery_does_not_start_a_second_attempt_beside_one_in_flight(proje
     WebhookDelivery.objects.filter(id=delivery.id).update(next_attempt_at=later)
     webhook_redeliver(delivery=delivery)
     assert _claim(str(delivery.id)) is not None
+
+
+def test_the_deadline_must_stay_below_the_soft_time_limit():
+    from tests.llm.test_settings_and_worker import settings_error
+
+    error = settings_error(WEBHOOK_ATTEMPT_DEADLINE_SECONDS="300", CELERY_TASK_SOFT_TIME_LIMIT="300")
+    assert "WEBHOOK_ATTEMPT_DEADLINE_SECONDS (300.0) must be below CELERY_TASK_SOFT_TIME_LIMIT (300)" in error
+    assert settings_error(WEBHOOK_ATTEMPT_DEADLINE_SECONDS="299", CELERY_TASK_SOFT_TIME_LIMIT="300") == ""
+    # unset, it follows a lowered soft limit
+    assert settings_error(CELERY_TASK_SOFT_TIME_LIMIT="2", DOCUMENT_TRANSFORM_TIMEOUT="1") == ""

@@ -75,13 +75,13 @@ class EchoJobSerializer(serializers.Serializer):
     def get_fields(self) -> dict[str, serializers.Field]:
         # Built per instance so that the bound (and the schema's maximum) follow ECHO_MAX_DELAY_SECONDS.
         fields = super().get_fields()
-        fields["delay"] = serializers.FloatField(
+        delay = serializers.FloatField(
             default=0,
             min_value=0,
             max_value=settings.ECHO_MAX_DELAY_SECONDS,
             help_text="Seconds to wait before returning (a diagnostic job holds a worker that long).",
         )
-        return fields
+        return {"params": fields.pop("params"), "delay": delay, **fields}
 
     def validate_params(self, value: dict) -> dict:
         if "delay" in value:

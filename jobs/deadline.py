@@ -43,33 +43,39 @@ def deadline(seconds: float, exc: type[BaseException]) -> Iterator[None]:
 
 @contextlib.contextmanager
 def _alarm(seconds: float, exc: type[BaseException]) -> Iterator[None]:
-    started = time.monotonic()
-    due = started + seconds
-    active = True
+    now = time.monotonic()
+    due = now + seconds
     previous_handler = signal.getsignal(signal.SIGALRM)
     previous_delay, previous_interval = signal.getitimer(signal.ITIMER_REAL)
-    previous_due = started + previous_delay if previous_delay else None
+    # Which alarm the timer is set for, and when the earlier one (if any) is due.
+    state = {"active": True, "previous_first": 0 < previous_delay < seconds, "previous_due": None}
+    if previous_delay:
+        state["previous_due"] = now + previous_delay
 
     def on_alarm(signum, frame) -> None:
-        if active and time.monotonic() >= due:
-            raise exc()
-        if callable(previous_handler):  # the earlier alarm, now due
+        if not state["previous_first"]:
+            if state["active"]:
+                raise exc()
+            return
+        state["previous_first"] = False
+        state["previous_due"] = time.monotonic() + previous_interval if previous_interval else None
+        signal.setitimer(signal.ITIMER_REAL, max(due - time.monotonic(), 0.001))
+        if callable(previous_handler):
             previous_handler(signum, frame)
-        if active:
-            signal.setitimer(signal.ITIMER_REAL, max(due - time.monotonic(), 0.001))
 
     signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, min(seconds, previous_delay) if previous_delay else seconds)
+    signal.setitimer(signal.ITIMER_REAL, previous_delay if state["previous_first"] else seconds)
     try:
         yield
     finally:
         try:
-            active = False
+            state["active"] = False
         finally:  # also when the alarm's exception lands on the line above
             signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, previous_handler)
-            if previous_due is not None:
-                signal.setitimer(signal.ITIMER_REAL, max(previous_due - time.monotonic(), 0.001), previous_interval)
+            signal.signal(signal.SIGALRM, signal.SIG_DFL if previous_handler is None else previous_handler)
+            if state["previous_due"] is not None:
+                remaining = max(state["previous_due"] - time.monotonic(), 0.001)
+                signal.setitimer(signal.ITIMER_REAL, remaining, previous_interval)
 
 
 @contextlib.contextmanager

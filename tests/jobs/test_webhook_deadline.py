@@ -224,3 +224,30 @@ def test_the_deadline_must_stay_below_the_soft_time_limit():
     assert settings_error(WEBHOOK_ATTEMPT_DEADLINE_SECONDS="299", CELERY_TASK_SOFT_TIME_LIMIT="300") == ""
     # unset, it follows a lowered soft limit
     assert settings_error(CELERY_TASK_SOFT_TIME_LIMIT="2", DOCUMENT_TRANSFORM_TIMEOUT="1") == ""
+
+
+def test_an_earlier_alarm_fires_once_inside_the_deadline_and_the_deadline_still_holds():
+    import signal
+
+    from jobs.deadline import deadline
+
+    class Late(Exception):
+        pass
+
+    previous = signal.getsignal(signal.SIGALRM)
+    previous_timer = signal.getitimer(signal.ITIMER_REAL)
+    fired = []
+    signal.signal(signal.SIGALRM, lambda signum, frame: fired.append(time.monotonic()))
+    signal.setitimer(signal.ITIMER_REAL, 0.1)
+    try:
+        started = time.monotonic()
+        with pytest.raises(Late):
+            with deadline(0.4, Late):
+                while time.monotonic() - started < 5:
+                    time.sleep(0.05)
+        assert 0.35 < time.monotonic() - started < 2
+        assert len(fired) == 1 and fired[0] - started < 0.35
+        assert signal.getitimer(signal.ITIMER_REAL)[0] == 0  # fired: not set again
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, *previous_timer)
+        signal.signal(signal.SIGALRM, previous)

@@ -320,14 +320,14 @@ def _claim(delivery_id: str) -> WebhookDelivery | None:
             or delivery.next_attempt_at > now + timedelta(seconds=1)
         ):
             return None
-        due_at, delivery.attempts = delivery.next_attempt_at, delivery.attempts + 1
+        delivery.attempts += 1
         delivery.next_attempt_at = now + timedelta(seconds=lease_seconds())
         delivery.updated_at = now
-        # Conditional on what was read (by primary key): under the row lock it always holds, and without the lock
-        # (a session that lost it) the claim fails instead of starting a second attempt.
-        claimed = WebhookDelivery.objects.filter(
-            id=delivery.id, status=DeliveryStatus.PENDING, attempts=delivery.attempts - 1, next_attempt_at=due_at
-        ).update(attempts=delivery.attempts, next_attempt_at=delivery.next_attempt_at, updated_at=now)
+        # Conditional on the attempt number read (under the row lock it holds; without it, the claim fails rather
+        # than start a second attempt). Not on status or time: those would invite the index named above.
+        claimed = WebhookDelivery.objects.filter(id=delivery.id, attempts=delivery.attempts - 1).update(
+            attempts=delivery.attempts, next_attempt_at=delivery.next_attempt_at, updated_at=now
+        )
     return delivery if claimed else None
 
 
@@ -350,10 +350,8 @@ def webhook_attempt(*, delivery_id: str) -> str:
             delay = _retry_delay(delivery.attempts, retry_after)
             fields.update(next_attempt_at=done + timedelta(seconds=delay))
             outcome = "retrying"
-        # Only while the delivery is still this attempt's (an operator's redelivery may have started another).
-        if not WebhookDelivery.objects.filter(
-            id=delivery.id, status=DeliveryStatus.PENDING, attempts=delivery.attempts
-        ).update(**fields):
+        # Only while the delivery is still this attempt's: every claim and redelivery changes the attempt number.
+        if not WebhookDelivery.objects.filter(id=delivery.id, attempts=delivery.attempts).update(**fields):
             logger.warning(
                 "webhook attempt %s ended after its delivery moved on; outcome not recorded", delivery.attempts
             )

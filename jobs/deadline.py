@@ -7,8 +7,8 @@ means the process allows:
 - a gevent-patched process (the high-priority pool): a gevent timeout in the greenlet;
 - the main thread (prefork and solo pools, management commands): ``SIGALRM``, which also interrupts a blocked
   ``recv``; an alarm set by someone else (pytest-timeout) is kept and still fires when it was due;
-- any other thread (the threads pool): an asynchronous exception, delivered between two bytes of a slow peer
-  (keep the per-read timeouts below the deadline so that a silent peer is cut off by them).
+- any other thread (the threads pool): an asynchronous exception, delivered between two bytes of a slow peer; a
+  silent peer is cut off by the per-read timeout, which callers clip to the deadline (at most one deadline late).
 
 Keep database work out of the block: only the exchange itself may be interrupted.
 """

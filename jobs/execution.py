@@ -20,6 +20,7 @@ from kaapi.logging import log_context
 from . import green, services
 from .exceptions import RetryableJobError
 from .registry import RegisteredFunction, get_job_function
+from .scheduling import message_summary
 
 logger = logging.getLogger(__name__)
 
@@ -170,7 +171,14 @@ def _run(task: Task, *, function_path: str, project_id: int, job_id: str, kwargs
         logger.warning("job will retry in %.1f s: %s", delay, exc)
         services.job_mark_retrying(job_id=job_id, error=str(exc), delay=delay)
         with confirmed_producer() as producer:
-            retry = task.retry(countdown=delay, exc=exc, throw=False, producer=producer, event_dispatcher=sent_events())
+            retry = task.retry(
+                countdown=delay,
+                exc=exc,
+                throw=False,
+                producer=producer,
+                event_dispatcher=sent_events(),
+                kwargsrepr=message_summary(function_path=function_path, project_id=project_id, job_id=job_id),
+            )
         services.job_mark_dispatched(job_id=job_id)
         raise retry from None
     except ResultNotJSON as exc:

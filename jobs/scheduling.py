@@ -15,6 +15,14 @@ from kaapi.celery import HIGH_PRIORITY, LOW_PRIORITY, app, confirmed_producer, s
 from .registry import get_job_function
 
 
+def message_summary(*, function_path: str, project_id: int, job_id: str) -> str:
+    """What task events, Flower and the result table show of a job message's arguments (its ``kwargsrepr``): which
+    job, not its params (an LLM call's query is user data, and the Job row holds the params); also less to repr and
+    to send. Every message of a job carries it: the first delivery (``_publish``) and each retry
+    (``jobs.execution``), since Celery would otherwise repr the whole arguments again."""
+    return repr({"function_path": function_path, "project_id": project_id, "job_id": str(job_id)})
+
+
 def _publish(
     task_name: str,
     *,
@@ -43,9 +51,7 @@ def _publish(
             headers={"trace_id": trace_id},
             producer=producer,
             event_dispatcher=sent_events(),  # the task-sent event, without a confirm of its own
-            # What task events, Flower and the result table show of the arguments: which job, not its params (an
-            # LLM call's query is user data, and the Job row holds the params); also less to repr and to send.
-            kwargsrepr=repr({"function_path": function_path, "project_id": project_id, "job_id": str(job_id)}),
+            kwargsrepr=message_summary(function_path=function_path, project_id=project_id, job_id=job_id),
         )
     return task_id
 

@@ -3,11 +3,11 @@ from __future__ import annotations
 import json
 import math
 
+from django.conf import settings
 from rest_framework import serializers
 
 from kaapi.api import ModelSerializer, storable_json
 
-from .functions import ECHO_MAX_DELAY
 from .models import Job
 from .services import PRIORITY_LEVELS
 
@@ -76,7 +76,6 @@ ECHO_MAX_PARAMS_BYTES = 65_536
 
 class EchoJobSerializer(serializers.Serializer):
     params = serializers.DictField(default=dict, help_text="Returned as the job's result.", validators=[storable_json])
-    delay = serializers.FloatField(default=0, min_value=0, max_value=ECHO_MAX_DELAY)
     priority = serializers.ChoiceField(choices=sorted(PRIORITY_LEVELS), default="high")
     callback_url = serializers.URLField(required=False, allow_blank=True, max_length=2048)
 
@@ -84,6 +83,17 @@ class EchoJobSerializer(serializers.Serializer):
         if not math.isfinite(value):  # "nan" passes both bounds, and jsonb cannot store it
             raise serializers.ValidationError("must be a finite number")
         return value
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        # Built per instance so that the bound (and the schema's maximum) follow ECHO_MAX_DELAY_SECONDS.
+        fields = super().get_fields()
+        delay = serializers.FloatField(
+            default=0,
+            min_value=0,
+            max_value=settings.ECHO_MAX_DELAY_SECONDS,
+            help_text="Seconds to wait before returning (a diagnostic job holds a worker that long).",
+        )
+        return {"params": fields.pop("params"), "delay": delay, **fields}
 
     def validate_params(self, value: dict) -> dict:
         if "delay" in value:

@@ -392,6 +392,10 @@ STORAGES = {
     "documents": _documents_storage,
 }
 
+# --- Diagnostic jobs ----------------------------------------------------------------------------
+# Longest delay (seconds) of an echo job: it holds a high-priority worker slot that long.
+ECHO_MAX_DELAY_SECONDS = env_float("ECHO_MAX_DELAY_SECONDS", 10.0, minimum=0)
+
 # --- Webhooks -----------------------------------------------------------------------------------
 # Callback URLs must be https; plain http only where this allows it (development and tests).
 WEBHOOK_ALLOW_HTTP = env_bool("WEBHOOK_ALLOW_HTTP", False)
@@ -404,6 +408,17 @@ for _network in WEBHOOK_ALLOWED_NETWORKS:
         raise ImproperlyConfigured(f"WEBHOOK_ALLOWED_NETWORKS: {_network!r} is not a network (CIDR)") from None
 WEBHOOK_CONNECT_TIMEOUT = env_float("WEBHOOK_CONNECT_TIMEOUT", 5.0, minimum=0.1)  # seconds
 WEBHOOK_READ_TIMEOUT = env_float("WEBHOOK_READ_TIMEOUT", 10.0, minimum=0.1)  # seconds
+# Wall-clock bound of one attempt, connect to last byte read (the timeouts above bound each read only); an attempt
+# holds its delivery for this plus a margin, so no second attempt of it starts meanwhile. Below the soft time limit,
+# so that a slow receiver ends as a retried attempt, not a killed task.
+WEBHOOK_ATTEMPT_DEADLINE_SECONDS = env_float(
+    "WEBHOOK_ATTEMPT_DEADLINE_SECONDS", min(30.0, CELERY_TASK_SOFT_TIME_LIMIT * 0.8), minimum=0.1
+)
+if WEBHOOK_ATTEMPT_DEADLINE_SECONDS >= CELERY_TASK_SOFT_TIME_LIMIT:
+    raise ImproperlyConfigured(
+        f"WEBHOOK_ATTEMPT_DEADLINE_SECONDS ({WEBHOOK_ATTEMPT_DEADLINE_SECONDS}) must be below "
+        f"CELERY_TASK_SOFT_TIME_LIMIT ({CELERY_TASK_SOFT_TIME_LIMIT})"
+    )
 # Attempts of one delivery, and the exponential backoff (with jitter) between them: with the defaults
 # the retries spread over roughly 1.5 to 3 hours.
 WEBHOOK_MAX_ATTEMPTS = env_int("WEBHOOK_MAX_ATTEMPTS", 10, minimum=1)

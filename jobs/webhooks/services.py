@@ -13,6 +13,7 @@ import requests
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
 from standardwebhooks import Webhook
 
@@ -22,6 +23,7 @@ from kaapi.logging import log_context
 from kaapi.middleware import REQUEST_ID_HEADER as TRACE_HEADER  # the trace id, as in API requests
 from tenancy.models import Project
 
+from ..deadline import deadline
 from ..models import DeliveryStatus, Job, JobStatus, WebhookDelivery, WebhookEvent, WebhookSecret
 
 logger = logging.getLogger(__name__)
@@ -34,7 +36,9 @@ USER_AGENT = "Kaapi-Webhooks/1.0"
 COUNTDOWN_LIMIT_SECONDS = 600
 # The sweep publishes a due delivery only once it is this late: normally its own message is on the way.
 SWEEP_GRACE = timedelta(seconds=30)
-# Headroom for an attempt in flight: a duplicate message arriving meanwhile skips the delivery.
+# The lease of an attempt is its deadline (WEBHOOK_ATTEMPT_DEADLINE_SECONDS) plus this headroom (recording the
+# outcome, a worker's clock ahead of the database's): a duplicate message or the sweep arriving meanwhile skips the
+# delivery, and the attempt is over before the lease ends.
 LEASE_MARGIN_SECONDS = 30
 
 _EVENTS = {
@@ -159,9 +163,22 @@ def webhook_enqueue_for_job(*, job: Job) -> WebhookDelivery | None:
 
 
 def webhook_redeliver(*, delivery: WebhookDelivery) -> WebhookDelivery:
-    """Send a delivery again (same webhook-id and body), with a fresh set of attempts."""
+    """Send a delivery again (same webhook-id and body), with a fresh set of attempts.
+
+    A pending delivery due within one lease may have an attempt in flight: it keeps its time (its next attempt is
+    that close anyway), so that no second attempt starts beside the first.
+    """
+    now = timezone.now()
+    in_flight = Q(
+        status=DeliveryStatus.PENDING,
+        next_attempt_at__gt=now,
+        next_attempt_at__lte=now + timedelta(seconds=lease_seconds()),
+    )
     WebhookDelivery.objects.filter(id=delivery.id).update(
-        status=DeliveryStatus.PENDING, attempts=0, next_attempt_at=timezone.now(), updated_at=timezone.now()
+        status=DeliveryStatus.PENDING,
+        attempts=0,
+        next_attempt_at=Case(When(in_flight, then=F("next_attempt_at")), default=Value(now)),
+        updated_at=now,
     )
     transaction.on_commit(lambda: _publish(delivery.id))
     delivery.refresh_from_db()
@@ -208,8 +225,21 @@ def _retry_after(response: requests.Response) -> float | None:
     return float(value) if value.strip().isdigit() else None
 
 
+class AttemptDeadlineExceeded(Exception):
+    """The receiver did not answer in full within ``WEBHOOK_ATTEMPT_DEADLINE_SECONDS``."""
+
+
+def lease_seconds() -> float:
+    """How long a claimed attempt holds its delivery: longer than the attempt can last."""
+    return settings.WEBHOOK_ATTEMPT_DEADLINE_SECONDS + LEASE_MARGIN_SECONDS
+
+
 def _send(delivery: WebhookDelivery) -> tuple[int | None, str, bool, float | None]:
-    """POST the signed body once: (status code, error, permanent failure, retry-after)."""
+    """POST the signed body once: (status code, error, permanent failure, retry-after).
+
+    The whole exchange (connect, send, the status line, headers and error excerpt) ends by the attempt's deadline,
+    however slowly the receiver trickles its answer: timeouts alone bound each read, not the sum of them.
+    """
     job = delivery.job
     try:
         validate_callback_url(delivery.url)  # the settings may have changed since the job was submitted
@@ -231,17 +261,30 @@ def _send(delivery: WebhookDelivery) -> tuple[int | None, str, bool, float | Non
         ),
         TRACE_HEADER: job.trace_id,
     }
+    limit = settings.WEBHOOK_ATTEMPT_DEADLINE_SECONDS
+    try:
+        with deadline(limit, AttemptDeadlineExceeded):
+            return _exchange(delivery.url, body=body.encode(), headers=headers, limit=limit)
+    except AttemptDeadlineExceeded:
+        return None, f"no complete answer within the attempt deadline ({limit:g} s)", False, None
+
+
+def _exchange(
+    url: str, *, body: bytes, headers: dict[str, str], limit: float
+) -> tuple[int | None, str, bool, float | None]:
     try:
         response = _get_session().post(
-            delivery.url,
-            data=body.encode(),
+            url,
+            data=body,
             headers=headers,
-            timeout=(settings.WEBHOOK_CONNECT_TIMEOUT, settings.WEBHOOK_READ_TIMEOUT),
+            timeout=(min(settings.WEBHOOK_CONNECT_TIMEOUT, limit), min(settings.WEBHOOK_READ_TIMEOUT, limit)),
             allow_redirects=False,
             stream=True,
         )
     except outbound.AddressRefused as exc:
         return None, outbound.short(str(exc)), True, None
+    except AttemptDeadlineExceeded:
+        raise
     except Exception as exc:  # timeouts, refused connections, TLS, malformed URLs: a failed attempt, recorded
         return None, outbound.short(f"{type(exc).__name__}: {exc}"), False, None
     with response:
@@ -293,14 +336,15 @@ def _claim(delivery_id: str) -> WebhookDelivery | None:
             or delivery.next_attempt_at > now + timedelta(seconds=1)
         ):
             return None
-        lease = settings.WEBHOOK_CONNECT_TIMEOUT + settings.WEBHOOK_READ_TIMEOUT + LEASE_MARGIN_SECONDS
         delivery.attempts += 1
-        delivery.next_attempt_at = now + timedelta(seconds=lease)
+        delivery.next_attempt_at = now + timedelta(seconds=lease_seconds())
         delivery.updated_at = now
-        WebhookDelivery.objects.filter(id=delivery.id).update(
+        # Conditional on the attempt number read (under the row lock it holds; without it, the claim fails rather
+        # than start a second attempt). Not on status or time: those would invite the index named above.
+        claimed = WebhookDelivery.objects.filter(id=delivery.id, attempts=delivery.attempts - 1).update(
             attempts=delivery.attempts, next_attempt_at=delivery.next_attempt_at, updated_at=now
         )
-    return delivery
+    return delivery if claimed else None
 
 
 def webhook_attempt(*, delivery_id: str) -> str:
@@ -322,7 +366,12 @@ def webhook_attempt(*, delivery_id: str) -> str:
             delay = _retry_delay(delivery.attempts, retry_after)
             fields.update(next_attempt_at=done + timedelta(seconds=delay))
             outcome = "retrying"
-        WebhookDelivery.objects.filter(id=delivery.id).update(**fields)
+        # Only while the delivery is still this attempt's: every claim and redelivery changes the attempt number.
+        if not WebhookDelivery.objects.filter(id=delivery.id, attempts=delivery.attempts).update(**fields):
+            logger.warning(
+                "webhook attempt %s ended after its delivery moved on; outcome not recorded", delivery.attempts
+            )
+            return "superseded"
         if outcome == "retrying":
             logger.warning("webhook attempt %s failed (%s); retrying in %.1f s", delivery.attempts, error, delay)
             if delay <= COUNTDOWN_LIMIT_SECONDS:

@@ -1,10 +1,10 @@
 import json
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from jobs import services
-from jobs.functions import ECHO_MAX_DELAY
 from jobs.views import ECHO_PATH
 from tenancy.models import Project
 
@@ -27,8 +27,8 @@ class Command(BaseCommand):
             raise CommandError(f"--params is not JSON: {exc}") from None
         if not isinstance(extra, dict):
             raise CommandError("--params must be a JSON object")
-        if not 0 <= delay <= ECHO_MAX_DELAY:
-            raise CommandError(f"--delay must be between 0 and {ECHO_MAX_DELAY}")
+        if not 0 <= delay <= settings.ECHO_MAX_DELAY_SECONDS:
+            raise CommandError(f"--delay must be between 0 and {settings.ECHO_MAX_DELAY_SECONDS}")
         target = Project.objects.filter(organization__name=organization, name=project).first()
         if target is None:
             raise CommandError(f"no project {project!r} in organization {organization!r}")

@@ -24,6 +24,8 @@ import time
 import uuid
 from collections.abc import Iterable
 
+import amqp.exceptions
+import kombu.exceptions
 from celery import current_task
 from django.conf import settings
 from django.db import close_old_connections, connection
@@ -50,8 +52,25 @@ def new_task_id() -> str:
     return str(uuid.uuid4())
 
 
+# The broker being unreachable or refusing messages: every job would fail alike, so publishing stops and waits.
+# Anything else raised while publishing one job (a function no longer registered, params that do not encode, ...) is
+# that job's own: it ends FAILED and the others go on.
+BROKER_ERRORS = (
+    OSError,
+    kombu.exceptions.OperationalError,
+    kombu.exceptions.LimitExceeded,
+    amqp.exceptions.AMQPError,
+    amqp.exceptions.MessageNacked,
+)
+
+
+class JobNotPublishable(Exception):
+    """Publishing this job failed for a reason of its own, not the broker's."""
+
+
 def publish_job(job: Job) -> bool:
-    """Publish ``job``'s message under ``job.task_id`` (confirmed by the broker). False when it failed."""
+    """Publish ``job``'s message under ``job.task_id`` (confirmed by the broker). False when the broker failed;
+    ``JobNotPublishable`` when the job itself cannot be published."""
     try:
         _STARTERS[job.queue](
             job.function_path,
@@ -60,29 +79,38 @@ def publish_job(job: Job) -> bool:
             job.trace_id,
             task_id=job.task_id,
             priority=job.priority,
-            **job.params,
+            params=job.params,
         )
-    except Exception:
+    except BROKER_ERRORS:
         logger.warning("could not publish job %s; the recovery sweep will publish it", job.id, exc_info=True)
         return False
+    except Exception as exc:
+        logger.warning("job %s cannot be published", job.id, exc_info=True)
+        raise JobNotPublishable(f"{type(exc).__name__}: {exc}") from exc
     return True
 
 
 def publish_and_record(jobs: list[Job], *, stop_at_failure: bool = False) -> int:
-    """Publish ``jobs`` and record the dispatch time of those the broker confirmed; returns how many.
+    """Publish ``jobs`` and record the dispatch time of those the broker confirmed; returns how many were handled:
+    published, or FAILED because they cannot be published (their own fault, see ``BROKER_ERRORS``).
 
-    With ``stop_at_failure`` the jobs after the first one that could not be published are not tried (the broker is
-    down: each would spend the publish retries for nothing). Jobs are created with their task id, so recording a
-    batch is one UPDATE; a job without one (requeued by maintenance) gets it here, written with its own UPDATE.
+    With ``stop_at_failure`` the jobs after the first one that the broker refused are not tried (the broker is down:
+    each would spend the publish retries for nothing); the handled jobs are then the first ones of ``jobs``. Jobs
+    are created with their task id, so recording a batch is one UPDATE; a job without one (requeued by maintenance)
+    gets it here, written with its own UPDATE.
     """
     fresh = {job.id for job in jobs if not job.task_id}
-    published = []
+    published: list[Job] = []
+    refused: list[tuple[Job, str]] = []
     for job in jobs:
         job.task_id = job.task_id or new_task_id()
-        if publish_job(job):
-            published.append(job)
-        elif stop_at_failure:
-            break
+        try:
+            if publish_job(job):
+                published.append(job)
+            elif stop_at_failure:
+                break
+        except JobNotPublishable as exc:
+            refused.append((job, str(exc)))
     now = timezone.now()
     preassigned = [job.id for job in published if job.id not in fresh]
     for start in range(0, len(preassigned), BATCH_SIZE):
@@ -90,7 +118,12 @@ def publish_and_record(jobs: list[Job], *, stop_at_failure: bool = False) -> int
     for job in published:
         if job.id in fresh:
             Job.objects.filter(id=job.id).update(task_id=job.task_id, dispatched_at=now)
-    return len(published)
+    if refused:
+        from .services import job_mark_failed  # the services publish through this module: imported when needed
+
+        for job, error in refused:
+            job_mark_failed(job_id=job.id, error=f"the job's message could not be published: {error}")
+    return len(published) + len(refused)
 
 
 class BackgroundDispatcher:

@@ -11,6 +11,7 @@ from functools import partial
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
@@ -23,7 +24,7 @@ from . import statements
 from .dispatcher import dispatch, new_task_id, publish_and_record
 from .exceptions import JobStateError
 from .models import FINISHED_STATUSES, Job, JobStatus
-from .registry import get_job_function
+from .registry import get_job_function, reserved_param_names
 from .scheduling import revoke_task
 from .webhooks import validate_callback_url, webhook_enqueue_for_job
 
@@ -97,8 +98,15 @@ def _new_jobs(
     job_type: str | None,
     callback_url: str = "",
 ) -> list[Job]:
-    """Unsaved PENDING jobs, each with its task id; ValueError for an unregistered function or a bad priority."""
+    """Unsaved PENDING jobs, each with its task id; ValueError for an unregistered function or a bad priority,
+    ValidationError for params named like a standard parameter of job functions."""
     registered = get_job_function(function_path)
+    for params in params_list:
+        reserved = reserved_param_names(params)
+        if reserved:  # the function receives these already: the call would fail with TypeError in the worker
+            raise ValidationError(
+                {"params": f"{', '.join(map(repr, reserved))} may not be a param: every job function gets it already"}
+            )
     if priority not in PRIORITY_LEVELS:
         raise ValueError(f"priority must be one of {sorted(PRIORITY_LEVELS)}, got {priority!r}")
     queue, level = PRIORITY_LEVELS[priority]
@@ -292,7 +300,8 @@ def overdue_after() -> timedelta:
 def jobs_dispatch_stalled(
     *, older_than: timedelta | None = None, limit: int = 100_000, seconds: float = DISPATCH_SWEEP_SECONDS
 ) -> int:
-    """Publish PENDING jobs whose message never reached the broker, oldest first; returns how many were published.
+    """Publish PENDING jobs whose message never reached the broker, oldest first; returns how many were handled
+    (published, or FAILED because they cannot be published: see ``jobs.dispatcher.BROKER_ERRORS``).
 
     After a broker outage these are every job submitted during it, so the sweep works in batches until none is
     left, ``limit`` jobs were published or ``seconds`` have passed, and stops at the first job the broker refuses

@@ -24,6 +24,7 @@ class JobSerializer(ModelSerializer):
             "id",
             "job_type",
             "status",
+            "waiting_reason",
             "queue",
             "priority",
             "progress",

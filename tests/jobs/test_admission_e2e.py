@@ -124,3 +124,25 @@ def test_an_admission_that_dies_mid_batch_loses_nothing_and_runs_nothing_twice(s
     finished = list(Job.objects.filter(id__in=ids))
     assert {job.status for job in finished} == {JobStatus.SUCCESS}
     assert {job.attempts for job in finished} == {1}, "a job ran twice"
+
+
+def test_a_job_that_keeps_killing_its_worker_frees_its_slot_when_it_fails(start_worker, project):
+    """At a limit of one, the next job waits while the first one's deliveries kill the worker; once that job ends
+    FAILED (the worker-lost handling), the slot is free and the waiting job runs."""
+    project.max_concurrent_jobs = 1
+    project.save()
+    start_worker(queues="high_priority", concurrency=1)
+    kill = f"{job_functions.kill_own_process.__module__}.{job_functions.kill_own_process.__qualname__}"
+    with transaction.atomic():
+        poison = services.job_create(project=project, function_path=kill)
+        normal = services.job_create(project=project, function_path=SLEEP, params={"seconds": 0})
+    wait_until(
+        lambda: Job.objects.filter(id=normal.id, waiting_reason=WaitingReason.MAX_CONCURRENT_JOBS).exists(),
+        timeout=30,
+        message="the second job to wait",
+    )
+    wait_until(lambda: Job.objects.get(id=normal.id).is_finished, timeout=120, message="the second job")
+    poison.refresh_from_db()
+    normal.refresh_from_db()
+    assert poison.status == JobStatus.FAILED and "lost 3 times" in poison.error
+    assert normal.status == JobStatus.SUCCESS and normal.started_at > poison.finished_at

@@ -1,15 +1,20 @@
-"""Publishing job messages after commit, off the request path.
+"""Admitting jobs and publishing their messages after commit, off the request path.
 
-A web request that creates a job commits the row and answers 202; publishing the message (with publisher
-confirms, plus Celery's task-sent event) costs a few broker round trips, so it is handed to a background
-thread of the process, which publishes in batches and records ``task_id``/``dispatched_at`` with one UPDATE per
-batch. Nothing is lost if the process dies first: the job is PENDING and undispatched, and the recovery sweep
-(``jobs.services.jobs_dispatch_stalled``) publishes it after ``JOB_DISPATCH_GRACE_SECONDS``. While the broker
-refuses messages the thread backs off (``BACKOFF_MIN`` doubling to ``BACKOFF_MAX`` seconds between tries) and a
-process holds at most ``MAX_QUEUED`` jobs; the sweep publishes the others.
+A web request that creates a job commits the row and answers 202; the job is then handed to a background thread of
+the process, which **admits** the jobs of the project: while the project has fewer than its ``max_concurrent_jobs``
+admitted (published and not finished) in that queue, its waiting jobs are published (with publisher confirms, plus
+Celery's task-sent event) highest priority first, then in submission order, and their ``dispatched_at`` recorded in
+the same transaction; the others wait PENDING with a ``waiting_reason``. A job that finishes frees its slot: the
+process that finished it admits the project's next waiting job (``slot_freed``). RabbitMQ thus holds at most each
+project's window, and no project's flood delays another project's jobs by more than that window.
 
-``JOB_DISPATCH_MODE=inline`` publishes in the committing thread instead, and code running inside a Celery
-task always publishes inline (a pool process may be recycled at any moment).
+Nothing is lost if a process dies: the job is PENDING and undispatched, and the recovery sweep
+(``jobs.services.jobs_dispatch_stalled``) admits it after ``JOB_DISPATCH_GRACE_SECONDS``. While the broker refuses
+messages the thread backs off (``BACKOFF_MIN`` doubling to ``BACKOFF_MAX`` seconds between tries). A job that cannot
+be published for a reason of its own (not the broker's: ``BROKER_ERRORS``) ends FAILED and the others go on.
+
+``JOB_DISPATCH_MODE=inline`` admits in the committing thread instead, and code running inside a Celery task always
+admits inline (a pool process may be recycled at any moment).
 """
 
 from __future__ import annotations
@@ -42,8 +47,8 @@ logger = logging.getLogger(__name__)
 _STARTERS = {"high_priority": start_high_priority_job, "low_priority": start_low_priority_job}
 BATCH_SIZE = 500  # rows per UPDATE that records dispatches
 CONNECTION_CHECK_INTERVAL = 5.0  # seconds between checks of the background thread's database connection
-# While the broker refuses job messages the thread waits between tries (doubling), and a process holds at most
-# MAX_QUEUED jobs: the ones beyond are committed and undispatched, and the recovery sweep publishes them.
+# While the broker refuses job messages the thread waits between tries (doubling). It keeps at most MAX_QUEUED ids of
+# new jobs per project, to mark those left waiting (their jobs are read from the table in any case).
 BACKOFF_MIN, BACKOFF_MAX = 0.5, 15.0
 MAX_QUEUED = 10_000
 

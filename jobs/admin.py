@@ -79,6 +79,7 @@ class JobAdmin(OperateActionsMixin, ExactSearchMixin, admin.ModelAdmin):
         "id",
         "job_type",
         "status",
+        "waiting_reason",
         "project",
         "queue",
         "priority",
@@ -89,7 +90,7 @@ class JobAdmin(OperateActionsMixin, ExactSearchMixin, admin.ModelAdmin):
     )
     # No date_hierarchy: it reads the whole table for its date bounds on every page (created_at's list filter
     # offers today, the past 7 days, this month, this year).
-    list_filter = ("status", JobTypeFilter, QueueFilter, "created_at")
+    list_filter = ("status", "waiting_reason", JobTypeFilter, QueueFilter, "created_at")
     search_fields = ("id", "task_id", "trace_id")
     search_help_text = "An exact job id, Celery task id or trace id."
     list_select_related = ("project__organization",)

@@ -1,57 +1,81 @@
-"""Publishing job messages after commit, off the request path.
+"""Admitting jobs and publishing their messages after commit, off the request path.
 
-A web request that creates a job commits the row and answers 202; publishing the message (with publisher
-confirms, plus Celery's task-sent event) costs a few broker round trips, so it is handed to a background
-thread of the process, which publishes in batches and records ``task_id``/``dispatched_at`` with one UPDATE per
-batch. Nothing is lost if the process dies first: the job is PENDING and undispatched, and the recovery sweep
-(``jobs.services.jobs_dispatch_stalled``) publishes it after ``JOB_DISPATCH_GRACE_SECONDS``. While the broker
-refuses messages the thread backs off (``BACKOFF_MIN`` doubling to ``BACKOFF_MAX`` seconds between tries) and a
-process holds at most ``MAX_QUEUED`` jobs; the sweep publishes the others.
+A web request that creates a job commits the row and answers 202; the job is then handed to a background thread of
+the process, which **admits** the jobs of the project: while the project has fewer than its ``max_concurrent_jobs``
+admitted (published and not finished) in that queue, its waiting jobs are published (with publisher confirms, plus
+Celery's task-sent event) highest priority first, then in submission order, and their ``dispatched_at`` recorded in
+the same transaction; the others wait PENDING with a ``waiting_reason``. A job that finishes frees its slot: the
+process that finished it admits the project's next waiting job (``slot_freed``). RabbitMQ thus holds at most each
+project's window, and no project's flood delays another project's jobs by more than that window.
 
-``JOB_DISPATCH_MODE=inline`` publishes in the committing thread instead, and code running inside a Celery
-task always publishes inline (a pool process may be recycled at any moment).
+Nothing is lost if a process dies: the job is PENDING and undispatched, and the recovery sweep
+(``jobs.services.jobs_dispatch_stalled``) admits it after ``JOB_DISPATCH_GRACE_SECONDS``. While the broker refuses
+messages the thread backs off (``BACKOFF_MIN`` doubling to ``BACKOFF_MAX`` seconds between tries). A job that cannot
+be published for a reason of its own (not the broker's: ``BROKER_ERRORS``) ends FAILED and the others go on.
+
+``JOB_DISPATCH_MODE=inline`` admits in the committing thread instead, and code running inside a Celery task always
+admits inline (a pool process may be recycled at any moment).
 """
 
 from __future__ import annotations
 
 import atexit
-import itertools
 import logging
 import os
-import queue
 import threading
 import time
 import uuid
 from collections.abc import Iterable
+from typing import Any
 
+import amqp.exceptions
+import kombu.exceptions
 from celery import current_task
 from django.conf import settings
-from django.db import close_old_connections, connection
+from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 
+from kaapi.celery import HIGH_PRIORITY_QUEUE, LOW_PRIORITY_QUEUE
+from tenancy.models import Project
+
 from . import statements
-from .models import Job
+from .models import Job, WaitingReason
 from .scheduling import start_high_priority_job, start_low_priority_job
 
 logger = logging.getLogger(__name__)
 
 _STARTERS = {"high_priority": start_high_priority_job, "low_priority": start_low_priority_job}
 BATCH_SIZE = 500  # rows per UPDATE that records dispatches
-PUBLISH_BATCH_SIZE = 20  # messages the background thread publishes before it looks at its queue again
 CONNECTION_CHECK_INTERVAL = 5.0  # seconds between checks of the background thread's database connection
-# While the broker refuses job messages the thread waits between tries (doubling), and a process holds at most
-# MAX_QUEUED jobs: the ones beyond are committed and undispatched, and the recovery sweep publishes them.
+# While the broker refuses job messages the thread waits between tries (doubling). It keeps at most MAX_QUEUED ids of
+# new jobs per project, to mark those left waiting (their jobs are read from the table in any case).
 BACKOFF_MIN, BACKOFF_MAX = 0.5, 15.0
 MAX_QUEUED = 10_000
-OVERFLOW_LOG_INTERVAL = 10.0  # seconds between warnings about jobs left to the sweep
 
 
 def new_task_id() -> str:
     return str(uuid.uuid4())
 
 
+# The broker being unreachable or refusing messages: every job would fail alike, so publishing stops and waits.
+# Anything else raised while publishing one job (a function no longer registered, params that do not encode, ...) is
+# that job's own: it ends FAILED and the others go on.
+BROKER_ERRORS = (
+    OSError,
+    kombu.exceptions.OperationalError,
+    kombu.exceptions.LimitExceeded,
+    amqp.exceptions.AMQPError,
+    amqp.exceptions.MessageNacked,
+)
+
+
+class JobNotPublishable(Exception):
+    """Publishing this job failed for a reason of its own, not the broker's."""
+
+
 def publish_job(job: Job) -> bool:
-    """Publish ``job``'s message under ``job.task_id`` (confirmed by the broker). False when it failed."""
+    """Publish ``job``'s message under ``job.task_id`` (confirmed by the broker). False when the broker failed;
+    ``JobNotPublishable`` when the job itself cannot be published."""
     try:
         _STARTERS[job.queue](
             job.function_path,
@@ -60,136 +84,213 @@ def publish_job(job: Job) -> bool:
             job.trace_id,
             task_id=job.task_id,
             priority=job.priority,
-            **job.params,
+            params=job.params,
         )
-    except Exception:
+    except BROKER_ERRORS:
         logger.warning("could not publish job %s; the recovery sweep will publish it", job.id, exc_info=True)
         return False
+    except Exception as exc:
+        logger.warning("job %s cannot be published", job.id, exc_info=True)
+        raise JobNotPublishable(f"{type(exc).__name__}: {exc}") from exc
     return True
 
 
 def publish_and_record(jobs: list[Job], *, stop_at_failure: bool = False) -> int:
-    """Publish ``jobs`` and record the dispatch time of those the broker confirmed; returns how many.
+    """Publish ``jobs`` and record the dispatch time of those the broker confirmed; returns how many were handled:
+    published, or FAILED because they cannot be published (their own fault, see ``BROKER_ERRORS``).
 
-    With ``stop_at_failure`` the jobs after the first one that could not be published are not tried (the broker is
-    down: each would spend the publish retries for nothing). Jobs are created with their task id, so recording a
-    batch is one UPDATE; a job without one (requeued by maintenance) gets it here, written with its own UPDATE.
+    With ``stop_at_failure`` the jobs after the first one that the broker refused are not tried (the broker is down:
+    each would spend the publish retries for nothing); the handled jobs are then the first ones of ``jobs``. Jobs
+    are created with their task id, so recording a batch is one UPDATE; a job without one (requeued by maintenance)
+    gets it here, written with its own UPDATE.
     """
     fresh = {job.id for job in jobs if not job.task_id}
-    published = []
+    published: list[Job] = []
+    refused: list[tuple[Job, str]] = []
     for job in jobs:
         job.task_id = job.task_id or new_task_id()
-        if publish_job(job):
-            published.append(job)
-        elif stop_at_failure:
-            break
+        try:
+            if publish_job(job):
+                published.append(job)
+            elif stop_at_failure:
+                break
+        except JobNotPublishable as exc:
+            refused.append((job, str(exc)))
     now = timezone.now()
     preassigned = [job.id for job in published if job.id not in fresh]
     for start in range(0, len(preassigned), BATCH_SIZE):
         statements.record_dispatched(job_ids=preassigned[start : start + BATCH_SIZE], now=now)
     for job in published:
         if job.id in fresh:
-            Job.objects.filter(id=job.id).update(task_id=job.task_id, dispatched_at=now)
-    return len(published)
+            Job.objects.filter(id=job.id).update(task_id=job.task_id, dispatched_at=now, waiting_reason="")
+    if refused:
+        from .services import job_mark_failed  # the services publish through this module: imported when needed
+
+        for job, error in refused:
+            job_mark_failed(job_id=job.id, error=f"the job's message could not be published: {error}")
+    return len(published) + len(refused)
+
+
+# --- Admission ------------------------------------------------------------------------------------------
+ADMIT_BATCH = 50  # jobs one admission transaction publishes at most
+# The second key of the transaction-level advisory lock that serializes the admission of one project's jobs of
+# one queue across processes (the first key is the project's id).
+_LOCK_KEYS = {HIGH_PRIORITY_QUEUE: 0x6B61_0001, LOW_PRIORITY_QUEUE: 0x6B61_0002}
+
+
+def max_concurrent_jobs(project_id: int) -> int:
+    """The project's limit of admitted jobs per queue: its own, or the setting's."""
+    own = Project.objects.filter(id=project_id).values_list("max_concurrent_jobs", flat=True).first()
+    return own or settings.JOB_MAX_CONCURRENT_JOBS
+
+
+def _waiting(project_id: int, queue_name: str):
+    return Job.objects.waiting().filter(project_id=project_id, queue=queue_name)
+
+
+def _admit_batch(project_id: int, queue_name: str) -> tuple[int, bool, bool]:
+    """One admission transaction; returns (handled, saturated: no slot left, broker_ok)."""
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [project_id, _LOCK_KEYS.get(queue_name, 0)])
+        running = Job.objects.admitted().filter(project_id=project_id, queue=queue_name).count()
+        slots = max_concurrent_jobs(project_id) - running
+        if slots <= 0:
+            return 0, True, True
+        take = min(slots, ADMIT_BATCH)
+        jobs = list(
+            _waiting(project_id, queue_name)
+            .order_by("-priority", "created_at", "id")
+            .select_for_update(skip_locked=True)[:take]
+        )
+        handled = publish_and_record(jobs, stop_at_failure=True)
+        return handled, handled == slots, handled == len(jobs)
+
+
+def admit(*, project_id: int, queue: str, submitted: Iterable[Any] = ()) -> tuple[int, bool]:
+    """Publish the project's waiting jobs of ``queue`` while it has fewer than its ``max_concurrent_jobs`` admitted
+    (published and not finished), highest priority first, then in submission order; returns (handled, broker_ok).
+
+    Those of ``submitted`` (ids) left waiting because the project is at its limit get it as their waiting reason.
+    Admissions of one project and queue are serialized across processes (an advisory lock), and each job is
+    published in the transaction that records it: a process killed in between leaves the job waiting, admitted
+    again later (a second message for it is harmless: the claim runs a job once).
+    """
+    handled = 0
+    while True:
+        done, saturated, broker_ok = _admit_batch(project_id, queue)
+        handled += done
+        if not broker_ok:
+            return handled, False
+        if saturated or done < ADMIT_BATCH:
+            break
+    ids = list(submitted)
+    if saturated and ids:
+        _waiting(project_id, queue).filter(id__in=ids, waiting_reason="").update(
+            waiting_reason=WaitingReason.MAX_CONCURRENT_JOBS
+        )
+    return handled, True
+
+
+def has_waiting(*, project_id: int, queue: str) -> bool:
+    return _waiting(project_id, queue).exists()
 
 
 class BackgroundDispatcher:
-    """One daemon thread per process that publishes what committing threads hand it.
+    """One daemon thread per process that admits and publishes the jobs that committing threads hand it.
 
-    Its queue is ordered by job priority, then arrival: a high-priority job submitted behind a batch of
-    thousands of low-priority ones is published after at most one batch in flight, not after the whole batch.
+    It holds which projects have new jobs in which queue, not the jobs: admission reads them from the table.
+    High-priority queues are admitted before low-priority ones, so a high-priority job submitted behind a batch of
+    thousands of low-priority ones is published after at most one admission pass.
     """
 
     def __init__(self) -> None:
-        self._queue: queue.PriorityQueue[tuple[int, int, Job]] = queue.PriorityQueue()
-        self._sequence = itertools.count()
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
         self._thread: threading.Thread | None = None
         self._pid: int | None = None
-        self._pending = 0
-        self._idle = threading.Condition(self._lock)
-        self._left_to_sweep, self._left_logged_at = 0, -OVERFLOW_LOG_INTERVAL
+        self._keys: dict[tuple[int, str], set] = {}
+        self._busy = False
 
     def submit(self, jobs: Iterable[Job]) -> None:
-        jobs = list(jobs)
         with self._lock:
             if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
                 self._start()
-            room = max(0, MAX_QUEUED - self._pending)
-            if len(jobs) > room:
-                self._left_to_sweep += len(jobs) - room
-                jobs = jobs[:room]
-                if time.monotonic() - self._left_logged_at > OVERFLOW_LOG_INTERVAL:  # once in a while, not per job
-                    logger.warning(
-                        "job dispatcher: %d jobs already wait to be published (is the broker down?); %d more were "
-                        "left to the recovery sweep",
-                        self._pending,
-                        self._left_to_sweep,
-                    )
-                    self._left_logged_at, self._left_to_sweep = time.monotonic(), 0
-            self._pending += len(jobs)
-        for job in jobs:
-            self._queue.put((-job.priority, next(self._sequence), job))
+            for job in jobs:
+                ids = self._keys.setdefault((job.project_id, job.queue), set())
+                if len(ids) < MAX_QUEUED:  # beyond, the jobs are admitted all the same, without a waiting reason
+                    ids.add(job.id)
+            self._changed.notify_all()
+
+    def request(self, *, project_id: int, queue: str) -> None:
+        """Admit the project's waiting jobs of ``queue`` (a slot was freed)."""
+        with self._lock:
+            if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
+                self._start()
+            self._keys.setdefault((project_id, queue), set())
+            self._changed.notify_all()
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything submitted so far was handled; False on timeout."""
         deadline = time.monotonic() + timeout
-        with self._idle:
-            while self._pending:
+        with self._changed:
+            while self._keys or self._busy:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
-                self._idle.wait(remaining)
+                self._changed.wait(remaining)
         return True
 
     def _start(self) -> None:
-        # After a fork the child has the parent's queue object but not its thread: start afresh.
-        self._queue = queue.PriorityQueue()
-        self._pending = 0
+        # After a fork the child has the parent's state but not its thread: start afresh.
+        self._keys = {}
+        self._busy = False
         self._pid = os.getpid()
         self._thread = threading.Thread(target=self._run, name="kaapi-job-dispatcher", daemon=True)
         self._thread.start()
+
+    def _take(self) -> list[tuple[tuple[int, str], set]]:
+        with self._changed:
+            while not self._keys:
+                self._busy = False
+                self._changed.notify_all()
+                self._changed.wait()
+            keys, self._keys = self._keys, {}
+            self._busy = True
+        # high_priority before low_priority; otherwise in the order they came
+        return sorted(keys.items(), key=lambda item: item[0][1] != HIGH_PRIORITY_QUEUE)
+
+    def _put_back(self, items: list[tuple[tuple[int, str], set]]) -> None:
+        with self._lock:
+            for key, ids in items:
+                self._keys.setdefault(key, set()).update(ids)
 
     def _run(self) -> None:
         checked = time.monotonic()
         backoff = 0.0
         while True:
-            batch = [self._queue.get()]
-            while len(batch) < PUBLISH_BATCH_SIZE:
+            items = self._take()
+            broker_ok = True
+            for index, ((project_id, queue_name), ids) in enumerate(items):
                 try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
+                    # The thread's own connection, checked (CONN_MAX_AGE, and the health check then costs a SELECT
+                    # 1) every few seconds rather than for every pass; a broken one is closed below and reopened.
+                    if time.monotonic() - checked > CONNECTION_CHECK_INTERVAL:
+                        close_old_connections()
+                        checked = time.monotonic()
+                    _, broker_ok = admit(project_id=project_id, queue=queue_name, submitted=ids)
+                except Exception:  # the database may be down: the sweep admits what is left waiting
+                    logger.exception("job dispatcher: could not admit the jobs of project %s", project_id)
+                    connection.close()
+                if not broker_ok:
+                    # The broker refused a message (after the publish retries): what is left goes back, and the
+                    # thread waits before it tries again rather than spend the retries on every project.
+                    self._put_back(items[index:])
                     break
-            try:
-                # The thread's own connection, checked (CONN_MAX_AGE, and the health check then costs a SELECT 1)
-                # every few seconds rather than for every batch; a broken one is closed below and reopened.
-                if time.monotonic() - checked > CONNECTION_CHECK_INTERVAL:
-                    close_old_connections()
-                    checked = time.monotonic()
-                handled = publish_and_record([item[2] for item in batch], stop_at_failure=True)
-            except Exception:  # the database may be down: the sweep publishes what is left undispatched
-                logger.exception("job dispatcher: could not record %d dispatched jobs", len(batch))
-                connection.close()
-                handled = len(batch)
-            if handled < len(batch):
-                # The broker refused a message (after the publish retries): the rest go back to the queue, in
-                # their places, and the thread waits before it tries again rather than spend the retries on
-                # every queued job.
-                for item in batch[handled:]:
-                    self._queue.put(item)
-                backoff = min(BACKOFF_MAX, max(BACKOFF_MIN, 2 * backoff))
-                logger.warning(
-                    "job dispatcher: the broker refused a job message; %d jobs wait, next try in %.1f s",
-                    self._queue.qsize(),
-                    backoff,
-                )
-            else:
-                backoff = 0.0
-            with self._idle:
-                self._pending -= handled
-                if not self._pending:
-                    self._idle.notify_all()
+            backoff = 0.0 if broker_ok else min(BACKOFF_MAX, max(BACKOFF_MIN, 2 * backoff))
             if backoff:
+                logger.warning("job dispatcher: the broker refused a job message; next try in %.1f s", backoff)
                 time.sleep(backoff)
 
 
@@ -197,12 +298,32 @@ dispatcher = BackgroundDispatcher()
 atexit.register(dispatcher.flush, 5.0)
 
 
+def _inline() -> bool:
+    return settings.JOB_DISPATCH_MODE == "inline" or bool(current_task)
+
+
 def dispatch(jobs: list[Job]) -> None:
-    """Publish freshly committed jobs: in the background, or inline (see the module docstring)."""
-    if settings.JOB_DISPATCH_MODE == "inline" or current_task:
-        try:
-            publish_and_record(jobs)
-        except Exception:
-            logger.exception("could not record the dispatch of %d jobs; the recovery sweep will see to them", len(jobs))
+    """Admit freshly committed jobs: in the background, or inline (see the module docstring)."""
+    if not _inline():
+        dispatcher.submit(jobs)
         return
-    dispatcher.submit(jobs)
+    keys: dict[tuple[int, str], list] = {}
+    for job in jobs:
+        keys.setdefault((job.project_id, job.queue), []).append(job.id)
+    for (project_id, queue_name), ids in keys.items():
+        try:
+            admit(project_id=project_id, queue=queue_name, submitted=ids)
+        except Exception:
+            logger.exception("could not admit %d jobs; the recovery sweep will see to them", len(ids))
+
+
+def slot_freed(*, project_id: int, queue: str) -> None:
+    """A job of the project finished: admit its next waiting job of ``queue``, if any."""
+    if not _inline():
+        dispatcher.request(project_id=project_id, queue=queue)
+        return
+    try:
+        if has_waiting(project_id=project_id, queue=queue):  # most finished jobs have none waiting: one query
+            admit(project_id=project_id, queue=queue)
+    except Exception:
+        logger.exception("could not admit the next job of project %s; the recovery sweep will", project_id)

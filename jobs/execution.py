@@ -19,7 +19,7 @@ from kaapi.logging import log_context
 
 from . import green, services
 from .exceptions import RetryableJobError
-from .registry import RegisteredFunction, get_job_function
+from .registry import RegisteredFunction, get_job_function, reserved_param_names
 from .scheduling import message_summary
 
 logger = logging.getLogger(__name__)
@@ -110,6 +110,21 @@ def _fail(job_id: str, error: str) -> None:
     raise JobFailed(error)
 
 
+def message_params(params: Any, spread: dict[str, Any]) -> dict[str, Any]:
+    """The job's params from a message's keyword arguments.
+
+    A message carries them under ``params``. A message published before that (still in a queue at upgrade time)
+    spread them among the keyword arguments: those arrive in ``spread``, and together with ``params`` when the job
+    had a param of that name. (Such an old message whose only param was a dict named ``params`` cannot be told
+    from a new one; it is read as new.)
+    """
+    if spread:
+        return spread if params is None else {**spread, "params": params}
+    if params is None:
+        return {}
+    return params if isinstance(params, dict) else {"params": params}
+
+
 def run_job_message(
     task: Task, *, function_path: str, project_id: int, job_id: str, trace_id: str, kwargs: dict[str, Any]
 ) -> Any:
@@ -141,6 +156,9 @@ def _run(task: Task, *, function_path: str, project_id: int, job_id: str, kwargs
     except ValueError as exc:
         logger.error("refused message: %s", exc)
         _fail(job_id, f"refused: {exc}")
+    reserved = reserved_param_names(kwargs)
+    if reserved:  # the call would raise TypeError; jobs submitted through the services never have these
+        _fail(job_id, f"refused: the job's params may not be named {', '.join(reserved)} (standard parameters)")
 
     redelivered = bool((request.delivery_info or {}).get("redelivered"))
     claim = services.job_claim(job_id=job_id, task_id=request.id, redelivered=redelivered)

@@ -23,6 +23,11 @@ class JobStatus(models.TextChoices):
 FINISHED_STATUSES = (JobStatus.SUCCESS, JobStatus.FAILED, JobStatus.CANCELLED)
 
 
+class WaitingReason(models.TextChoices):
+    MAX_CONCURRENT_JOBS = "max_concurrent_jobs", "the project runs its maximum of jobs at once"
+    RETRY = "retry", "waiting for its next attempt"
+
+
 class JobQuerySet(models.QuerySet):
     def for_project(self, project) -> JobQuerySet:
         return self.filter(project=project)
@@ -32,6 +37,14 @@ class JobQuerySet(models.QuerySet):
 
     def undispatched(self) -> JobQuerySet:
         return self.filter(status=JobStatus.PENDING, dispatched_at__isnull=True)
+
+    def waiting(self) -> JobQuerySet:
+        """PENDING jobs waiting for admission (jobs/dispatcher.py): not published, not waiting for a retry."""
+        return self.undispatched().exclude(waiting_reason=WaitingReason.RETRY)
+
+    def admitted(self) -> JobQuerySet:
+        """Jobs published and not finished: what counts against a project's max_concurrent_jobs."""
+        return self.filter(status__in=[JobStatus.PENDING, JobStatus.PROCESSING], dispatched_at__isnull=False)
 
     def stalled_undispatched(self, *, older_than: timedelta) -> JobQuerySet:
         """PENDING jobs whose message has not reached the broker for ``older_than`` (the recovery sweep's)."""
@@ -86,6 +99,14 @@ class Job(models.Model):
     worker_lost_count = models.PositiveSmallIntegerField(
         "worker lost", default=0, help_text="Deliveries that ended with the worker process dying."
     )
+    waiting_reason = models.CharField(
+        "waiting reason",
+        max_length=32,
+        blank=True,
+        default="",
+        choices=WaitingReason.choices,
+        help_text="Why a PENDING job is not yet on its way to a worker; empty otherwise.",
+    )
     created_at = models.DateTimeField("created at", auto_now_add=True)
     dispatched_at = models.DateTimeField(
         "dispatched at", null=True, blank=True, help_text="When the broker confirmed the message."
@@ -107,16 +128,28 @@ class Job(models.Model):
             # those can be served from them: from a status-leading index, a planner whose statistics predated a
             # backlog (PENDING rare when the table was analyzed) read every PENDING job's entry for each claim.
             models.Index(
-                fields=["updated_at"],
-                condition=models.Q(status=JobStatus.PENDING, dispatched_at__isnull=True),
-                name="job_undispatched",
-            ),
-            models.Index(
                 fields=["started_at"],
                 condition=models.Q(status=JobStatus.PROCESSING, started_at__isnull=False),
                 name="job_running_started",
             ),
             models.Index(fields=["finished_at"], condition=models.Q(finished_at__isnull=False), name="job_finished"),
+            # Admission (jobs/dispatcher.py): a project's waiting jobs in the order they are admitted (the dispatch
+            # sweep reads them from here too), and its admitted ones (counted against its max_concurrent_jobs).
+            # Neither condition is implied by an update of one job by id, and no other index has the waiting jobs'
+            # condition: with stale statistics the planner would read a whole backlog from it for one project.
+            models.Index(
+                "project",
+                "queue",
+                models.F("priority").desc(),
+                "created_at",
+                condition=models.Q(status=JobStatus.PENDING, dispatched_at__isnull=True),
+                name="job_waiting",
+            ),
+            models.Index(
+                fields=["project", "queue"],
+                condition=models.Q(status__in=[JobStatus.PENDING, JobStatus.PROCESSING], dispatched_at__isnull=False),
+                name="job_admitted",
+            ),
             # Admin's most used filter, FAILED jobs newest first; no by-id update implies status = 'FAILED'.
             models.Index(fields=["-created_at"], condition=models.Q(status=JobStatus.FAILED), name="job_failed"),
             # plain indexes: db_index on a CharField adds a second, LIKE-only index on PostgreSQL that every

@@ -12,6 +12,14 @@ from typing import Any
 
 JobFunction = Callable[..., Any]
 
+# What the generic tasks pass every job function besides its params: no param may be named like one of them.
+STANDARD_PARAMETERS = frozenset({"project_id", "job_id", "task_id", "task_instance"})
+
+
+def reserved_param_names(params: dict[str, Any]) -> list[str]:
+    """The keys of ``params`` that a job function receives already as standard parameters, sorted."""
+    return sorted(STANDARD_PARAMETERS.intersection(params))
+
 
 @dataclass(frozen=True)
 class RegisteredFunction:

@@ -32,19 +32,22 @@ def _publish(
     trace_id: str,
     task_id: str | None,
     priority: int,
-    kwargs: dict[str, Any],
+    params: dict[str, Any],
 ) -> str:
     get_job_function(function_path)  # ValueError for an unregistered path: never publish it
     task_id = task_id or str(uuid.uuid4())
     with confirmed_producer() as producer:
         app.send_task(
             task_name,
+            # The job's params travel under one argument of their own: spread into the message's keyword
+            # arguments, a param named like one of the others (task_id, trace_id, ...) would break the publish
+            # call or the task's signature.
             kwargs={
                 "function_path": function_path,
                 "project_id": project_id,
                 "job_id": str(job_id),
                 "trace_id": trace_id,
-                **kwargs,
+                "params": params,
             },
             task_id=task_id,
             priority=priority,
@@ -64,9 +67,10 @@ def start_high_priority_job(
     *,
     task_id: str | None = None,
     priority: int = HIGH_PRIORITY,
-    **kwargs: Any,
+    params: dict[str, Any] | None = None,
 ) -> str:
-    """Publish ``function_path`` on the high_priority queue; returns the Celery task id."""
+    """Publish ``function_path`` on the high_priority queue with the function's ``params``; returns the Celery task
+    id."""
     return _publish(
         "execute_high_priority_task",
         function_path=function_path,
@@ -75,7 +79,7 @@ def start_high_priority_job(
         trace_id=trace_id,
         task_id=task_id,
         priority=priority,
-        kwargs=kwargs,
+        params=params or {},
     )
 
 
@@ -87,9 +91,10 @@ def start_low_priority_job(
     *,
     task_id: str | None = None,
     priority: int = LOW_PRIORITY,
-    **kwargs: Any,
+    params: dict[str, Any] | None = None,
 ) -> str:
-    """Publish ``function_path`` on the low_priority queue; returns the Celery task id."""
+    """Publish ``function_path`` on the low_priority queue with the function's ``params``; returns the Celery task
+    id."""
     return _publish(
         "execute_low_priority_task",
         function_path=function_path,
@@ -98,7 +103,7 @@ def start_low_priority_job(
         trace_id=trace_id,
         task_id=task_id,
         priority=priority,
-        kwargs=kwargs,
+        params=params or {},
     )
 
 

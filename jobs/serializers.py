@@ -20,6 +20,11 @@ class ProgressSerializer(serializers.Serializer):
 class JobSerializer(ModelSerializer):
     progress = ProgressSerializer(source="*", read_only=True)
     callback_url = serializers.CharField(read_only=True, help_text="Where the webhook goes; empty for none.")
+    waiting_reason = serializers.CharField(
+        read_only=True,
+        help_text="Why a PENDING job is not on its way to a worker yet: max_concurrent_jobs (the project runs its "
+        "maximum of jobs at once), retry (waiting for its next attempt); empty otherwise.",
+    )
 
     class Meta:
         model = Job
@@ -27,6 +32,7 @@ class JobSerializer(ModelSerializer):
             "id",
             "job_type",
             "status",
+            "waiting_reason",
             "queue",
             "priority",
             "progress",

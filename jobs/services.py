@@ -11,6 +11,7 @@ from functools import partial
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
@@ -20,10 +21,10 @@ from kaapi.logging import current_trace_id, new_trace_id
 from tenancy.models import Project
 
 from . import statements
-from .dispatcher import dispatch, new_task_id, publish_and_record
+from .dispatcher import admit, dispatch, new_task_id, publish_and_record, slot_freed
 from .exceptions import JobStateError
-from .models import FINISHED_STATUSES, Job, JobStatus
-from .registry import get_job_function
+from .models import FINISHED_STATUSES, Job, JobStatus, WaitingReason
+from .registry import get_job_function, reserved_param_names
 from .scheduling import revoke_task
 from .webhooks import validate_callback_url, webhook_enqueue_for_job
 
@@ -97,8 +98,15 @@ def _new_jobs(
     job_type: str | None,
     callback_url: str = "",
 ) -> list[Job]:
-    """Unsaved PENDING jobs, each with its task id; ValueError for an unregistered function or a bad priority."""
+    """Unsaved PENDING jobs, each with its task id; ValueError for an unregistered function or a bad priority,
+    ValidationError for params named like a standard parameter of job functions."""
     registered = get_job_function(function_path)
+    for params in params_list:
+        reserved = reserved_param_names(params)
+        if reserved:  # the function receives these already: the call would fail with TypeError in the worker
+            raise ValidationError(
+                {"params": f"{', '.join(map(repr, reserved))} may not be a param: every job function gets it already"}
+            )
     if priority not in PRIORITY_LEVELS:
         raise ValueError(f"priority must be one of {sorted(PRIORITY_LEVELS)}, got {priority!r}")
     queue, level = PRIORITY_LEVELS[priority]
@@ -194,7 +202,7 @@ def _finish(*, job_id: str, from_statuses: list[str], **fields: Any) -> bool:
     finish hook once with the finished row."""
     now = timezone.now()
     job = Job.objects.filter(id=job_id, status__in=from_statuses).update_returning(
-        finished_at=now, updated_at=now, **fields
+        finished_at=now, updated_at=now, waiting_reason="", **fields
     )
     if job is not None:
         _job_finished(job=job)
@@ -209,13 +217,15 @@ def job_mark_retrying(*, job_id: str, error: str, delay: float) -> bool:
             status=JobStatus.PENDING,
             error=f"retrying in {delay:.1f} s after: {error}"[:10000],
             dispatched_at=None,
+            # not admitted again: its retry message is on its way (the sweep publishes it if that got lost)
+            waiting_reason=WaitingReason.RETRY,
             updated_at=now,
         )
     )
 
 
 def job_mark_dispatched(*, job_id: str) -> None:
-    Job.objects.filter(id=job_id, status=JobStatus.PENDING).update(dispatched_at=timezone.now())
+    Job.objects.filter(id=job_id, status=JobStatus.PENDING).update(dispatched_at=timezone.now(), waiting_reason="")
 
 
 def job_report_progress(*, job_id: str, percent: int, message: str = "") -> bool:
@@ -238,7 +248,7 @@ def job_cancel(*, job: Job, terminate: bool = False) -> Job:
     was_running = job.status == JobStatus.PROCESSING
     now = timezone.now()
     done = Job.objects.filter(id=job.id, status__in=[JobStatus.PENDING, JobStatus.PROCESSING]).update(
-        status=JobStatus.CANCELLED, error="cancelled", finished_at=now, updated_at=now
+        status=JobStatus.CANCELLED, error="cancelled", finished_at=now, updated_at=now, waiting_reason=""
     )
     job.refresh_from_db()
     if not done:
@@ -263,6 +273,7 @@ def job_retry(*, job: Job) -> Job:
         worker_lost_count=0,
         task_id=new_task_id(),
         dispatched_at=None,
+        waiting_reason="",
         started_at=None,
         finished_at=None,
         updated_at=timezone.now(),
@@ -292,26 +303,48 @@ def overdue_after() -> timedelta:
 def jobs_dispatch_stalled(
     *, older_than: timedelta | None = None, limit: int = 100_000, seconds: float = DISPATCH_SWEEP_SECONDS
 ) -> int:
-    """Publish PENDING jobs whose message never reached the broker, oldest first; returns how many were published.
+    """Publish what waits longer than ``older_than`` and should not: jobs waiting for a retry whose message never
+    reached the broker, oldest first, and the waiting jobs of each project under its ``max_concurrent_jobs``
+    (admission, as after a submission: the dispatcher that should have admitted them died, or a finish's admission
+    was lost). Returns how many were handled (published, or FAILED because they cannot be published: see
+    ``jobs.dispatcher.BROKER_ERRORS``).
 
     After a broker outage these are every job submitted during it, so the sweep works in batches until none is
-    left, ``limit`` jobs were published or ``seconds`` have passed, and stops at the first job the broker refuses
+    left, ``limit`` jobs were handled or ``seconds`` have passed, and stops at the first job the broker refuses
     (still down: the next run goes on).
     """
     grace = older_than if older_than is not None else dispatch_grace()
     deadline = time.monotonic() + seconds
-    published = 0
-    while published < limit:
+    handled = 0
+    stalled = Job.objects.stalled_undispatched(older_than=grace)
+    while handled < limit:
         batch = list(
-            Job.objects.stalled_undispatched(older_than=grace).order_by("updated_at")[
-                : min(DISPATCH_SWEEP_BATCH, limit - published)
+            stalled.filter(waiting_reason=WaitingReason.RETRY).order_by("updated_at")[
+                : min(DISPATCH_SWEEP_BATCH, limit - handled)
             ]
         )
         done = publish_and_record(batch, stop_at_failure=True)
-        published += done
-        if done < DISPATCH_SWEEP_BATCH or time.monotonic() > deadline:
+        handled += done
+        if done < len(batch):
+            return handled  # the broker refused
+        if len(batch) < DISPATCH_SWEEP_BATCH or time.monotonic() > deadline:
             break
-    return published
+    waiting = stalled.exclude(waiting_reason=WaitingReason.RETRY)
+    # every project with a stalled job, high-priority queue first; each admits at most up to its limit
+    pairs = sorted(
+        set(waiting.values_list("project_id", "queue")), key=lambda pair: (pair[1] != HIGH_PRIORITY_QUEUE, pair)
+    )
+    for project_id, queue in pairs:
+        done, broker_ok = admit(project_id=project_id, queue=queue)
+        handled += done
+        if not broker_ok:
+            break
+        waiting.filter(project_id=project_id, queue=queue, waiting_reason="").update(  # left: the project is full
+            waiting_reason=WaitingReason.MAX_CONCURRENT_JOBS
+        )
+        if handled >= limit or time.monotonic() > deadline:
+            break
+    return handled
 
 
 def jobs_recover_overdue(*, limit: int = 1000) -> dict[str, int]:
@@ -369,6 +402,8 @@ def _job_finished(*, job: Job) -> None:
         finished_at=job.finished_at,
     )
     logger.info("job %s finished: %s", job.id, job.status)
+    # Its slot is free once the finish is committed: the project's next waiting job is admitted then.
+    transaction.on_commit(partial(slot_freed, project_id=job.project_id, queue=job.queue))
     if not job.callback_url:
         return
     try:

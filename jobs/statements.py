@@ -84,8 +84,8 @@ def claim(*, job_id: Any, task_id: str, now: datetime, using: str = "default") -
 def _dispatched_sql(using: str) -> str:
     quote = connections[using].ops.quote_name
     return (
-        f"UPDATE {quote(Job._meta.db_table)} SET {quote(_DISPATCHED_AT.column)} = %s "
-        f"WHERE {quote(_ID.column)} = ANY(%s)"
+        f"UPDATE {quote(Job._meta.db_table)} SET {quote(_DISPATCHED_AT.column)} = %s, "
+        f"{quote(_field('waiting_reason').column)} = '' WHERE {quote(_ID.column)} = ANY(%s)"
     )
 
 
@@ -93,7 +93,7 @@ def record_dispatched(*, job_ids: list, now: datetime, using: str = "default") -
     """Record that the broker confirmed the messages of ``job_ids`` (one statement for the whole batch)."""
     connection = connections[using]
     if connection.vendor != "postgresql":  # no array parameter: the ORM writes the IN list
-        Job.objects.using(using).filter(id__in=job_ids).update(dispatched_at=now)
+        Job.objects.using(using).filter(id__in=job_ids).update(dispatched_at=now, waiting_reason="")
         return
     ids = [_ID.get_db_prep_save(job_id, connection) for job_id in job_ids]
     run(_dispatched_sql(using), (_DISPATCHED_AT.get_db_prep_save(now, connection), ids), using=using)

@@ -10,7 +10,7 @@ from django.conf import settings
 from django.db import connections
 
 from . import maintenance, webhooks
-from .execution import JobFailed, run_job_message
+from .execution import JobFailed, message_params, run_job_message
 
 # track_started is off for these two only: the Job row already records PROCESSING and started_at, and a STARTED
 # row in the result table would cost each job one more upsert (the job-overhead benchmark measures it).
@@ -41,19 +41,29 @@ def _worker_database_health_checks(**kwargs: Any) -> None:
 
 @shared_task(name="execute_high_priority_task", **_OPTIONS)
 def execute_high_priority_task(
-    self, function_path: str, project_id: int, job_id: str, trace_id: str = "", **kwargs: Any
+    self, function_path: str, project_id: int, job_id: str, trace_id: str = "", params: Any = None, **spread: Any
 ) -> Any:
     return run_job_message(
-        self, function_path=function_path, project_id=project_id, job_id=job_id, trace_id=trace_id, kwargs=kwargs
+        self,
+        function_path=function_path,
+        project_id=project_id,
+        job_id=job_id,
+        trace_id=trace_id,
+        kwargs=message_params(params, spread),
     )
 
 
 @shared_task(name="execute_low_priority_task", **_OPTIONS)
 def execute_low_priority_task(
-    self, function_path: str, project_id: int, job_id: str, trace_id: str = "", **kwargs: Any
+    self, function_path: str, project_id: int, job_id: str, trace_id: str = "", params: Any = None, **spread: Any
 ) -> Any:
     return run_job_message(
-        self, function_path=function_path, project_id=project_id, job_id=job_id, trace_id=trace_id, kwargs=kwargs
+        self,
+        function_path=function_path,
+        project_id=project_id,
+        job_id=job_id,
+        trace_id=trace_id,
+        kwargs=message_params(params, spread),
     )
 
 

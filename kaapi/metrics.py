@@ -179,18 +179,59 @@ class QueueDepthCollector:
 queue_depth_collector = QueueDepthCollector()
 
 
+class WaitingJobsCollector:
+    """``kaapi_jobs_waiting`` per reason: PENDING jobs not yet published (``max_concurrent_jobs``: their project is
+    at its limit; ``retry``: waiting for their next attempt; ``dispatching``: on their way), read from the database
+    at scrape time and cached like the queue depths."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._read_at = float("-inf")
+        self._counts: dict[str, int] = {}
+
+    def _refresh(self) -> None:
+        from django.db.models import Count
+
+        from jobs.models import Job
+
+        with self._lock:
+            if time.monotonic() - self._read_at < settings.METRICS_QUEUE_DEPTH_CACHE_SECONDS:
+                return
+            try:
+                rows = Job.objects.undispatched().values_list("waiting_reason").annotate(n=Count("id")).order_by()
+                self._counts = {reason or "dispatching": n for reason, n in rows}
+            except Exception as exc:
+                logger.warning("could not count waiting jobs: %s", exc)
+                self._counts = {}
+            self._read_at = time.monotonic()
+
+    def collect(self):
+        self._refresh()
+        waiting = GaugeMetricFamily(
+            "kaapi_jobs_waiting", "PENDING jobs not yet published, by reason.", labels=["reason"]
+        )
+        for reason, count in sorted(self._counts.items()):
+            waiting.add_metric([reason], count)
+        yield waiting
+
+
+waiting_jobs_collector = WaitingJobsCollector()
+
+
 # --- The view ------------------------------------------------------------------------------------
 def scrape() -> bytes:
     if settings.PROMETHEUS_MULTIPROC_DIR:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry, path=settings.PROMETHEUS_MULTIPROC_DIR)
         registry.register(queue_depth_collector)
+        registry.register(waiting_jobs_collector)
         return generate_latest(registry)
     return generate_latest(REGISTRY) + generate_latest(_single_process_registry)
 
 
 _single_process_registry = CollectorRegistry()
 _single_process_registry.register(queue_depth_collector)
+_single_process_registry.register(waiting_jobs_collector)
 
 
 def metrics_view(request: HttpRequest) -> HttpResponse:

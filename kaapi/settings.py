@@ -323,6 +323,9 @@ JOB_DISPATCH_GRACE_SECONDS = env_int("JOB_DISPATCH_GRACE_SECONDS", 60, minimum=1
 JOB_DISPATCH_MODE = env_str("JOB_DISPATCH_MODE", "background")
 if JOB_DISPATCH_MODE not in {"background", "inline"}:
     raise ImproperlyConfigured(f"JOB_DISPATCH_MODE must be background or inline, got {JOB_DISPATCH_MODE!r}")
+# Admission (jobs/dispatcher.py): a project's jobs admitted to the broker and not finished, per queue (high, low),
+# at most; the others wait PENDING in the table. A project's own value in admin overrides it.
+JOB_MAX_CONCURRENT_JOBS = env_int("JOB_MAX_CONCURRENT_JOBS", 100, minimum=1)
 
 # --- API request limits (kaapi/parsers.py, kaapi/pagination.py) ---------------------------------
 # A JSON body above this many bytes is refused with 413, from its Content-Length before it is read.

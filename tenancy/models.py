@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from django.conf import settings
+from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import Q
 
@@ -22,6 +24,14 @@ class Project(models.Model):
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="projects")
     name = models.CharField("name", max_length=200)
     is_active = models.BooleanField("active", default=True, help_text="Requests of an inactive project are refused.")
+    max_concurrent_jobs = models.PositiveIntegerField(
+        "max concurrent jobs",
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="Jobs of this project running at once, per queue (high, low); the others wait PENDING. "
+        "Empty: the JOB_MAX_CONCURRENT_JOBS setting.",
+    )
     created_at = models.DateTimeField("created at", auto_now_add=True)
 
     class Meta:
@@ -30,6 +40,10 @@ class Project(models.Model):
 
     def __str__(self) -> str:
         return f"{self.organization.name}/{self.name}"
+
+    @property
+    def effective_max_concurrent_jobs(self) -> int:
+        return self.max_concurrent_jobs or settings.JOB_MAX_CONCURRENT_JOBS
 
 
 class APIKeyQuerySet(models.QuerySet):

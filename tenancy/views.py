@@ -13,6 +13,9 @@ class WhoAmISerializer(serializers.Serializer):
     project_id = serializers.IntegerField()
     api_key_prefix = serializers.CharField()
     api_key_name = serializers.CharField()
+    max_concurrent_jobs = serializers.IntegerField(
+        help_text="Jobs of the project running at once, per queue (high, low); the others wait PENDING."
+    )
 
 
 class WhoAmIView(APIView):
@@ -30,6 +33,7 @@ class WhoAmIView(APIView):
                     "project_id": project.id,
                     "api_key_prefix": api_key.prefix,
                     "api_key_name": api_key.name,
+                    "max_concurrent_jobs": project.effective_max_concurrent_jobs,
                 }
             ).data
         )

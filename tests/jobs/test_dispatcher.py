@@ -2,77 +2,70 @@ import threading
 import time
 
 from jobs import dispatcher as dispatcher_module
-from jobs.dispatcher import PUBLISH_BATCH_SIZE, BackgroundDispatcher
+from jobs.dispatcher import BackgroundDispatcher
 from jobs.models import Job
 
 
-def test_background_dispatcher_publishes_high_priority_before_a_low_priority_batch(monkeypatch):
+def test_background_dispatcher_admits_high_priority_before_a_low_priority_backlog(monkeypatch):
     gate = threading.Event()
-    batches: list[list[int]] = []
+    calls: list[tuple[int, str]] = []
 
-    def publish_and_record(jobs, **options):
+    def admit(*, project_id, queue, submitted=()):
         gate.wait(5)
-        batches.append([job.priority for job in jobs])
-        return len(jobs)
+        calls.append((project_id, queue))
+        return len(submitted), True
 
-    monkeypatch.setattr(dispatcher_module, "publish_and_record", publish_and_record)
+    monkeypatch.setattr(dispatcher_module, "admit", admit)
     dispatcher = BackgroundDispatcher()
-    dispatcher.submit([Job(priority=1)])  # taken at once; the thread then waits at the gate
+    dispatcher.submit([Job(project_id=1, queue="low_priority")])  # taken at once; the thread waits at the gate
     time.sleep(0.2)
-    dispatcher.submit([Job(priority=1) for _ in range(3 * PUBLISH_BATCH_SIZE)])
-    dispatcher.submit([Job(priority=9)])
+    dispatcher.submit([Job(project_id=p, queue="low_priority") for p in (2, 3, 4) for _ in range(50)])
+    dispatcher.submit([Job(project_id=5, queue="high_priority")])
     gate.set()
     assert dispatcher.flush(timeout=10)
-    assert batches[0] == [1]
-    assert batches[1][0] == 9, "the high-priority job waited behind the low-priority batch"
-    assert sum(len(b) for b in batches) == 2 + 3 * PUBLISH_BATCH_SIZE
-    assert max(len(b) for b in batches) <= PUBLISH_BATCH_SIZE
+    assert calls == [
+        (1, "low_priority"),
+        (5, "high_priority"),
+        (2, "low_priority"),
+        (3, "low_priority"),
+        (4, "low_priority"),
+    ]
 
 
 def test_while_the_broker_refuses_the_dispatcher_backs_off_and_loses_nothing(monkeypatch):
-    """The first job of each of two batches is refused: the rest wait in their places, the thread waits longer
-    after each refusal, and every job is published once, in order."""
+    """The first two admissions are refused by the broker: the projects left wait, the thread waits longer after
+    each refusal, and every project is admitted in the end."""
     monkeypatch.setattr(dispatcher_module, "BACKOFF_MIN", 0.05)
     tries: list[float] = []
-    published: list[Job] = []
+    admitted: list[int] = []
 
-    def publish_and_record(jobs, *, stop_at_failure=False):
-        assert stop_at_failure  # a refusal must not cost the publish retries of every job in the batch
+    def admit(*, project_id, queue, submitted=()):
         tries.append(time.monotonic())
-        done = 0 if len(tries) <= 2 else len(jobs)
-        published.extend(jobs[:done])
-        return done
+        if len(tries) <= 2:
+            return 0, False
+        admitted.append(project_id)
+        return len(submitted), True
 
-    monkeypatch.setattr(dispatcher_module, "publish_and_record", publish_and_record)
+    monkeypatch.setattr(dispatcher_module, "admit", admit)
     dispatcher = BackgroundDispatcher()
-    jobs = [Job(priority=5) for _ in range(30)]
-    dispatcher.submit(jobs)
+    dispatcher.submit([Job(project_id=p, queue="high_priority") for p in range(1, 4)])
     assert dispatcher.flush(timeout=10)
-    assert published == jobs
+    assert sorted(admitted) == [1, 2, 3]
     assert tries[1] - tries[0] >= 0.05 and tries[2] - tries[1] >= 0.1
 
 
-def test_a_process_holds_a_bounded_number_of_jobs_for_publishing(monkeypatch, caplog):
-    """Beyond MAX_QUEUED, jobs are left (committed, undispatched) to the recovery sweep, not kept in memory."""
+def test_a_process_holds_a_bounded_number_of_job_ids(monkeypatch):
+    """The thread holds which projects have new jobs, and at most MAX_QUEUED job ids per project (those it marks
+    as waiting when the project is at its limit); the jobs themselves are read from the table."""
     monkeypatch.setattr(dispatcher_module, "MAX_QUEUED", 5)
-    gate = threading.Event()
-    published: list[Job] = []
-
-    def publish_and_record(jobs, **options):
-        gate.wait(5)
-        published.extend(jobs)
-        return len(jobs)
-
-    monkeypatch.setattr(dispatcher_module, "publish_and_record", publish_and_record)
+    seen = []
+    monkeypatch.setattr(
+        dispatcher_module, "admit", lambda *, project_id, queue, submitted=(): seen.append(len(submitted)) or (0, True)
+    )
     dispatcher = BackgroundDispatcher()
-    jobs = [Job(priority=5) for _ in range(8)]
-    dispatcher.submit(jobs)
-    dispatcher.submit([Job(priority=5)])  # within the same ten seconds: counted, not logged again
-    assert caplog.text.count("left to the recovery sweep") == 1
-    assert "3 more were left to the recovery sweep" in caplog.text
-    gate.set()
+    dispatcher.submit([Job(project_id=1, queue="high_priority") for _ in range(8)])
     assert dispatcher.flush(timeout=10)
-    assert published == jobs[:5]
+    assert sum(seen) <= 5 and seen
 
 
 def test_job_messages_are_published_with_confirms_and_events_without(monkeypatch):

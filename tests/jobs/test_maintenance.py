@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from django.conf import settings
 from django.core.management import call_command
 from django.utils import timezone
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
@@ -13,7 +14,7 @@ from django_celery_results.models import TaskResult
 import jobs.dispatcher
 import jobs.services
 from jobs.maintenance import DEFAULT_SCHEDULES, maintenance_retention
-from jobs.models import Job, JobStatus, WebhookDelivery
+from jobs.models import Job, JobStatus, WaitingReason, WebhookDelivery
 from jobs.services import _new_jobs, jobs_dispatch_stalled, jobs_recover_overdue
 from tests.conftest import purge_queues
 from tests.jobs.factories import job_row
@@ -149,19 +150,37 @@ def undispatched(project, monkeypatch):
             job_type=None,
         )
     )
+    monkeypatch.setattr(jobs.dispatcher, "ADMIT_BATCH", 50)
+    monkeypatch.setattr(settings, "JOB_MAX_CONCURRENT_JOBS", 1000)
     start = timezone.now() - timedelta(minutes=10)
     for i, job in enumerate(created):
-        Job.objects.filter(id=job.id).update(updated_at=start + timedelta(seconds=i))
+        when = start + timedelta(seconds=i)
+        Job.objects.filter(id=job.id).update(created_at=when, updated_at=when)
     yield [job.id for job in created]
     purge_queues()
 
 
-def test_the_dispatch_sweep_publishes_a_backlog_in_batches_oldest_first(undispatched):
-    assert jobs_dispatch_stalled(limit=110) == 110  # three batches, the last one cut by the limit
-    left = list(Job.objects.undispatched().values_list("id", flat=True))
-    assert set(left) == set(undispatched[110:])  # the newest ten
+def test_the_dispatch_sweep_admits_a_backlog_in_batches_oldest_first_up_to_the_project_s_limit(undispatched, project):
+    project.max_concurrent_jobs = 110
+    project.save()
+    assert jobs_dispatch_stalled() == 110  # three batches, the last one cut by the limit
+    left = Job.objects.undispatched()
+    assert set(left.values_list("id", flat=True)) == set(undispatched[110:])  # the newest ten
+    assert set(left.values_list("waiting_reason", flat=True)) == {WaitingReason.MAX_CONCURRENT_JOBS}
+    assert jobs_dispatch_stalled() == 0  # nothing finished: still at its limit
+    project.max_concurrent_jobs = None  # JOB_MAX_CONCURRENT_JOBS
+    project.save()
     assert jobs_dispatch_stalled() == 10
     assert not Job.objects.undispatched().exists()
+    assert not Job.objects.exclude(waiting_reason="").exists()
+
+
+def test_the_dispatch_sweep_publishes_lost_retries_whatever_the_limit(undispatched, project):
+    project.max_concurrent_jobs = 1
+    project.save()
+    Job.objects.filter(id__in=undispatched[:3]).update(waiting_reason=WaitingReason.RETRY)
+    assert jobs_dispatch_stalled() == 3  # the three retries, which then hold the project's slot
+    assert Job.objects.admitted().count() == 3 and Job.objects.waiting().count() == 117
 
 
 def test_the_dispatch_sweep_stops_at_the_first_job_the_broker_refuses(undispatched, monkeypatch):
@@ -177,16 +196,17 @@ def test_the_dispatch_sweep_stops_at_the_first_job_the_broker_refuses(undispatch
     assert Job.objects.undispatched().count() == 118
 
 
-def test_the_dispatch_sweep_stops_after_its_time(undispatched):
-    assert jobs_dispatch_stalled(seconds=0) == 50  # one batch, then the time is up
+def test_the_dispatch_sweep_stops_after_its_time(undispatched, other_project):
+    Job.objects.filter(id__in=undispatched[60:]).update(project=other_project)
+    assert jobs_dispatch_stalled(seconds=0) == 60  # one project, then the time is up
 
 
-def test_recover_jobs_command_publishes_the_backlog_now_and_its_dry_run_only_counts(undispatched, project):
+def test_recover_jobs_command_publishes_the_backlog_now_and_its_dry_run_only_counts(undispatched, other_project):
     from io import StringIO
 
     from django.core.management import call_command
 
-    fresh = make_job(project, status=JobStatus.PENDING)  # just now: within the grace, a web process may publish it
+    fresh = make_job(other_project, status=JobStatus.PENDING)  # within the grace: not swept
     Job.objects.filter(id=fresh.id).update(dispatched_at=None)
     out = StringIO()
     call_command("recover_jobs", dry_run=True, stdout=out)

@@ -77,7 +77,7 @@ def test_the_success_finds_its_job_by_primary_key(project, backlog_after_stale_s
 @pytest.mark.parametrize(
     ("index", "queryset"),
     [
-        ("job_undispatched", lambda now: Job.objects.undispatched().filter(updated_at__lt=now)),
+        ("job_waiting", lambda now: Job.objects.undispatched().filter(updated_at__lt=now)),
         ("job_running_started", lambda now: Job.objects.filter(status=JobStatus.PROCESSING, started_at__lt=now)),
         (
             "job_finished",
@@ -94,6 +94,28 @@ def test_each_sweep_has_an_index(backlog_after_stale_statistics, index, queryset
     with connection.cursor() as cursor:
         cursor.execute("SET LOCAL enable_seqscan = off")
     assert index in _plan(sql, params)
+
+
+@pytest.mark.parametrize(
+    ("index", "queryset"),
+    [
+        (
+            "job_waiting",
+            lambda project: Job.objects.waiting()
+            .filter(project=project, queue="high_priority")
+            .order_by("-priority", "created_at", "id")[:50],
+        ),
+        ("job_admitted", lambda project: Job.objects.admitted().filter(project=project, queue="high_priority")),
+    ],
+)
+def test_admission_reads_a_project_s_waiting_and_admitted_jobs_from_their_indexes(
+    project, backlog_after_stale_statistics, index, queryset
+):
+    sql, params = queryset(project).values("id").query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+    plan = _plan(sql, params)
+    assert index in plan, plan
 
 
 def test_admin_lists_failed_jobs_newest_first_from_an_index(project, backlog_after_stale_statistics):

@@ -108,3 +108,17 @@ def test_an_unreachable_broker_shows_as_down_not_as_an_error(client, settings, m
     samples = scrape(client)
     assert value(samples, "kaapi_broker_up") == 0
     assert not any(name == "kaapi_queue_messages" for name, _ in samples)
+
+
+def test_waiting_jobs_are_counted_per_reason(client, settings, project):
+    from jobs.models import WaitingReason
+    from tests.jobs.factories import job_row
+
+    settings.METRICS_QUEUE_DEPTH_CACHE_SECONDS = 0
+    for reason in [WaitingReason.MAX_CONCURRENT_JOBS] * 3 + [WaitingReason.RETRY, ""]:
+        job_row(project, waiting_reason=reason)
+    job_row(project, waiting_reason="", dispatched_at="2026-01-01T00:00:00Z")  # published: not waiting
+    samples = scrape(client)
+    assert value(samples, "kaapi_jobs_waiting", reason="max_concurrent_jobs") == 3
+    assert value(samples, "kaapi_jobs_waiting", reason="retry") == 1
+    assert value(samples, "kaapi_jobs_waiting", reason="dispatching") == 1

@@ -109,6 +109,14 @@ def test_whoami_names_the_callers_project_and_key(api_client, project):
     assert APIClient().get("/api/v1/whoami/").status_code == 401
 
 
+def test_whoami_shows_the_project_s_max_concurrent_jobs(api_client, project, settings):
+    settings.JOB_MAX_CONCURRENT_JOBS = 7
+    assert api_client.get("/api/v1/whoami/").json()["max_concurrent_jobs"] == 7
+    project.max_concurrent_jobs = 2
+    project.save()
+    assert api_client.get("/api/v1/whoami/").json()["max_concurrent_jobs"] == 2
+
+
 def test_verified_key_comes_with_its_project_and_organization_in_one_query(project, django_assert_num_queries):
     issued = api_key_create(project=project)
     with django_assert_num_queries(1):

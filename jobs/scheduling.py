@@ -42,6 +42,9 @@ def _publish(
             priority=priority,
             headers={"trace_id": trace_id},
             producer=producer,
+            # The task writes its own SUCCESS row (jobs/tasks.py); since Celery 5.6 a message's own ignore_result
+            # (send_task's default: False) overrides the task's, and Celery would overwrite that row.
+            ignore_result=True,
             event_dispatcher=sent_events(),  # the task-sent event, without a confirm of its own
             # What task events, Flower and the result table show of the arguments: which job, not its params (an
             # LLM call's query is user data, and the Job row holds the params); also less to repr and to send.

@@ -53,6 +53,9 @@ def _publish(
             priority=priority,
             headers={"trace_id": trace_id},
             producer=producer,
+            # The task writes its own SUCCESS row (jobs/tasks.py); since Celery 5.6 a message's own ignore_result
+            # (send_task's default: False) overrides the task's, and Celery would overwrite that row.
+            ignore_result=True,
             event_dispatcher=sent_events(),  # the task-sent event, without a confirm of its own
             kwargsrepr=message_summary(function_path=function_path, project_id=project_id, job_id=job_id),
         )

@@ -101,9 +101,11 @@ def test_each_sweep_has_an_index(backlog_after_stale_statistics, index, queryset
     [
         (
             "job_waiting",
-            lambda project: Job.objects.waiting()
-            .filter(project=project, queue="high_priority")
-            .order_by("-priority", "created_at", "id")[:50],
+            lambda project: (
+                Job.objects.waiting()
+                .filter(project=project, queue="high_priority")
+                .order_by("-priority", "created_at", "id")[:50]
+            ),
         ),
         ("job_admitted", lambda project: Job.objects.admitted().filter(project=project, queue="high_priority")),
     ],

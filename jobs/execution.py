@@ -40,6 +40,24 @@ def backoff_delay(retries: int, *, base: float, cap: float, retry_after: float |
     return delay
 
 
+# Fraction of a Retry-After added at random (at least up to RETRY_AFTER_MIN_JITTER seconds).
+RETRY_AFTER_JITTER = 0.1
+RETRY_AFTER_MIN_JITTER = 0.1
+
+
+def job_retry_delay(retries: int, *, base: float, cap: float, retry_after: float | None = None) -> float:
+    """How long a job waits before its next attempt.
+
+    A Retry-After (or retry-after-ms) is the provider saying when it takes calls again: the job waits that long
+    plus a little jitter (so the calls it refused together do not all come back in the same instant), not the
+    generic backoff, which is for failures that say nothing of when they end and would wait minutes.
+    """
+    if retry_after is None:
+        return backoff_delay(retries, base=base, cap=cap)
+    wait = min(max(retry_after, 0.0), cap)
+    return wait + random.uniform(0, max(RETRY_AFTER_MIN_JITTER, RETRY_AFTER_JITTER * wait))
+
+
 class ResultNotJSON(Exception):
     """The job function returned something that cannot be stored as JSON."""
 
@@ -161,7 +179,7 @@ def _run(task: Task, *, function_path: str, project_id: int, job_id: str, kwargs
         if request.retries >= task.max_retries:
             logger.error("job failed after %s retries: %s", request.retries, exc)
             _fail(job_id, f"gave up after {request.retries + 1} attempts: {exc}")
-        delay = backoff_delay(
+        delay = job_retry_delay(
             request.retries,
             base=settings.CELERY_TASK_DEFAULT_RETRY_DELAY,
             cap=settings.CELERY_TASK_RETRY_BACKOFF_MAX,

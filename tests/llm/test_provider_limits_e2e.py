@@ -1,0 +1,54 @@
+"""Provider rate limits end to end: Retry-After honoured, and a credential's limits held across worker processes."""
+
+import re
+
+import pytest
+
+from jobs.models import Job, JobStatus
+from tests.conftest import wait_until
+from tests.llm.conftest import BLOBS, unique
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+# The production backoff (60 s base): a retry that waited for it instead of the Retry-After would take minutes.
+PRODUCTION_BACKOFF = {"CELERY_TASK_DEFAULT_RETRY_DELAY": "60", "CELERY_TASK_RETRY_BACKOFF_MAX": "600"}
+WORKER = {"queues": "high_priority", "pool": "gevent", "concurrency": 20}
+RETRYING = re.compile(r"^retrying in ([0-9.]+) s after: ")
+
+
+def submit(client, provider: str, query: str) -> str:
+    resp = client.post("/api/v1/llm/call", {"config": {"blob": BLOBS[provider]}, "query": query}, "json")
+    assert resp.status_code == 202, resp.content
+    return resp.json()["job_id"]
+
+
+def retry_delays_until_finished(job_id: str, timeout: float = 60) -> list[float]:
+    """The delays the job recorded for its retries ("retrying in X s" while it waits), until it finishes."""
+    delays: dict[int, float] = {}  # by the attempt that failed
+
+    def finished() -> bool:
+        status, error, attempts = Job.objects.filter(id=job_id).values_list("status", "error", "attempts").get()
+        match = RETRYING.match(error)
+        if match and status == JobStatus.PENDING:
+            delays[attempts] = float(match.group(1))
+        return status in (JobStatus.SUCCESS, JobStatus.FAILED)
+
+    wait_until(finished, timeout=timeout, interval=0.02, message="the job to finish")
+    return [delays[attempt] for attempt in sorted(delays)]
+
+
+@pytest.mark.parametrize("header", ["retry_after=1", "retry_after_ms=1000"])
+def test_a_429_with_retry_after_is_retried_after_it_not_after_the_backoff(
+    header, start_worker, api_client, provider_credentials, project
+):
+    provider_credentials(project, ["openai"])
+    start_worker(**WORKER, env=PRODUCTION_BACKOFF)
+    job_id = submit(api_client, "openai", unique(f"[fake:status=429,{header},times=2]"))
+
+    delays = retry_delays_until_finished(job_id)
+
+    job = Job.objects.get(id=job_id)
+    assert job.status == JobStatus.SUCCESS, job.error
+    assert job.attempts == 3
+    assert len(delays) == 2 and all(1.0 <= delay <= 1.2 for delay in delays), delays
+    assert (job.finished_at - job.created_at).total_seconds() < 15

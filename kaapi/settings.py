@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import ipaddress
 import os
+import re
 import sys
 from pathlib import Path
 from urllib.parse import urlparse
@@ -213,6 +214,24 @@ REST_FRAMEWORK = {
 REST_FRAMEWORK["DEFAULT_SCHEMA_CLASS"] = "drf_spectacular.openapi.AutoSchema"
 # Keyed hash for API keys: HMAC-SHA256 over a 256-bit random secret, keyed by this pepper.
 API_KEY_PEPPER = env_str("API_KEY_PEPPER", SECRET_KEY)
+
+# --- API throttling (kaapi/throttling.py) ---------------------------------------------------------
+# Requests per API key, counted on the shared cache (Redis when REDIS_URL is set): submissions (POST, PUT, PATCH,
+# DELETE) and reads (GET) apart, as "N/s", "N/min", "N/hour" or "N/day" ("off": no limit); above, 429 with
+# Retry-After. The defaults only stop a runaway client: they are above what one key sends in the benchmarks.
+API_THROTTLE_SUBMIT_RATE = env_str("API_THROTTLE_SUBMIT_RATE", "3000/s")
+API_THROTTLE_READ_RATE = env_str("API_THROTTLE_READ_RATE", "10000/s")
+for _rate_setting in ("API_THROTTLE_SUBMIT_RATE", "API_THROTTLE_READ_RATE"):
+    _rate = globals()[_rate_setting].strip().lower()
+    if _rate not in {"", "off", "none"} and not re.fullmatch(r"[1-9][0-9]*\s*/\s*(s|m|h|d)[a-z]*", _rate):
+        raise ImproperlyConfigured(f"{_rate_setting} must be a rate such as 600/min, 10/s or off, got {_rate!r}")
+REST_FRAMEWORK["DEFAULT_THROTTLE_CLASSES"] = [
+    "kaapi.throttling.SubmitRateThrottle",
+    "kaapi.throttling.ReadRateThrottle",
+]
+# The admin's login form refuses an address and user name (429) after this many failed attempts in this many seconds.
+ADMIN_LOGIN_MAX_FAILURES = env_int("ADMIN_LOGIN_MAX_FAILURES", 5, minimum=1)
+ADMIN_LOGIN_FAILURE_WINDOW = env_int("ADMIN_LOGIN_FAILURE_WINDOW", 900, minimum=1)
 
 # --- Celery: broker -----------------------------------------------------------------------------
 RABBITMQ_URL = env_url("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//", schemes=("amqp", "amqps", "pyamqp"))

@@ -10,7 +10,7 @@ from functools import partial
 from typing import Any
 
 from celery import Task, states
-from celery.exceptions import Ignore, Reject, SoftTimeLimitExceeded
+from celery.exceptions import Ignore, Reject, Retry, SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connections, transaction
 
@@ -18,7 +18,7 @@ from kaapi.celery import confirmed_producer, sent_events
 from kaapi.logging import log_context
 
 from . import green, services
-from .exceptions import RetryableJobError
+from .exceptions import JobDeferred, RetryableJobError
 from .registry import RegisteredFunction, get_job_function
 
 logger = logging.getLogger(__name__)
@@ -151,6 +151,20 @@ def _requeue_after_database_error(exc: Exception) -> None:
     raise Reject(exc, requeue=True)
 
 
+def _defer(task: Task, *, job_id: str, exc: JobDeferred) -> None:
+    """Put the job back to PENDING and publish its message again ``exc.delay`` seconds later, with the same retry
+    count: ``task.retry`` would count the wait as a failed attempt, and enough waiting would fail the job."""
+    request = task.request
+    delay = max(0.0, exc.delay)
+    logger.info("job waits %.1f s for its turn: %s", delay, exc)
+    services.job_mark_retrying(job_id=job_id, error=f"waiting for its turn: {exc}", delay=delay)
+    again = task.signature_from_request(request, countdown=delay, retries=request.retries)
+    with confirmed_producer() as producer:
+        again.apply_async(producer=producer, event_dispatcher=sent_events())
+    services.job_mark_dispatched(job_id=job_id)
+    raise Retry(exc=exc, when=delay, sig=again) from None
+
+
 def _run(task: Task, *, function_path: str, project_id: int, job_id: str, kwargs: dict[str, Any]) -> Any:
     request = task.request
     try:
@@ -175,6 +189,8 @@ def _run(task: Task, *, function_path: str, project_id: int, job_id: str, kwargs
     except SoftTimeLimitExceeded:
         logger.error("job timed out after %s s", limit)
         _fail(job_id, f"timed out after {limit} s")
+    except JobDeferred as exc:
+        _defer(task, job_id=job_id, exc=exc)
     except RetryableJobError as exc:
         if request.retries >= task.max_retries:
             logger.error("job failed after %s retries: %s", request.retries, exc)

@@ -439,6 +439,11 @@ LLM_HTTP_POOL_MAXSIZE = env_int("LLM_HTTP_POOL_MAXSIZE", 300, minimum=1)
 # Allow provider base URLs on loopback/private networks (a local vLLM or Ollama); off, they are refused
 # when the credential is stored, so a client cannot point the workers at internal services.
 LLM_ALLOW_PRIVATE_BASE_URLS = env_bool("LLM_ALLOW_PRIVATE_BASE_URLS", DEBUG)
+# Provider credential limits (llm/limits.py): a call whose turn comes within this many seconds waits in the worker;
+# a longer wait puts the job back to PENDING, published again when the credential's window frees.
+LLM_LIMIT_MAX_INLINE_WAIT = env_float("LLM_LIMIT_MAX_INLINE_WAIT", 2.0, minimum=0)
+# Seconds a credential's calls pause after the provider answered 429 without Retry-After (with it: that long).
+LLM_CREDENTIAL_PAUSE_SECONDS = env_float("LLM_CREDENTIAL_PAUSE_SECONDS", 5.0, minimum=0)
 # Greenlets per worker process when `run_worker --pool gevent` (or threads) gets no --concurrency.
 CELERY_WORKER_GEVENT_CONCURRENCY = env_int("CELERY_WORKER_GEVENT_CONCURRENCY", 300, minimum=1)
 

@@ -6,7 +6,7 @@ import pytest
 
 from jobs.models import Job, JobStatus
 from tests.conftest import wait_until
-from tests.llm.conftest import BLOBS, unique
+from tests.llm.conftest import BLOBS, FAKE_API_KEY, base_url_for, unique
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -52,3 +52,40 @@ def test_a_429_with_retry_after_is_retried_after_it_not_after_the_backoff(
     assert job.attempts == 3
     assert len(delays) == 2 and all(1.0 <= delay <= 1.2 for delay in delays), delays
     assert (job.finished_at - job.created_at).total_seconds() < 15
+
+
+def test_a_credentials_requests_per_minute_hold_across_two_workers(start_worker, api_client, fake_provider):
+    """Eight calls against a limit of four a minute, on two worker processes: four reach the provider, the other
+    four wait PENDING (not counted as retries: with none allowed, a counted wait would fail them) and reach it
+    when the minute has passed. The provider, which answers 429 above four a minute, never has to."""
+    fake_provider.rate_limit = 4
+    resp = api_client.put(
+        "/api/v1/credentials/openai/",
+        {"api_key": FAKE_API_KEY, "base_url": base_url_for(fake_provider, "openai"), "requests_per_minute": 4},
+        "json",
+    )
+    assert resp.status_code == 200 and resp.json()["requests_per_minute"] == 4, resp.content
+    workers = [start_worker(**WORKER, env={"CELERY_TASK_MAX_RETRIES": "0"}) for _ in range(2)]
+    ids = [submit(api_client, "openai", unique("limited")) for _ in range(8)]
+
+    wait_until(
+        lambda: Job.objects.filter(id__in=ids, error__startswith="retrying in").count() == 4,
+        timeout=30,
+        message="four jobs waiting for their turn",
+    )
+    waiting = Job.objects.filter(id__in=ids, status=JobStatus.PENDING)
+    assert {job.error.split(" after: ")[1] for job in waiting} == {
+        "waiting for its turn: the credential's requests per minute limit (4) is reached"
+    }
+    assert all(59 <= float(RETRYING.match(job.error).group(1)) <= 63 for job in waiting)
+    wait_until(
+        lambda: Job.objects.filter(id__in=ids, status__in=[JobStatus.SUCCESS, JobStatus.FAILED]).count() == 8,
+        timeout=120,
+        message="the eight calls to finish",
+    )
+
+    assert set(Job.objects.filter(id__in=ids).values_list("status", flat=True)) == {JobStatus.SUCCESS}
+    assert fake_provider.rate_limited == 0
+    assert fake_provider.count(text="limited") == 8
+    assert fake_provider.max_calls_in_window(60) == 4
+    assert all("job started" in worker.log() for worker in workers)  # both processes took calls

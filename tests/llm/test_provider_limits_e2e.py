@@ -22,19 +22,24 @@ def submit(client, provider: str, query: str) -> str:
     return resp.json()["job_id"]
 
 
-def retry_delays_until_finished(job_id: str, timeout: float = 60) -> list[float]:
-    """The delays the job recorded for its retries ("retrying in X s" while it waits), until it finishes."""
-    delays: dict[int, float] = {}  # by the attempt that failed
+def retries_until_finished(job_id: str, timeout: float = 60) -> list[tuple[float, str]]:
+    """The delays and reasons the job recorded for its retries ("retrying in X s after: …" while it waits), until
+    it finishes."""
+    retries: dict[int, tuple[float, str]] = {}  # by the attempt that failed
 
     def finished() -> bool:
         status, error, attempts = Job.objects.filter(id=job_id).values_list("status", "error", "attempts").get()
         match = RETRYING.match(error)
         if match and status == JobStatus.PENDING:
-            delays[attempts] = float(match.group(1))
+            retries[attempts] = (float(match.group(1)), error[match.end() :])
         return status in (JobStatus.SUCCESS, JobStatus.FAILED)
 
     wait_until(finished, timeout=timeout, interval=0.02, message="the job to finish")
-    return [delays[attempt] for attempt in sorted(delays)]
+    return [retries[attempt] for attempt in sorted(retries)]
+
+
+def retry_delays_until_finished(job_id: str, timeout: float = 60) -> list[float]:
+    return [delay for delay, _ in retries_until_finished(job_id, timeout)]
 
 
 @pytest.mark.parametrize("header", ["retry_after=1", "retry_after_ms=1000"])
@@ -89,3 +94,28 @@ def test_a_credentials_requests_per_minute_hold_across_two_workers(start_worker,
     assert fake_provider.count(text="limited") == 8
     assert fake_provider.max_calls_in_window(60) == 4
     assert all("job started" in worker.log() for worker in workers)  # both processes took calls
+
+
+def test_a_429_pauses_that_credentials_calls_and_not_another_projects(
+    start_worker, api_client, other_client, provider_credentials, project, other_project, fake_provider
+):
+    provider_credentials(project, ["openai"])
+    provider_credentials(other_project, ["openai"])
+    start_worker(**WORKER, env=PRODUCTION_BACKOFF)
+    refused = submit(api_client, "openai", unique("[fake:status=429,retry_after=4,times=1]"))
+    wait_until(lambda: fake_provider.count(text="retry_after=4") == 1, timeout=30, message="the 429")
+    paused = submit(api_client, "openai", unique("same credential"))
+    other = submit(other_client, "openai", unique("other credential"))
+
+    paused_waits = retries_until_finished(paused)
+    wait_until(lambda: Job.objects.get(id=refused).status == JobStatus.SUCCESS, timeout=30, message="the retry")
+
+    assert Job.objects.get(id=paused).status == JobStatus.SUCCESS
+    assert len(paused_waits) == 1, paused_waits
+    ((delay, reason),) = paused_waits
+    assert 1 <= delay <= 4.5 and "the provider rate-limited this credential" in reason  # the rest of the pause
+    calls = {c["text"].split(" #")[0]: c["at"] for c in fake_provider.calls if c["n"] == 1}
+    job = Job.objects.get(id=other)
+    assert job.status == JobStatus.SUCCESS and job.attempts == 1 and job.error == ""
+    assert calls["same credential"] - calls["[fake:status=429,retry_after=4,times=1]"] >= 3.9
+    assert calls["other credential"] < calls["same credential"]  # not paused: it went while the other waited

@@ -119,3 +119,24 @@ def test_a_429_pauses_that_credentials_calls_and_not_another_projects(
     assert job.status == JobStatus.SUCCESS and job.attempts == 1 and job.error == ""
     assert calls["same credential"] - calls["[fake:status=429,retry_after=4,times=1]"] >= 3.9
     assert calls["other credential"] < calls["same credential"]  # not paused: it went while the other waited
+
+
+def test_a_credentials_concurrent_calls_hold_across_two_workers(start_worker, api_client, fake_provider):
+    fake_provider.latency = 0.5
+    resp = api_client.put(
+        "/api/v1/credentials/openai/",
+        {"api_key": FAKE_API_KEY, "base_url": base_url_for(fake_provider, "openai"), "max_concurrent_calls": 2},
+        "json",
+    )
+    assert resp.status_code == 200, resp.content
+    for _ in range(2):
+        start_worker(**WORKER, env={"CELERY_TASK_MAX_RETRIES": "0"})
+    ids = [submit(api_client, "openai", unique("concurrent")) for _ in range(10)]
+    wait_until(
+        lambda: Job.objects.filter(id__in=ids, status__in=[JobStatus.SUCCESS, JobStatus.FAILED]).count() == 10,
+        timeout=120,
+        message="the ten calls to finish",
+    )
+    assert set(Job.objects.filter(id__in=ids).values_list("status", flat=True)) == {JobStatus.SUCCESS}
+    assert fake_provider.count(text="concurrent") == 10
+    assert fake_provider.peak_in_flight == 2

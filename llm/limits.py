@@ -232,7 +232,7 @@ class PostgresCounters:
 
     @contextmanager
     def _state(self, credential_id: int) -> Iterator[dict[str, Any]]:
-        from django.db import IntegrityError, transaction
+        from django.db import IntegrityError, connection, transaction
 
         from .models import CredentialUsage
 
@@ -246,6 +246,8 @@ class PostgresCounters:
                     usage = CredentialUsage.objects.select_for_update().get(credential_id=credential_id)
             yield usage.state
             CredentialUsage.objects.filter(credential_id=credential_id).update(state=usage.state)
+        if not connection.in_atomic_block:
+            connection.close()  # as llm/jobs.py does: no connection held while the call waits on the provider
 
     def acquire(self, limits: CredentialLimits, *, estimated_tokens: int, call_id: str) -> int | Refusal:
         with self._state(limits.credential_id) as state:

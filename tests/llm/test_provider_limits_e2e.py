@@ -5,6 +5,7 @@ import re
 import pytest
 
 from jobs.models import Job, JobStatus
+from llm.models import CredentialUsage
 from tests.conftest import wait_until
 from tests.llm.conftest import BLOBS, FAKE_API_KEY, base_url_for, unique
 
@@ -59,10 +60,12 @@ def test_a_429_with_retry_after_is_retried_after_it_not_after_the_backoff(
     assert (job.finished_at - job.created_at).total_seconds() < 15
 
 
-def test_a_credentials_requests_per_minute_hold_across_two_workers(start_worker, api_client, fake_provider):
+@pytest.mark.parametrize("counters", ["redis", "postgres"])
+def test_a_credentials_requests_per_minute_hold_across_two_workers(counters, start_worker, api_client, fake_provider):
     """Eight calls against a limit of four a minute, on two worker processes: four reach the provider, the other
     four wait PENDING (not counted as retries: with none allowed, a counted wait would fail them) and reach it
-    when the minute has passed. The provider, which answers 429 above four a minute, never has to."""
+    when the minute has passed. The provider, which answers 429 above four a minute, never has to. The counters
+    are in Redis, or in PostgreSQL when the workers have no REDIS_URL."""
     fake_provider.rate_limit = 4
     resp = api_client.put(
         "/api/v1/credentials/openai/",
@@ -70,7 +73,8 @@ def test_a_credentials_requests_per_minute_hold_across_two_workers(start_worker,
         "json",
     )
     assert resp.status_code == 200 and resp.json()["requests_per_minute"] == 4, resp.content
-    workers = [start_worker(**WORKER, env={"CELERY_TASK_MAX_RETRIES": "0"}) for _ in range(2)]
+    env = {"CELERY_TASK_MAX_RETRIES": "0", **({"REDIS_URL": ""} if counters == "postgres" else {})}
+    workers = [start_worker(**WORKER, env=env) for _ in range(2)]
     ids = [submit(api_client, "openai", unique("limited")) for _ in range(8)]
 
     wait_until(
@@ -94,6 +98,7 @@ def test_a_credentials_requests_per_minute_hold_across_two_workers(start_worker,
     assert fake_provider.count(text="limited") == 8
     assert fake_provider.max_calls_in_window(60) == 4
     assert all("job started" in worker.log() for worker in workers)  # both processes took calls
+    assert CredentialUsage.objects.exists() == (counters == "postgres")
 
 
 def test_a_429_pauses_that_credentials_calls_and_not_another_projects(
@@ -103,7 +108,11 @@ def test_a_429_pauses_that_credentials_calls_and_not_another_projects(
     provider_credentials(other_project, ["openai"])
     start_worker(**WORKER, env=PRODUCTION_BACKOFF)
     refused = submit(api_client, "openai", unique("[fake:status=429,retry_after=4,times=1]"))
-    wait_until(lambda: fake_provider.count(text="retry_after=4") == 1, timeout=30, message="the 429")
+    wait_until(  # the worker has had the 429 (and paused the credential) once the job waits for its retry
+        lambda: Job.objects.filter(id=refused, status=JobStatus.PENDING, error__startswith="retrying in").exists(),
+        timeout=30,
+        message="the 429",
+    )
     paused = submit(api_client, "openai", unique("same credential"))
     other = submit(other_client, "openai", unique("other credential"))
 

@@ -10,7 +10,7 @@ from functools import partial
 from typing import Any
 
 from celery import Task, states
-from celery.exceptions import Ignore, Reject, SoftTimeLimitExceeded
+from celery.exceptions import Ignore, Reject, Retry, SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connections, transaction
 
@@ -18,7 +18,7 @@ from kaapi.celery import confirmed_producer, sent_events
 from kaapi.logging import log_context
 
 from . import green, services
-from .exceptions import RetryableJobError
+from .exceptions import JobDeferred, RetryableJobError
 from .registry import RegisteredFunction, get_job_function, reserved_param_names
 from .scheduling import message_summary
 
@@ -39,6 +39,24 @@ def backoff_delay(retries: int, *, base: float, cap: float, retry_after: float |
     if retry_after is not None:
         delay = max(delay, min(retry_after, cap))
     return delay
+
+
+# Fraction of a Retry-After added at random (at least up to RETRY_AFTER_MIN_JITTER seconds).
+RETRY_AFTER_JITTER = 0.1
+RETRY_AFTER_MIN_JITTER = 0.1
+
+
+def job_retry_delay(retries: int, *, base: float, cap: float, retry_after: float | None = None) -> float:
+    """How long a job waits before its next attempt.
+
+    A Retry-After (or retry-after-ms) is the provider saying when it takes calls again: the job waits that long
+    plus a little jitter (so the calls it refused together do not all come back in the same instant), not the
+    generic backoff, which is for failures that say nothing of when they end and would wait minutes.
+    """
+    if retry_after is None:
+        return backoff_delay(retries, base=base, cap=cap)
+    wait = min(max(retry_after, 0.0), cap)
+    return wait + random.uniform(0, max(RETRY_AFTER_MIN_JITTER, RETRY_AFTER_JITTER * wait))
 
 
 class ResultNotJSON(Exception):
@@ -149,6 +167,22 @@ def _requeue_after_database_error(exc: Exception) -> None:
     raise Reject(exc, requeue=True)
 
 
+def _defer(task: Task, *, job_id: str, exc: JobDeferred) -> None:
+    """Put the job back to PENDING and publish its message again ``exc.delay`` seconds later, with the same retry
+    count: ``task.retry`` would count the wait as a failed attempt, and enough waiting would fail the job."""
+    request = task.request
+    delay = max(0.0, exc.delay)
+    logger.info("job waits %.1f s for its turn: %s", delay, exc)
+    services.job_mark_retrying(job_id=job_id, error=f"waiting for its turn: {exc}", delay=delay)
+    again = task.signature_from_request(request, countdown=delay, retries=request.retries)
+    # As when the job was first published (jobs/scheduling.py): events and Flower show which job, not its params.
+    shown = {name: (request.kwargs or {}).get(name) for name in ("function_path", "project_id", "job_id")}
+    with confirmed_producer() as producer:
+        again.apply_async(producer=producer, event_dispatcher=sent_events(), kwargsrepr=repr(shown))
+    services.job_mark_dispatched(job_id=job_id)
+    raise Retry(exc=exc, when=delay, sig=again) from None
+
+
 def _run(task: Task, *, function_path: str, project_id: int, job_id: str, kwargs: dict[str, Any]) -> Any:
     request = task.request
     try:
@@ -176,11 +210,13 @@ def _run(task: Task, *, function_path: str, project_id: int, job_id: str, kwargs
     except SoftTimeLimitExceeded:
         logger.error("job timed out after %s s", limit)
         _fail(job_id, f"timed out after {limit} s")
+    except JobDeferred as exc:
+        _defer(task, job_id=job_id, exc=exc)
     except RetryableJobError as exc:
         if request.retries >= task.max_retries:
             logger.error("job failed after %s retries: %s", request.retries, exc)
             _fail(job_id, f"gave up after {request.retries + 1} attempts: {exc}")
-        delay = backoff_delay(
+        delay = job_retry_delay(
             request.retries,
             base=settings.CELERY_TASK_DEFAULT_RETRY_DELAY,
             cap=settings.CELERY_TASK_RETRY_BACKOFF_MAX,

@@ -234,6 +234,24 @@ REST_FRAMEWORK["DEFAULT_SCHEMA_CLASS"] = "drf_spectacular.openapi.AutoSchema"
 # Keyed hash for API keys: HMAC-SHA256 over a 256-bit random secret, keyed by this pepper.
 API_KEY_PEPPER = env_str("API_KEY_PEPPER", SECRET_KEY)
 
+# --- API throttling (kaapi/throttling.py) ---------------------------------------------------------
+# Requests per API key, counted on the shared cache (Redis when REDIS_URL is set): submissions (POST, PUT, PATCH,
+# DELETE) and reads (GET) apart, as "N/s", "N/min", "N/hour" or "N/day" ("off": no limit); above, 429 with
+# Retry-After. The defaults only stop a runaway client: they are above what one key sends in the benchmarks.
+API_THROTTLE_SUBMIT_RATE = env_str("API_THROTTLE_SUBMIT_RATE", "3000/s")
+API_THROTTLE_READ_RATE = env_str("API_THROTTLE_READ_RATE", "10000/s")
+for _rate_setting in ("API_THROTTLE_SUBMIT_RATE", "API_THROTTLE_READ_RATE"):
+    _rate = globals()[_rate_setting].strip().lower()
+    if _rate not in {"", "off", "none"} and not re.fullmatch(r"[1-9][0-9]*\s*/\s*(s|m|h|d)[a-z]*", _rate):
+        raise ImproperlyConfigured(f"{_rate_setting} must be a rate such as 600/min, 10/s or off, got {_rate!r}")
+REST_FRAMEWORK["DEFAULT_THROTTLE_CLASSES"] = [
+    "kaapi.throttling.SubmitRateThrottle",
+    "kaapi.throttling.ReadRateThrottle",
+]
+# The admin's login form refuses an address and user name (429) after this many failed attempts in this many seconds.
+ADMIN_LOGIN_MAX_FAILURES = env_int("ADMIN_LOGIN_MAX_FAILURES", 5, minimum=1)
+ADMIN_LOGIN_FAILURE_WINDOW = env_int("ADMIN_LOGIN_FAILURE_WINDOW", 900, minimum=1)
+
 # --- Celery: broker -----------------------------------------------------------------------------
 RABBITMQ_URL = env_url("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//", schemes=("amqp", "amqps", "pyamqp"))
 CELERY_BROKER_URL = RABBITMQ_URL
@@ -481,6 +499,11 @@ LLM_HTTP_POOL_MAXSIZE = env_int("LLM_HTTP_POOL_MAXSIZE", 300, minimum=1)
 # Allow provider base URLs on loopback/private networks (a local vLLM or Ollama); off, they are refused
 # when the credential is stored, so a client cannot point the workers at internal services.
 LLM_ALLOW_PRIVATE_BASE_URLS = env_bool("LLM_ALLOW_PRIVATE_BASE_URLS", DEBUG)
+# Provider credential limits (llm/limits.py): a call whose turn comes within this many seconds waits in the worker;
+# a longer wait puts the job back to PENDING, published again when the credential's window frees.
+LLM_LIMIT_MAX_INLINE_WAIT = env_float("LLM_LIMIT_MAX_INLINE_WAIT", 2.0, minimum=0)
+# Seconds a credential's calls pause after the provider answered 429 without Retry-After (with it: that long).
+LLM_CREDENTIAL_PAUSE_SECONDS = env_float("LLM_CREDENTIAL_PAUSE_SECONDS", 5.0, minimum=0)
 # Greenlets per worker process when `run_worker --pool gevent` (or threads) gets no --concurrency.
 CELERY_WORKER_GEVENT_CONCURRENCY = env_int("CELERY_WORKER_GEVENT_CONCURRENCY", 300, minimum=1)
 

@@ -5,8 +5,10 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from kaapi import schema  # noqa: F401  (OpenAPI extensions)
 from kaapi.health import HealthzView, ReadyzView
 from kaapi.metrics import metrics_view
+from kaapi.throttling import admin_login
 
 urlpatterns = [
+    path("admin/login/", admin_login, name="admin-login"),  # throttled; the rest of admin as it is
     path("admin/", admin.site.urls),
     path("api/v1/", include("tenancy.urls")),
     path("api/v1/", include("jobs.urls")),

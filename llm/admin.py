@@ -4,7 +4,7 @@ from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from . import services
-from .models import Config, ConfigVersion, ProviderCredential
+from .models import LIMIT_FIELDS, Config, ConfigVersion, ProviderCredential
 from .validation import validate_blob
 
 
@@ -87,7 +87,16 @@ class ProviderCredentialForm(forms.ModelForm):
 
     class Meta:
         model = ProviderCredential
-        fields = ("project", "provider", "api_key", "base_url", "organization")
+        fields = (
+            "project",
+            "provider",
+            "api_key",
+            "base_url",
+            "organization",
+            "requests_per_minute",
+            "tokens_per_minute",
+            "max_concurrent_calls",
+        )
 
     def clean(self):
         cleaned = super().clean()
@@ -111,7 +120,16 @@ class ProviderCredentialForm(forms.ModelForm):
 @admin.register(ProviderCredential)
 class ProviderCredentialAdmin(admin.ModelAdmin):
     form = ProviderCredentialForm
-    list_display = ("project", "provider", "masked_api_key", "base_url", "organization", "updated_at")
+    list_display = (
+        "project",
+        "provider",
+        "masked_api_key",
+        "base_url",
+        "requests_per_minute",
+        "tokens_per_minute",
+        "max_concurrent_calls",
+        "updated_at",
+    )
     list_filter = ("provider",)
     search_fields = ("project__name", "project__organization__name", "base_url")
     list_select_related = ("project__organization",)
@@ -126,8 +144,9 @@ class ProviderCredentialAdmin(admin.ModelAdmin):
                 api_key=data["api_key"],
                 base_url=data.get("base_url", ""),
                 organization=data.get("organization", ""),
+                **{name: data.get(name) for name in LIMIT_FIELDS},
             )
             obj.pk = saved.pk
         else:
             obj.updated_at = timezone.now()
-            obj.save(update_fields=["project", "provider", "base_url", "organization", "updated_at"])
+            obj.save(update_fields=["project", "provider", "base_url", "organization", *LIMIT_FIELDS, "updated_at"])

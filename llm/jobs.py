@@ -8,7 +8,7 @@ from django.db import connection
 
 from jobs.registry import job_function
 
-from . import selectors
+from . import limits, selectors
 from .providers import ProviderError, get_provider
 
 
@@ -31,16 +31,21 @@ def execute_job(
 ) -> dict[str, Any]:
     completion = blob["completion"]
     provider = get_provider(completion["provider"])
-    credentials = selectors.credentials_for_call(project_id=project_id, provider=provider.name)
-    if credentials is None:
+    found = selectors.credentials_and_limits_for_call(project_id=project_id, provider=provider.name)
+    if found is None:
         raise CredentialsError(f"this project has no credentials for provider {provider.name!r} any more")
+    credentials, credential_limits = found
+    estimated_tokens = limits.estimate_tokens({**provider.defaults(), **completion["params"]}, query)
 
     # Give the database connection back (to the pool, under gevent) before waiting seconds on the provider:
     # hundreds of calls in flight must not hold hundreds of PostgreSQL connections.
     if not connection.in_atomic_block:
         connection.close()
 
-    answer = provider.complete(credentials=credentials, params=completion["params"], query=query)
+    # Waits here (briefly) or is deferred (JobDeferred) while the credential is over one of its limits.
+    with limits.call_slot(credential_limits, estimated_tokens=estimated_tokens) as slot:
+        answer = provider.complete(credentials=credentials, params=completion["params"], query=query)
+        slot.used(answer.total_tokens)
     return {
         "response": {
             "provider_response_id": answer.provider_response_id,

@@ -71,6 +71,9 @@ class ConfigVersion(models.Model):
         return self.blob.get("completion", {}).get("provider", "")
 
 
+LIMIT_FIELDS = ("requests_per_minute", "tokens_per_minute", "max_concurrent_calls")
+
+
 class ProviderCredential(models.Model):
     """A project's API key for one provider, encrypted at rest (Fernet); never returned in clear."""
 
@@ -88,17 +91,74 @@ class ProviderCredential(models.Model):
         help_text="For OpenAI-compatible servers (vLLM, Ollama, LiteLLM); empty: the provider's public API.",
     )
     organization = models.CharField("organization", max_length=200, blank=True, default="")
+    # Limits held by all workers together (llm/limits.py); empty: none of ours (the provider's own still apply).
+    requests_per_minute = models.PositiveIntegerField(
+        "requests per minute",
+        null=True,
+        blank=True,
+        help_text="Calls started with this key in any minute, across all workers; empty: no limit.",
+    )
+    tokens_per_minute = models.PositiveIntegerField(
+        "tokens per minute",
+        null=True,
+        blank=True,
+        help_text="Tokens (estimated before a call, corrected by its usage after) in any minute; empty: no limit.",
+    )
+    max_concurrent_calls = models.PositiveIntegerField(
+        "concurrent calls",
+        null=True,
+        blank=True,
+        help_text="Calls waiting on the provider at once with this key, across all workers; empty: no limit.",
+    )
     created_at = models.DateTimeField("created at", auto_now_add=True)
     updated_at = models.DateTimeField("updated at", auto_now=True)
 
     class Meta:
         verbose_name = "LLM provider credential"
         ordering = ["project", "provider"]
-        constraints = [models.UniqueConstraint(fields=["project", "provider"], name="llm_credential_unique_provider")]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "provider"], name="llm_credential_unique_provider"),
+            models.CheckConstraint(
+                condition=Q(requests_per_minute__gt=0) | Q(requests_per_minute__isnull=True),
+                name="llm_credential_rpm_positive",
+            ),
+            models.CheckConstraint(
+                condition=Q(tokens_per_minute__gt=0) | Q(tokens_per_minute__isnull=True),
+                name="llm_credential_tpm_positive",
+            ),
+            models.CheckConstraint(
+                condition=Q(max_concurrent_calls__gt=0) | Q(max_concurrent_calls__isnull=True),
+                name="llm_credential_concurrency_positive",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.provider} ({self.project})"
 
     @property
+    def limits(self) -> dict[str, int | None]:
+        return {name: getattr(self, name) for name in LIMIT_FIELDS}
+
+    @property
     def masked_api_key(self) -> str:
         return f"****{self.api_key_hint}" if self.api_key_hint else "****"
+
+
+class CredentialUsage(models.Model):
+    """A credential's counters when there is no Redis (llm/limits.py): its minute's buckets, its calls in flight
+    and its pause, in one row that each call locks for the moment it counts itself."""
+
+    credential = models.OneToOneField(
+        ProviderCredential, on_delete=models.CASCADE, primary_key=True, related_name="usage"
+    )
+    state = models.JSONField(
+        "state",
+        default=dict,
+        help_text='{"r": {second: requests}, "t": {second: tokens}, "calls": {id: expiry}, "paused_until": time}',
+    )
+
+    class Meta:
+        verbose_name = "LLM credential usage"
+
+    def __str__(self) -> str:
+        return f"usage of credential {self.credential_id}"

@@ -7,7 +7,8 @@ from kaapi import crypto
 from kaapi.sql import PreparedQuery
 from tenancy.models import Project
 
-from .models import Config, ConfigQuerySet, ConfigVersion, ProviderCredential
+from .limits import CredentialLimits
+from .models import LIMIT_FIELDS, Config, ConfigQuerySet, ConfigVersion, ProviderCredential
 from .providers import Credentials
 
 
@@ -77,7 +78,7 @@ def _credentials_for_call(*, project_id: int, provider: str):
     return (
         ProviderCredential.objects.filter(project_id=project_id, provider=provider)
         .order_by()
-        .values_list("api_key_encrypted", "base_url", "organization")[:1]
+        .values_list("api_key_encrypted", "base_url", "organization", "id", *LIMIT_FIELDS)[:1]
     )
 
 
@@ -85,10 +86,21 @@ def _credentials_for_call(*, project_id: int, provider: str):
 _CREDENTIALS_FOR_CALL = PreparedQuery(_credentials_for_call, project_id=int, provider=str)
 
 
-def credentials_for_call(*, project_id: int, provider: str) -> Credentials | None:
-    """The decrypted credentials a worker sends to the provider; None when the project has none."""
+def credentials_and_limits_for_call(*, project_id: int, provider: str) -> tuple[Credentials, CredentialLimits] | None:
+    """The decrypted credentials a worker sends to the provider and the credential's limits, in one query; None
+    when the project has none."""
     rows = _CREDENTIALS_FOR_CALL.rows(project_id=project_id, provider=provider)
     if not rows:
         return None
-    encrypted, base_url, organization = rows[0]
-    return Credentials(api_key=crypto.decrypt(encrypted), base_url=base_url, organization=organization)
+    encrypted, base_url, organization, credential_id, rpm, tpm, concurrency = rows[0]
+    credentials = Credentials(api_key=crypto.decrypt(encrypted), base_url=base_url, organization=organization)
+    limits = CredentialLimits(
+        credential_id=credential_id, requests_per_minute=rpm, tokens_per_minute=tpm, max_concurrent_calls=concurrency
+    )
+    return credentials, limits
+
+
+def credentials_for_call(*, project_id: int, provider: str) -> Credentials | None:
+    """The decrypted credentials a worker sends to the provider; None when the project has none."""
+    found = credentials_and_limits_for_call(project_id=project_id, provider=provider)
+    return None if found is None else found[0]

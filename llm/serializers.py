@@ -10,6 +10,7 @@ from .models import Config, ConfigVersion, ProviderCredential
 
 MAX_QUERY_LENGTH = 200_000
 MAX_METADATA_BYTES = 16_384
+MAX_LIMIT = 1_000_000_000
 
 
 class ConfigSerializer(ModelSerializer):
@@ -53,7 +54,17 @@ class CredentialSerializer(ModelSerializer):
 
     class Meta:
         model = ProviderCredential
-        fields = ["provider", "api_key", "base_url", "organization", "created_at", "updated_at"]
+        fields = [
+            "provider",
+            "api_key",
+            "base_url",
+            "organization",
+            "requests_per_minute",
+            "tokens_per_minute",
+            "max_concurrent_calls",
+            "created_at",
+            "updated_at",
+        ]
         read_only_fields = fields
 
 
@@ -61,6 +72,30 @@ class CredentialSetSerializer(serializers.Serializer):
     api_key = serializers.CharField(max_length=4096, write_only=True, trim_whitespace=True)
     base_url = serializers.URLField(required=False, allow_blank=True, max_length=500)
     organization = serializers.CharField(required=False, default="", allow_blank=True, max_length=200)
+    requests_per_minute = serializers.IntegerField(
+        required=False,
+        default=None,
+        allow_null=True,
+        min_value=1,
+        max_value=MAX_LIMIT,
+        help_text="Calls started with this key per minute, across all workers; null: no limit.",
+    )
+    tokens_per_minute = serializers.IntegerField(
+        required=False,
+        default=None,
+        allow_null=True,
+        min_value=1,
+        max_value=MAX_LIMIT,
+        help_text="Tokens per minute (estimated before a call, corrected by its usage after); null: no limit.",
+    )
+    max_concurrent_calls = serializers.IntegerField(
+        required=False,
+        default=None,
+        allow_null=True,
+        min_value=1,
+        max_value=MAX_LIMIT,
+        help_text="Calls waiting on the provider at once with this key, across all workers; null: no limit.",
+    )
 
 
 class ConfigReferenceSerializer(serializers.Serializer):

@@ -127,9 +127,18 @@ def validate_credential_headers(*, api_key: str | None = None, organization: str
 
 
 def credential_set(
-    *, project: Project, provider: str, api_key: str, base_url: str = "", organization: str = ""
+    *,
+    project: Project,
+    provider: str,
+    api_key: str,
+    base_url: str = "",
+    organization: str = "",
+    requests_per_minute: int | None = None,
+    tokens_per_minute: int | None = None,
+    max_concurrent_calls: int | None = None,
 ) -> ProviderCredential:
-    """Create or replace the project's credentials for ``provider``; the key is stored encrypted."""
+    """Create or replace the project's credentials for ``provider``, with their limits (None: no limit); the key
+    is stored encrypted."""
     validate_credential_headers(api_key=api_key, organization=organization)
     if provider not in Provider.values:
         raise ValidationError({"provider": [f"must be one of {', '.join(Provider.values)}"]})
@@ -144,6 +153,9 @@ def credential_set(
             "api_key_hint": hint,
             "base_url": base_url,
             "organization": organization,
+            "requests_per_minute": requests_per_minute,
+            "tokens_per_minute": tokens_per_minute,
+            "max_concurrent_calls": max_concurrent_calls,
         },
     )
     return credential

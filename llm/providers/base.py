@@ -261,6 +261,7 @@ class Provider:
             raise RetryableJobError(
                 f"{self.name} returned {status}: {self.error_message(response)}",
                 retry_after=parse_retry_after(response.headers),
+                status=status,
             )
         if status >= 300:
             count_provider_error(self.name, "client_error")

@@ -6,8 +6,13 @@
 - Errors are injected by a directive in the user's text: ``[fake:status=429,retry_after=1,times=2]`` answers
   429 with ``Retry-After: 1`` to the first two calls carrying that exact text, then succeeds. Keys:
   ``status`` (an HTTP error status), ``times`` (how many calls fail; default all), ``retry_after``,
+  ``retry_after_ms`` (sent as the ``retry-after-ms`` header, as OpenAI does),
   ``error=timeout`` (wait ``sleep`` seconds, default 5, before answering), ``error=malformed`` (200 with a
   body that is not JSON), ``error=shape`` (200 JSON without the documented fields), ``latency`` (seconds).
+
+- ``rate_limit=N`` (with ``rate_window`` seconds, default 60) makes it a provider with a quota: per API key, a
+  call beyond N in the last ``rate_window`` seconds (a sliding window, as the real ones count) gets 429 with a
+  ``Retry-After``; every call's arrival time is recorded (``calls[i]["at"]``) to count calls per window.
 
 Run it alone with ``python -m tests.fakes.llm_provider --latency 1``: it prints its URL on stdout.
 """
@@ -55,8 +60,21 @@ class _Server(ThreadingHTTPServer):
 class FakeProvider:
     """The server object; ``start()`` serves in a background thread."""
 
-    def __init__(self, *, latency: float = 0.0, api_key: str | None = None, port: int = 0, record: bool = True):
+    def __init__(
+        self,
+        *,
+        latency: float = 0.0,
+        api_key: str | None = None,
+        port: int = 0,
+        record: bool = True,
+        rate_limit: int | None = None,
+        rate_window: float = 60.0,
+    ):
         self.latency = latency
+        self.rate_limit = rate_limit
+        self.rate_window = rate_window
+        self._accepted: dict[str, list[float]] = {}  # per API key: when the calls within the quota arrived
+        self.rate_limited = 0  # calls answered 429 because of rate_limit
         self.api_key = api_key  # when set, calls with another key get 401
         self.record = record
         self.calls: list[dict[str, Any]] = []
@@ -108,11 +126,17 @@ class FakeProvider:
             return self._error(path, 400, "We could not parse the JSON body of your request.")
         text = _user_text(path, body)
         directive = parse_directive(text)
+        now = time.monotonic()
         with self._lock:
             self._seen[text] += 1
             nth = self._seen[text]
+            over_quota = self._over_quota(headers, now)
             if self.record:
-                self.calls.append({"path": path, "headers": dict(headers), "body": body, "text": text, "n": nth})
+                self.calls.append(
+                    {"path": path, "headers": dict(headers), "body": body, "text": text, "n": nth, "at": now}
+                )
+        if over_quota is not None:
+            return self._error(path, 429, "Rate limit reached for requests", {"retry-after": f"{over_quota:.3f}"})
         time.sleep(float(directive.get("latency", self.latency)))
 
         auth_error = self._check_auth(path, headers)
@@ -125,6 +149,8 @@ class FakeProvider:
         if failing and "status" in directive:
             status = int(directive["status"])
             extra = {"retry-after": directive["retry_after"]} if "retry_after" in directive else {}
+            if "retry_after_ms" in directive:
+                extra["retry-after-ms"] = directive["retry_after_ms"]
             message = directive.get("message", f"fake {status} error").replace("_", " ")
             if status == 400 and "message" not in directive:
                 message = "Invalid value for 'temperature': must be between 0 and 2."
@@ -137,6 +163,32 @@ class FakeProvider:
         if failing and error == "shape":
             return 200, {"content-type": "application/json"}, json.dumps({"id": "x", "object": "unknown"}).encode()
         return 200, {"content-type": "application/json"}, json.dumps(_success(path, body, text)).encode()
+
+    def _over_quota(self, headers: Any, now: float) -> float | None:
+        """With ``rate_limit``: None when the call is within the key's quota (and counted), else the seconds
+        until it would be. Called under the lock."""
+        if self.rate_limit is None:
+            return None
+        key = headers.get("x-api-key") or headers.get("authorization", "")
+        accepted = self._accepted.setdefault(key, [])
+        while accepted and accepted[0] <= now - self.rate_window:
+            accepted.pop(0)
+        if len(accepted) >= self.rate_limit:
+            self.rate_limited += 1
+            return accepted[len(accepted) - self.rate_limit] + self.rate_window - now
+        accepted.append(now)
+        return None
+
+    def max_calls_in_window(self, window: float) -> int:
+        """The most calls that arrived within any ``window`` seconds."""
+        with self._lock:
+            times = sorted(c["at"] for c in self.calls)
+        most, start = 0, 0
+        for end, at in enumerate(times):
+            while times[start] <= at - window:
+                start += 1
+            most = max(most, end - start + 1)
+        return most
 
     def _check_auth(self, path: str, headers: Any) -> tuple[int, dict[str, str], bytes] | None:
         if path == "/v1/messages":

@@ -175,10 +175,12 @@ def _defer(task: Task, *, job_id: str, exc: JobDeferred) -> None:
     logger.info("job waits %.1f s for its turn: %s", delay, exc)
     services.job_mark_retrying(job_id=job_id, error=f"waiting for its turn: {exc}", delay=delay)
     again = task.signature_from_request(request, countdown=delay, retries=request.retries)
-    # As when the job was first published (jobs/scheduling.py): events and Flower show which job, not its params.
-    shown = {name: (request.kwargs or {}).get(name) for name in ("function_path", "project_id", "job_id")}
+    message = request.kwargs or {}
+    summary = message_summary(
+        function_path=message.get("function_path"), project_id=message.get("project_id"), job_id=job_id
+    )
     with confirmed_producer() as producer:
-        again.apply_async(producer=producer, event_dispatcher=sent_events(), kwargsrepr=repr(shown))
+        again.apply_async(producer=producer, event_dispatcher=sent_events(), kwargsrepr=summary)
     services.job_mark_dispatched(job_id=job_id)
     raise Retry(exc=exc, when=delay, sig=again) from None
 

@@ -250,8 +250,24 @@ class PostgresCounters:
             connection.close()  # as llm/jobs.py does: no connection held while the call waits on the provider
 
     def acquire(self, limits: CredentialLimits, *, estimated_tokens: int, call_id: str) -> int | Refusal:
+        if not (limits.requests_per_minute or limits.tokens_per_minute or limits.max_concurrent_calls):
+            return self._unlimited(limits.credential_id)
         with self._state(limits.credential_id) as state:
             return decide(state, limits, estimated_tokens=estimated_tokens, call_id=call_id, now=time.time())
+
+    def _unlimited(self, credential_id: int) -> int | Refusal:
+        # Nothing to count: only a pause (after a 429) holds the call, and reading it takes no lock, so the calls of
+        # a credential without limits do not queue on its row.
+        from django.db import connection
+
+        from .models import CredentialUsage
+
+        state = CredentialUsage.objects.filter(credential_id=credential_id).values_list("state", flat=True).first()
+        if not connection.in_atomic_block:
+            connection.close()  # as llm/jobs.py does: no connection held while the call waits on the provider
+        now = time.time()
+        paused = (state or {}).get("paused_until", 0) - now
+        return Refusal("paused", paused) if paused > 0 else math.floor(now)
 
     def release(self, slot: Slot) -> None:
         if not slot.limits.max_concurrent_calls and not slot.limits.tokens_per_minute:

@@ -98,3 +98,13 @@ def test_estimate_counts_text_and_the_output_the_call_may_use():
     assert estimate_tokens({"max_tokens": 64, "instructions": "x" * 40}, "y" * 400) == 64 + 110
     assert estimate_tokens({}, "hello") == 2
     assert limits.CHARS_PER_TOKEN == 4
+
+
+def test_the_calls_of_a_credential_without_limits_take_no_lock_and_write_nothing(settings, credential):
+    from llm.models import CredentialUsage
+
+    unlimited = credential()
+    for _ in range(3):
+        call(unlimited)
+    # in PostgreSQL a count would lock the credential's row for every call: nothing to count, nothing written
+    assert not CredentialUsage.objects.filter(credential_id=unlimited.credential_id).exists()

@@ -13,6 +13,8 @@ from functools import cache
 
 from celery import Celery
 from celery.events import EventDispatcher
+from celery.signals import task_postrun, task_prerun
+from django.db import close_old_connections
 from kombu import Connection, Exchange, Queue
 from kombu.pools import producers
 
@@ -116,3 +118,14 @@ def sent_events() -> EventDispatcher:
                     app.connection_for_write(), app=app, buffer_while_offline=False
                 )
     return dispatcher
+
+
+@task_prerun.connect
+@task_postrun.connect
+def _close_old_database_connections(sender=None, **kwargs) -> None:
+    """Around each task, Django's rule for a request: a connection is closed when it is unusable (an error
+    occurred) or older than CONN_MAX_AGE, and otherwise kept for the next task (CELERY_DB_REUSE_MAX keeps Celery's
+    fixup from closing it every time). Not for an eager task, which runs inside its caller's transaction."""
+    if sender is not None and getattr(sender.request, "is_eager", False):
+        return
+    close_old_connections()

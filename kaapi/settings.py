@@ -286,6 +286,10 @@ CELERY_WORKER_MAX_TASKS_PER_CHILD = env_int("CELERY_WORKER_MAX_TASKS_PER_CHILD",
 CELERY_WORKER_MAX_MEMORY_PER_CHILD = env_int("CELERY_WORKER_MAX_MEMORY_PER_CHILD", 200000, minimum=1)
 # Django's per-task connection health check (a SELECT 1 before each job) in workers; see jobs/tasks.py.
 CELERY_WORKER_DB_HEALTH_CHECKS = env_bool("CELERY_WORKER_DB_HEALTH_CHECKS", False)
+# Celery's Django fixup closes every database connection before and after each task (from Celery 5.6) unless told to
+# reuse it this many times: never, here. kaapi/celery.py closes them by Django's own rule instead (unusable after an
+# error, or older than CONN_MAX_AGE), as Celery did up to 5.5; reconnecting for every job cost the drain 4x.
+CELERY_DB_REUSE_MAX = 2**62
 # Events so Flower can show tasks and workers.
 CELERY_WORKER_SEND_TASK_EVENTS = True
 CELERY_TASK_SEND_SENT_EVENT = True

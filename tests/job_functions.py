@@ -79,3 +79,12 @@ def ignore_soft_time_limit(*, project_id, job_id, task_id, task_instance, **para
             time.sleep(3600)
         except SoftTimeLimitExceeded:
             pass
+
+
+@job_function(job_type="TEST")
+def database_backend_pid(*, project_id, job_id, task_id, task_instance, **params):
+    """The PostgreSQL backend serving this job's connection: the same for consecutive jobs of a process whose
+    connection is reused."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        return {"backend_pid": cursor.fetchone()[0], "pid": os.getpid()}

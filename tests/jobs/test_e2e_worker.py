@@ -182,3 +182,13 @@ def test_cancel_with_terminate_kills_a_running_job(start_worker, project, api_cl
     wait_until(finished(later.id), timeout=60)
     job.refresh_from_db()
     assert job.status == JobStatus.CANCELLED and job.result is None
+
+
+def test_a_prefork_worker_keeps_its_database_connection_from_one_job_to_the_next(start_worker, project):
+    """Celery 5.6's Django fixup would reconnect for every job (kaapi/celery.py keeps Django's CONN_MAX_AGE rule)."""
+    start_worker(queues="high_priority", concurrency=1)
+    jobs = [make_job(project, function_path=path_of(job_functions.database_backend_pid)) for _ in range(5)]
+    wait_until(finished(*[job.id for job in jobs]), timeout=60, message="5 jobs to finish")
+    results = [Job.objects.get(id=job.id).result for job in jobs]
+    assert len({result["pid"] for result in results}) == 1, results  # one pool process ran them all
+    assert len({result["backend_pid"] for result in results}) == 1, results

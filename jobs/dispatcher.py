@@ -201,27 +201,25 @@ def _admit_batch(project_id: int, queue_name: str) -> Admission:
             rate_room, oldest = _rate_room(project_id, rate)
             if rate_room <= room:
                 room, reason = rate_room, WaitingReason.SUBMISSION_RATE
-        if room <= 0:
-            return Admission(0, True, reason, _retry_in(oldest) if reason == WaitingReason.SUBMISSION_RATE else None)
-        take = min(room, ADMIT_BATCH)
-        jobs = list(
-            _waiting(project_id, queue_name)
-            .order_by("-priority", "created_at", "id")
-            .select_for_update(skip_locked=True)[:take]
-        )
-        handled = publish_and_record(jobs, stop_at_failure=True)
-        if handled < len(jobs):
-            return Admission(handled, False)
-        if handled < room:
-            return Admission(handled, True)  # no more waiting jobs (or they are being admitted elsewhere)
-        if reason == WaitingReason.SUBMISSION_RATE:
+        handled = 0
+        if room > 0:
+            jobs = list(
+                _waiting(project_id, queue_name)
+                .order_by("-priority", "created_at", "id")
+                .select_for_update(skip_locked=True)[: min(room, ADMIT_BATCH)]
+            )
+            handled = publish_and_record(jobs, stop_at_failure=True)
+            if handled < len(jobs):
+                return Admission(handled, False)
+            if handled < room:
+                return Admission(handled, True)  # no more waiting jobs (or they are being admitted elsewhere)
+        if reason == WaitingReason.SUBMISSION_RATE and _waiting(project_id, queue_name).exists():
             return Admission(handled, True, reason, _retry_in(oldest or timezone.now()))
         return Admission(handled, True, reason)
 
 
-def _retry_in(oldest: datetime | None) -> float:
-    if oldest is None:  # every admission in the window left it meanwhile
-        return RATE_MARGIN
+def _retry_in(oldest: datetime) -> float:
+    """Seconds until the admission made at ``oldest`` leaves the rate's window."""
     return max(RATE_MARGIN, (oldest + RATE_WINDOW - timezone.now()).total_seconds() + RATE_MARGIN)
 
 

@@ -19,6 +19,7 @@ def main() -> None:
     import django
 
     django.setup()
+    import tests.job_functions  # noqa: F401  (registers the test job functions, as a test worker's -I does)
     from jobs import dispatcher
 
     publish = dispatcher.publish_job

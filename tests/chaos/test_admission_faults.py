@@ -109,8 +109,8 @@ def test_an_admitting_process_killed_mid_batch_loses_nothing_and_runs_nothing_tw
 ):
     """A process admitting 20 jobs is SIGKILLed after the broker confirmed 5 of their messages, before its
     transaction recorded any: its locks go with its connection, the 30 jobs still wait, and the 5 messages are
-    in the queue. The recovery sweep admits the jobs again (5 of them get a second message), and each job runs
-    once."""
+    in the queue. The recovery sweep admits the jobs again (5 of them get a second message), the workers admit the
+    rest as jobs finish, and each job runs once."""
     project.max_concurrent_jobs = 20
     project.save()
     ids = new_jobs(project, 30, seconds=0.05)
@@ -135,8 +135,11 @@ def test_an_admitting_process_killed_mid_batch_loses_nothing_and_runs_nothing_tw
     assert Job.objects.filter(id__in=ids).waiting().count() == 30, "a dispatch was recorded"
     assert queued_messages(HIGH_PRIORITY_QUEUE) == 5
 
-    start_worker(queues="high_priority", concurrency=2)  # runs the five orphan messages' jobs
-    assert jobs_dispatch_stalled(older_than=timedelta(0)) > 0  # what beat's sweep does; the dead one's lock is gone
+    # What beat's sweep does: the dead process's lock and row locks are gone, the limit's 20 are admitted, the five
+    # published already among them (a second message each).
+    assert jobs_dispatch_stalled(older_than=timedelta(0)) == 20
+    assert queued_messages(HIGH_PRIORITY_QUEUE) == 25
+    start_worker(queues="high_priority", concurrency=2)
     wait_until(all_finished(ids), timeout=60, interval=0.5, message="every job to finish")
     jobs = assert_all_succeeded_exactly_once(ids)
     assert {job.attempts for job in jobs} == {1}, "a job ran twice"

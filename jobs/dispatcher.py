@@ -6,7 +6,9 @@ admitted (published and not finished) in that queue, its waiting jobs are publis
 Celery's task-sent event) highest priority first, then in submission order, and their ``dispatched_at`` recorded in
 the same transaction; the others wait PENDING with a ``waiting_reason``. A job that finishes frees its slot: the
 process that finished it admits the project's next waiting job (``slot_freed``). RabbitMQ thus holds at most each
-project's window, and no project's flood delays another project's jobs by more than that window.
+project's window, and no project's flood delays another project's jobs by more than that window. A project may
+also have a ``max_submissions_per_minute``: at most that many of its jobs (both queues) admitted in any 60 seconds,
+counted from the jobs' ``dispatched_at`` in PostgreSQL; the background thread comes back when the window frees.
 
 Nothing is lost if a process dies: the job is PENDING and undispatched, and the recovery sweep
 (``jobs.services.jobs_dispatch_stalled``) admits it after ``JOB_DISPATCH_GRACE_SECONDS``. While the broker refuses
@@ -26,13 +28,15 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, NamedTuple
 
 import amqp.exceptions
 import kombu.exceptions
 from celery import current_task
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
+from django.db.models import Count, Min
 from django.utils import timezone
 
 from kaapi.celery import HIGH_PRIORITY_QUEUE, LOW_PRIORITY_QUEUE
@@ -134,63 +138,115 @@ def publish_and_record(jobs: list[Job], *, stop_at_failure: bool = False) -> int
 # --- Admission ------------------------------------------------------------------------------------------
 ADMIT_BATCH = 50  # jobs one admission transaction publishes at most
 # The second key of the transaction-level advisory lock that serializes the admission of one project's jobs of
-# one queue across processes (the first key is the project's id).
+# one queue across processes (the first key is the project's id); with a submission rate, the admissions of both
+# queues of a project count in one window and take the project's rate lock too, always after the queue's.
 _LOCK_KEYS = {HIGH_PRIORITY_QUEUE: 0x6B61_0001, LOW_PRIORITY_QUEUE: 0x6B61_0002}
+_RATE_LOCK_KEY = 0x6B61_0003
+RATE_WINDOW = timedelta(seconds=60)  # max_submissions_per_minute counts the jobs admitted in the last RATE_WINDOW
+# The window is re-read this long after its oldest admission leaves it, so that the next one finds the slot free.
+RATE_MARGIN = 0.05
+
+
+class Admission(NamedTuple):
+    handled: int  # jobs published (or FAILED because they cannot be: see BROKER_ERRORS)
+    broker_ok: bool
+    waiting_reason: str = ""  # the limit that left the project's jobs waiting; empty when none did
+    retry_in: float | None = None  # seconds until the submission rate admits again, when it left jobs waiting
+
+
+def project_limits(project_id: int) -> tuple[int, int | None]:
+    """The project's max_concurrent_jobs per queue and max_submissions_per_minute (None: no rate), each its own or
+    the setting's, in one query."""
+    own = Project.objects.filter(id=project_id).values_list("max_concurrent_jobs", "max_submissions_per_minute").first()
+    concurrent, rate = own or (None, None)
+    return concurrent or settings.JOB_MAX_CONCURRENT_JOBS, rate or settings.JOB_MAX_SUBMISSIONS_PER_MINUTE or None
 
 
 def max_concurrent_jobs(project_id: int) -> int:
     """The project's limit of admitted jobs per queue: its own, or the setting's."""
-    own = Project.objects.filter(id=project_id).values_list("max_concurrent_jobs", flat=True).first()
-    return own or settings.JOB_MAX_CONCURRENT_JOBS
+    return project_limits(project_id)[0]
 
 
 def _waiting(project_id: int, queue_name: str):
     return Job.objects.waiting().filter(project_id=project_id, queue=queue_name)
 
 
-def _admit_batch(project_id: int, queue_name: str) -> tuple[int, bool, bool]:
-    """One admission transaction; returns (handled, saturated: no slot left, broker_ok)."""
+def _advisory_lock(key1: int, key2: int) -> None:
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [key1, key2])
+
+
+def _rate_room(project_id: int, rate: int) -> tuple[int, datetime | None]:
+    """How many more jobs the project may have admitted now under ``rate`` per RATE_WINDOW, and the dispatch time of
+    the oldest admission still in the window (from the job_project_dispatched index). A job's dispatch time is its
+    latest publication: a retry republished later counts from then, which can only hold the project back, never
+    let more through."""
+    recent = Job.objects.filter(project_id=project_id, dispatched_at__gte=timezone.now() - RATE_WINDOW).aggregate(
+        n=Count("id"), oldest=Min("dispatched_at")
+    )
+    return rate - recent["n"], recent["oldest"]
+
+
+def _admit_batch(project_id: int, queue_name: str) -> Admission:
+    """One admission transaction. Its ``waiting_reason`` is the limit that is now reached (no room left)."""
     with transaction.atomic():
-        if connection.vendor == "postgresql":
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [project_id, _LOCK_KEYS.get(queue_name, 0)])
-        running = Job.objects.admitted().filter(project_id=project_id, queue=queue_name).count()
-        slots = max_concurrent_jobs(project_id) - running
-        if slots <= 0:
-            return 0, True, True
-        take = min(slots, ADMIT_BATCH)
-        jobs = list(
-            _waiting(project_id, queue_name)
-            .order_by("-priority", "created_at", "id")
-            .select_for_update(skip_locked=True)[:take]
-        )
-        handled = publish_and_record(jobs, stop_at_failure=True)
-        return handled, handled == slots, handled == len(jobs)
+        _advisory_lock(project_id, _LOCK_KEYS.get(queue_name, 0))
+        concurrent, rate = project_limits(project_id)
+        room = concurrent - Job.objects.admitted().filter(project_id=project_id, queue=queue_name).count()
+        reason = WaitingReason.MAX_CONCURRENT_JOBS
+        oldest = None
+        if rate is not None and room > 0:
+            _advisory_lock(project_id, _RATE_LOCK_KEY)
+            rate_room, oldest = _rate_room(project_id, rate)
+            if rate_room <= room:
+                room, reason = rate_room, WaitingReason.SUBMISSION_RATE
+        handled = 0
+        if room > 0:
+            jobs = list(
+                _waiting(project_id, queue_name)
+                .order_by("-priority", "created_at", "id")
+                .select_for_update(skip_locked=True)[: min(room, ADMIT_BATCH)]
+            )
+            handled = publish_and_record(jobs, stop_at_failure=True)
+            if handled < len(jobs):
+                return Admission(handled, False)
+            if handled < room:
+                return Admission(handled, True)  # no more waiting jobs (or they are being admitted elsewhere)
+        if reason == WaitingReason.SUBMISSION_RATE and _waiting(project_id, queue_name).exists():
+            return Admission(handled, True, reason, _retry_in(oldest or timezone.now()))
+        return Admission(handled, True, reason)
 
 
-def admit(*, project_id: int, queue: str, submitted: Iterable[Any] = ()) -> tuple[int, bool]:
+def _retry_in(oldest: datetime) -> float:
+    """Seconds until the admission made at ``oldest`` leaves the rate's window."""
+    return max(RATE_MARGIN, (oldest + RATE_WINDOW - timezone.now()).total_seconds() + RATE_MARGIN)
+
+
+def admit(*, project_id: int, queue: str, submitted: Iterable[Any] = ()) -> Admission:
     """Publish the project's waiting jobs of ``queue`` while it has fewer than its ``max_concurrent_jobs`` admitted
-    (published and not finished), highest priority first, then in submission order; returns (handled, broker_ok).
+    (published and not finished) and, with a ``max_submissions_per_minute``, fewer than that admitted in the last
+    minute (both queues), highest priority first, then in submission order.
 
-    Those of ``submitted`` (ids) left waiting because the project is at its limit get it as their waiting reason.
-    Admissions of one project and queue are serialized across processes (an advisory lock), and each job is
-    published in the transaction that records it: a process killed in between leaves the job waiting, admitted
-    again later (a second message for it is harmless: the claim runs a job once).
+    Those of ``submitted`` (ids) left waiting because the project is at a limit get it as their waiting reason; when
+    it is the submission rate, ``retry_in`` says when the window admits again (someone must come back then: the
+    background dispatcher does, and the recovery sweep in any case). Admissions of one project and queue are
+    serialized across processes (an advisory lock), and each job is published in the transaction that records it:
+    a process killed in between leaves the job waiting, admitted again later (a second message for it is harmless:
+    the claim runs a job once).
     """
     handled = 0
     while True:
-        done, saturated, broker_ok = _admit_batch(project_id, queue)
-        handled += done
-        if not broker_ok:
-            return handled, False
-        if saturated or done < ADMIT_BATCH:
+        batch = _admit_batch(project_id, queue)
+        handled += batch.handled
+        if not batch.broker_ok:
+            return Admission(handled, False)
+        if batch.waiting_reason or batch.handled < ADMIT_BATCH:
             break
     ids = list(submitted)
-    if saturated and ids:
-        _waiting(project_id, queue).filter(id__in=ids, waiting_reason="").update(
-            waiting_reason=WaitingReason.MAX_CONCURRENT_JOBS
-        )
-    return handled, True
+    if batch.waiting_reason and ids:
+        _waiting(project_id, queue).filter(id__in=ids, waiting_reason="").update(waiting_reason=batch.waiting_reason)
+    return Admission(handled, True, batch.waiting_reason, batch.retry_in)
 
 
 def has_waiting(*, project_id: int, queue: str) -> bool:
@@ -202,7 +258,9 @@ class BackgroundDispatcher:
 
     It holds which projects have new jobs in which queue, not the jobs: admission reads them from the table.
     High-priority queues are admitted before low-priority ones, so a high-priority job submitted behind a batch of
-    thousands of low-priority ones is published after at most one admission pass.
+    thousands of low-priority ones is published after at most one admission pass. A project whose jobs wait for its
+    submission rate is admitted again when its window frees a slot (a timer of the thread: lost with the process,
+    the recovery sweep then admits them).
     """
 
     def __init__(self) -> None:
@@ -211,6 +269,7 @@ class BackgroundDispatcher:
         self._thread: threading.Thread | None = None
         self._pid: int | None = None
         self._keys: dict[tuple[int, str], set] = {}
+        self._due: dict[tuple[int, str], float] = {}  # admissions to try again at a time (time.monotonic())
         self._busy = False
 
     def submit(self, jobs: Iterable[Job]) -> None:
@@ -245,6 +304,7 @@ class BackgroundDispatcher:
     def _start(self) -> None:
         # After a fork the child has the parent's state but not its thread: start afresh.
         self._keys = {}
+        self._due = {}
         self._busy = False
         self._pid = os.getpid()
         self._thread = threading.Thread(target=self._run, name="kaapi-job-dispatcher", daemon=True)
@@ -252,10 +312,17 @@ class BackgroundDispatcher:
 
     def _take(self) -> list[tuple[tuple[int, str], set]]:
         with self._changed:
-            while not self._keys:
+            while True:
+                now = time.monotonic()
+                for key, due in list(self._due.items()):
+                    if due <= now:
+                        del self._due[key]
+                        self._keys.setdefault(key, set())
+                if self._keys:
+                    break
                 self._busy = False
                 self._changed.notify_all()
-                self._changed.wait()
+                self._changed.wait(min(self._due.values()) - now if self._due else None)
             keys, self._keys = self._keys, {}
             self._busy = True
         # high_priority before low_priority; otherwise in the order they came
@@ -265,6 +332,11 @@ class BackgroundDispatcher:
         with self._lock:
             for key, ids in items:
                 self._keys.setdefault(key, set()).update(ids)
+
+    def _later(self, key: tuple[int, str], delay: float) -> None:
+        with self._lock:
+            due = time.monotonic() + delay
+            self._due[key] = min(due, self._due.get(key, due))
 
     def _run(self) -> None:
         checked = time.monotonic()
@@ -279,7 +351,10 @@ class BackgroundDispatcher:
                     if time.monotonic() - checked > CONNECTION_CHECK_INTERVAL:
                         close_old_connections()
                         checked = time.monotonic()
-                    _, broker_ok = admit(project_id=project_id, queue=queue_name, submitted=ids)
+                    admission = admit(project_id=project_id, queue=queue_name, submitted=ids)
+                    broker_ok = admission.broker_ok
+                    if admission.retry_in is not None:
+                        self._later((project_id, queue_name), admission.retry_in)
                 except Exception:  # the database may be down: the sweep admits what is left waiting
                     logger.exception("job dispatcher: could not admit the jobs of project %s", project_id)
                     connection.close()

@@ -26,6 +26,7 @@ FINISHED_STATUSES = (JobStatus.SUCCESS, JobStatus.FAILED, JobStatus.CANCELLED)
 class WaitingReason(models.TextChoices):
     MAX_CONCURRENT_JOBS = "max_concurrent_jobs", "the project runs its maximum of jobs at once"
     RETRY = "retry", "waiting for its next attempt"
+    SUBMISSION_RATE = "submission_rate", "the project had its maximum of jobs admitted in the last minute"
 
 
 class JobQuerySet(models.QuerySet):
@@ -149,6 +150,13 @@ class Job(models.Model):
                 fields=["project", "queue"],
                 condition=models.Q(status__in=[JobStatus.PENDING, JobStatus.PROCESSING], dispatched_at__isnull=False),
                 name="job_admitted",
+            ),
+            # A project's jobs admitted in the last minute, counted against its max_submissions_per_minute. Partial:
+            # a new job (not dispatched yet) adds no entry, so the submission's INSERT does not write it.
+            models.Index(
+                fields=["project", "dispatched_at"],
+                condition=models.Q(dispatched_at__isnull=False),
+                name="job_project_dispatched",
             ),
             # Admin's most used filter, FAILED jobs newest first; no by-id update implies status = 'FAILED'.
             models.Index(fields=["-created_at"], condition=models.Q(status=JobStatus.FAILED), name="job_failed"),

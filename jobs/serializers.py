@@ -23,7 +23,8 @@ class JobSerializer(ModelSerializer):
     waiting_reason = serializers.CharField(
         read_only=True,
         help_text="Why a PENDING job is not on its way to a worker yet: max_concurrent_jobs (the project runs its "
-        "maximum of jobs at once), retry (waiting for its next attempt); empty otherwise.",
+        "maximum of jobs at once), submission_rate (the project had its maximum of jobs admitted in the last "
+        "minute), retry (waiting for its next attempt); empty otherwise.",
     )
 
     class Meta:

@@ -304,10 +304,10 @@ def jobs_dispatch_stalled(
     *, older_than: timedelta | None = None, limit: int = 100_000, seconds: float = DISPATCH_SWEEP_SECONDS
 ) -> int:
     """Publish what waits longer than ``older_than`` and should not: jobs waiting for a retry whose message never
-    reached the broker, oldest first, and the waiting jobs of each project under its ``max_concurrent_jobs``
-    (admission, as after a submission: the dispatcher that should have admitted them died, or a finish's admission
-    was lost). Returns how many were handled (published, or FAILED because they cannot be published: see
-    ``jobs.dispatcher.BROKER_ERRORS``).
+    reached the broker, oldest first, and the waiting jobs of each project under its ``max_concurrent_jobs`` and
+    ``max_submissions_per_minute`` (admission, as after a submission: the dispatcher that should have admitted them
+    died, a finish's admission was lost, or the submission rate's window freed a slot). Returns how many were
+    handled (published, or FAILED because they cannot be published: see ``jobs.dispatcher.BROKER_ERRORS``).
 
     After a broker outage these are every job submitted during it, so the sweep works in batches until none is
     left, ``limit`` jobs were handled or ``seconds`` have passed, and stops at the first job the broker refuses
@@ -335,13 +335,14 @@ def jobs_dispatch_stalled(
         set(waiting.values_list("project_id", "queue")), key=lambda pair: (pair[1] != HIGH_PRIORITY_QUEUE, pair)
     )
     for project_id, queue in pairs:
-        done, broker_ok = admit(project_id=project_id, queue=queue)
-        handled += done
-        if not broker_ok:
+        admission = admit(project_id=project_id, queue=queue)
+        handled += admission.handled
+        if not admission.broker_ok:
             break
-        waiting.filter(project_id=project_id, queue=queue, waiting_reason="").update(  # left: the project is full
-            waiting_reason=WaitingReason.MAX_CONCURRENT_JOBS
-        )
+        if admission.waiting_reason:  # those left wait for the project's limit
+            waiting.filter(project_id=project_id, queue=queue, waiting_reason="").update(
+                waiting_reason=admission.waiting_reason
+            )
         if handled >= limit or time.monotonic() > deadline:
             break
     return handled

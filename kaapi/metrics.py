@@ -181,8 +181,9 @@ queue_depth_collector = QueueDepthCollector()
 
 class WaitingJobsCollector:
     """``kaapi_jobs_waiting`` per reason: PENDING jobs not yet published (``max_concurrent_jobs``: their project is
-    at its limit; ``retry``: waiting for their next attempt; ``dispatching``: on their way), read from the database
-    at scrape time and cached like the queue depths."""
+    at its limit; ``submission_rate``: their project had its maximum admitted in the last minute; ``retry``: waiting
+    for their next attempt; ``dispatching``: on their way), read from the database at scrape time and cached like
+    the queue depths."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()

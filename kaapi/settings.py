@@ -348,6 +348,9 @@ if JOB_DISPATCH_MODE not in {"background", "inline"}:
 # Admission (jobs/dispatcher.py): a project's jobs admitted to the broker and not finished, per queue (high, low),
 # at most; the others wait PENDING in the table. A project's own value in admin overrides it.
 JOB_MAX_CONCURRENT_JOBS = env_int("JOB_MAX_CONCURRENT_JOBS", 100, minimum=1)
+# Admission: a project's jobs admitted in any 60 seconds (both queues), at most; the others wait PENDING. 0: no limit.
+# A project's own value in admin overrides it.
+JOB_MAX_SUBMISSIONS_PER_MINUTE = env_int("JOB_MAX_SUBMISSIONS_PER_MINUTE", 0, minimum=0)
 
 # --- API request limits (kaapi/parsers.py, kaapi/pagination.py) ---------------------------------
 # A JSON body above this many bytes is refused with 413, from its Content-Length before it is read.

@@ -14,7 +14,14 @@ class OrganizationAdmin(admin.ModelAdmin):
 
 @admin.register(Project)
 class ProjectAdmin(admin.ModelAdmin):
-    list_display = ("name", "organization", "is_active", "max_concurrent_jobs", "created_at")
+    list_display = (
+        "name",
+        "organization",
+        "is_active",
+        "max_concurrent_jobs",
+        "max_submissions_per_minute",
+        "created_at",
+    )
     list_filter = ("is_active", "organization")
     search_fields = ("name", "organization__name")
     list_select_related = ("organization",)

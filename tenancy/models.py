@@ -32,6 +32,14 @@ class Project(models.Model):
         help_text="Jobs of this project running at once, per queue (high, low); the others wait PENDING. "
         "Empty: the JOB_MAX_CONCURRENT_JOBS setting.",
     )
+    max_submissions_per_minute = models.PositiveIntegerField(
+        "max submissions per minute",
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="Jobs of this project admitted to the workers in any 60 seconds, both queues together; the others "
+        "wait PENDING. Empty: the JOB_MAX_SUBMISSIONS_PER_MINUTE setting (0 there: no limit).",
+    )
     created_at = models.DateTimeField("created at", auto_now_add=True)
 
     class Meta:
@@ -44,6 +52,11 @@ class Project(models.Model):
     @property
     def effective_max_concurrent_jobs(self) -> int:
         return self.max_concurrent_jobs or settings.JOB_MAX_CONCURRENT_JOBS
+
+    @property
+    def effective_max_submissions_per_minute(self) -> int | None:
+        """None: no submission rate."""
+        return self.max_submissions_per_minute or settings.JOB_MAX_SUBMISSIONS_PER_MINUTE or None
 
 
 class APIKeyQuerySet(models.QuerySet):

@@ -16,6 +16,10 @@ class WhoAmISerializer(serializers.Serializer):
     max_concurrent_jobs = serializers.IntegerField(
         help_text="Jobs of the project running at once, per queue (high, low); the others wait PENDING."
     )
+    max_submissions_per_minute = serializers.IntegerField(
+        allow_null=True,
+        help_text="Jobs of the project admitted in any 60 seconds; the others wait PENDING. null: no limit.",
+    )
 
 
 class WhoAmIView(APIView):
@@ -34,6 +38,7 @@ class WhoAmIView(APIView):
                     "api_key_prefix": api_key.prefix,
                     "api_key_name": api_key.name,
                     "max_concurrent_jobs": project.effective_max_concurrent_jobs,
+                    "max_submissions_per_minute": project.effective_max_submissions_per_minute,
                 }
             ).data
         )

@@ -91,3 +91,15 @@ def test_admin_new_api_key_is_shown_once(admin_client, project):
     assert key is not None and key.name == "ci" and key.project == project
     assert APIKey.objects.count() == 1
     assert match.group(0) not in admin_client.get(f"/admin/tenancy/apikey/{key.pk}/change/").content.decode()
+
+
+def test_an_operator_sets_a_project_s_submission_rate_in_admin(admin_client, project):
+    url = f"/admin/tenancy/project/{project.id}/change/"
+    assert 'name="max_submissions_per_minute"' in admin_client.get(url).content.decode()
+    form = {"organization": project.organization_id, "name": project.name, "is_active": "on"}
+    resp = admin_client.post(url, {**form, "max_concurrent_jobs": "", "max_submissions_per_minute": "0"})
+    assert resp.status_code == 200 and "greater than or equal to 1" in resp.content.decode()
+    resp = admin_client.post(url, {**form, "max_concurrent_jobs": "", "max_submissions_per_minute": "30"})
+    assert resp.status_code == 302
+    project.refresh_from_db()
+    assert project.max_submissions_per_minute == 30

@@ -1,9 +1,12 @@
 """Admission on the real database and broker, without workers: who is published, who waits and why."""
 
+from datetime import timedelta
+
 import pytest
+from django.utils import timezone
 
 from jobs import services
-from jobs.dispatcher import admit
+from jobs.dispatcher import RATE_WINDOW, admit
 from jobs.models import Job, WaitingReason
 from jobs.services import _new_jobs
 from jobs.views import ECHO_PATH
@@ -40,9 +43,14 @@ def test_a_project_gets_its_limit_per_queue_in_submission_order_and_the_rest_say
     low = _waiting_jobs(project, 3, priority="low")
     others = _waiting_jobs(other_project, 3)
 
-    assert admit(project_id=project.id, queue="high_priority", submitted=[job.id for job in high]) == (2, True)
-    assert admit(project_id=project.id, queue="low_priority", submitted=[job.id for job in low]) == (2, True)
-    assert admit(project_id=other_project.id, queue="high_priority") == (3, True)  # not limited by the other's
+    assert admit(project_id=project.id, queue="high_priority", submitted=[job.id for job in high]) == (
+        2,
+        True,
+        WaitingReason.MAX_CONCURRENT_JOBS,
+        None,
+    )
+    assert admit(project_id=project.id, queue="low_priority", submitted=[job.id for job in low])[:2] == (2, True)
+    assert admit(project_id=other_project.id, queue="high_priority") == (3, True, "", None)  # not the other's limit
 
     admitted = set(Job.objects.admitted().values_list("id", flat=True))
     assert admitted == {high[0].id, high[1].id, low[0].id, low[1].id, *(job.id for job in others)}
@@ -71,3 +79,77 @@ def test_a_finished_job_frees_its_slot_for_the_project_s_next_waiting_job(
     with django_capture_on_commit_callbacks(execute=True):
         assert services.job_mark_failed(job_id=second.id, error="boom")
     assert set(Job.objects.admitted().values_list("id", flat=True)) == {third.id}
+
+
+def _window_passed(jobs: list[Job]) -> None:
+    """As if ``jobs`` had been admitted a little over a minute ago."""
+    Job.objects.filter(id__in=[job.id for job in jobs]).update(
+        dispatched_at=timezone.now() - RATE_WINDOW - timedelta(seconds=1)
+    )
+
+
+def test_a_project_s_submission_rate_admits_at_most_n_jobs_a_minute_across_both_queues(project, other_project):
+    project.max_submissions_per_minute = 3
+    project.save()
+    high = _waiting_jobs(project, 5)
+    low = _waiting_jobs(project, 2, priority="low")
+    _waiting_jobs(other_project, 4)
+
+    first = admit(project_id=project.id, queue="high_priority", submitted=[job.id for job in high])
+    assert (first.handled, first.broker_ok, first.waiting_reason) == (3, True, WaitingReason.SUBMISSION_RATE)
+    assert 59 < first.retry_in <= 61  # when the first of the three leaves the window
+    low_admission = admit(project_id=project.id, queue="low_priority", submitted=[job.id for job in low])
+    assert low_admission[:3] == (0, True, WaitingReason.SUBMISSION_RATE)  # the same window as the high queue's
+    assert admit(project_id=other_project.id, queue="high_priority")[:3] == (4, True, "")  # not the other's rate
+
+    admitted = set(Job.objects.admitted().filter(project=project).values_list("id", flat=True))
+    assert admitted == {job.id for job in high[:3]}
+    waiting = {job.id: job.waiting_reason for job in Job.objects.waiting()}
+    assert waiting == {job.id: WaitingReason.SUBMISSION_RATE for job in (*high[3:], *low)}
+
+    # A minute later the window has room again: three more, the high queue first.
+    _window_passed(high[:3])
+    assert admit(project_id=project.id, queue="high_priority").handled == 2
+    assert admit(project_id=project.id, queue="low_priority").handled == 1
+    assert not Job.objects.waiting().filter(project=project).exclude(id=low[1].id).exists()
+
+
+def test_the_submission_rate_comes_from_the_setting_unless_the_project_sets_its_own(project, settings):
+    settings.JOB_MAX_SUBMISSIONS_PER_MINUTE = 2
+    jobs = _waiting_jobs(project, 4)
+    assert admit(project_id=project.id, queue="high_priority")[:3] == (2, True, WaitingReason.SUBMISSION_RATE)
+    project.max_submissions_per_minute = 3
+    project.save()
+    assert admit(project_id=project.id, queue="high_priority")[:3] == (1, True, WaitingReason.SUBMISSION_RATE)
+    settings.JOB_MAX_SUBMISSIONS_PER_MINUTE = 0  # off: only the project's own holds
+    project.max_submissions_per_minute = None
+    project.save()
+    assert admit(project_id=project.id, queue="high_priority") == (1, True, "", None)
+    assert not Job.objects.waiting().filter(id__in=[job.id for job in jobs]).exists()
+
+
+def test_of_both_limits_the_one_reached_is_the_waiting_reason(project):
+    project.max_concurrent_jobs = 2
+    project.max_submissions_per_minute = 5
+    project.save()
+    jobs = _waiting_jobs(project, 8)
+    assert admit(project_id=project.id, queue="high_priority")[:3] == (2, True, WaitingReason.MAX_CONCURRENT_JOBS)
+    Job.objects.filter(id__in=[jobs[0].id, jobs[1].id]).update(status="SUCCESS")  # finished: slots free again
+    assert admit(project_id=project.id, queue="high_priority")[:3] == (2, True, WaitingReason.MAX_CONCURRENT_JOBS)
+    Job.objects.filter(id__in=[jobs[2].id, jobs[3].id]).update(status="SUCCESS")
+    # two slots free, but one admission left in the minute: the rate holds the project back now
+    admission = admit(project_id=project.id, queue="high_priority", submitted=[job.id for job in jobs])
+    assert admission[:3] == (1, True, WaitingReason.SUBMISSION_RATE)
+    assert {job.waiting_reason for job in Job.objects.waiting()} == {WaitingReason.SUBMISSION_RATE}
+
+
+def test_the_recovery_sweep_admits_jobs_held_by_the_rate_once_the_window_frees(project):
+    project.max_submissions_per_minute = 2
+    project.save()
+    jobs = _waiting_jobs(project, 3)
+    assert services.jobs_dispatch_stalled(older_than=timedelta(0)) == 2
+    assert Job.objects.get(id=jobs[2].id).waiting_reason == WaitingReason.SUBMISSION_RATE
+    assert services.jobs_dispatch_stalled(older_than=timedelta(0)) == 0  # the window is full
+    _window_passed(jobs[:2])
+    assert services.jobs_dispatch_stalled(older_than=timedelta(0)) == 1
+    assert not Job.objects.waiting().exists()

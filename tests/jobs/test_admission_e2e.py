@@ -146,3 +146,33 @@ def test_a_job_that_keeps_killing_its_worker_frees_its_slot_when_it_fails(start_
     normal.refresh_from_db()
     assert poison.status == JobStatus.FAILED and "lost 3 times" in poison.error
     assert normal.status == JobStatus.SUCCESS and normal.started_at > poison.finished_at
+
+
+def test_jobs_over_the_submission_rate_wait_with_the_reason_then_all_run(start_worker, project):
+    """A rate of 3 a minute and 5 jobs: 3 run at once, 2 wait PENDING saying why, and the process that left them
+    waiting admits them when the minute has passed (nothing else submits, no sweep runs)."""
+    project.max_submissions_per_minute = 3
+    project.save()
+    start_worker(queues="high_priority", concurrency=2)
+    ids = [job.id for job in _submit(project, 5, 0)]
+    wait_until(
+        lambda: Job.objects.filter(id__in=ids, status=JobStatus.SUCCESS).count() == 3,
+        timeout=30,
+        message="the first three jobs",
+    )
+    waiting = Job.objects.filter(id__in=ids, status=JobStatus.PENDING)
+    assert waiting.count() == 2
+    assert {job.waiting_reason for job in waiting} == {WaitingReason.SUBMISSION_RATE}
+    assert not waiting.filter(dispatched_at__isnull=False).exists()
+
+    wait_until(
+        lambda: Job.objects.filter(id__in=ids).finished().count() == 5,
+        timeout=120,
+        interval=0.5,
+        message="the two waiting jobs, once the minute has passed",
+    )
+    jobs = sorted(Job.objects.filter(id__in=ids), key=lambda job: job.dispatched_at)
+    assert {job.status for job in jobs} == {JobStatus.SUCCESS}
+    assert {job.attempts for job in jobs} == {1}
+    assert jobs[3].dispatched_at - jobs[0].dispatched_at >= timedelta(seconds=60)  # never 4 in a minute
+    assert not Job.objects.filter(id__in=ids).exclude(waiting_reason="").exists()

@@ -2,7 +2,7 @@ import threading
 import time
 
 from jobs import dispatcher as dispatcher_module
-from jobs.dispatcher import BackgroundDispatcher
+from jobs.dispatcher import Admission, BackgroundDispatcher
 from jobs.models import Job
 
 
@@ -13,7 +13,7 @@ def test_background_dispatcher_admits_high_priority_before_a_low_priority_backlo
     def admit(*, project_id, queue, submitted=()):
         gate.wait(5)
         calls.append((project_id, queue))
-        return len(submitted), True
+        return Admission(len(submitted), True)
 
     monkeypatch.setattr(dispatcher_module, "admit", admit)
     dispatcher = BackgroundDispatcher()
@@ -42,9 +42,9 @@ def test_while_the_broker_refuses_the_dispatcher_backs_off_and_loses_nothing(mon
     def admit(*, project_id, queue, submitted=()):
         tries.append(time.monotonic())
         if len(tries) <= 2:
-            return 0, False
+            return Admission(0, False)
         admitted.append(project_id)
-        return len(submitted), True
+        return Admission(len(submitted), True)
 
     monkeypatch.setattr(dispatcher_module, "admit", admit)
     dispatcher = BackgroundDispatcher()
@@ -60,12 +60,35 @@ def test_a_process_holds_a_bounded_number_of_job_ids(monkeypatch):
     monkeypatch.setattr(dispatcher_module, "MAX_QUEUED", 5)
     seen = []
     monkeypatch.setattr(
-        dispatcher_module, "admit", lambda *, project_id, queue, submitted=(): seen.append(len(submitted)) or (0, True)
+        dispatcher_module,
+        "admit",
+        lambda *, project_id, queue, submitted=(): seen.append(len(submitted)) or Admission(0, True),
     )
     dispatcher = BackgroundDispatcher()
     dispatcher.submit([Job(project_id=1, queue="high_priority") for _ in range(8)])
     assert dispatcher.flush(timeout=10)
     assert sum(seen) <= 5 and seen
+
+
+def test_a_project_held_back_by_its_submission_rate_is_admitted_again_when_its_window_frees(monkeypatch):
+    """The first admission leaves the project's jobs waiting for the rate's window (admitted again in 0.2 s): the
+    thread comes back for them by itself, with nothing else submitted."""
+    calls: list[float] = []
+    done = threading.Event()
+
+    def admit(*, project_id, queue, submitted=()):
+        calls.append(time.monotonic())
+        if len(calls) == 1:
+            return Admission(2, True, "submission_rate", 0.2)
+        done.set()
+        return Admission(3, True)
+
+    monkeypatch.setattr(dispatcher_module, "admit", admit)
+    dispatcher = BackgroundDispatcher()
+    dispatcher.submit([Job(project_id=1, queue="high_priority") for _ in range(5)])
+    assert dispatcher.flush(timeout=10)  # a pending timer does not hold a flush (nor the process's exit)
+    assert done.wait(10), "the dispatcher did not come back for the waiting jobs"
+    assert len(calls) == 2 and calls[1] - calls[0] >= 0.2
 
 
 def test_job_messages_are_published_with_confirms_and_events_without(monkeypatch):

@@ -120,6 +120,22 @@ def test_admission_reads_a_project_s_waiting_and_admitted_jobs_from_their_indexe
     assert index in plan, plan
 
 
+def test_the_submission_rate_counts_a_project_s_recent_admissions_from_their_index(
+    project, backlog_after_stale_statistics
+):
+    """``max_submissions_per_minute``'s count (jobs/dispatcher.py ``_rate_room``): a project's jobs dispatched in the
+    last minute, from the partial index that new (undispatched) jobs add no entry to."""
+    from jobs.dispatcher import _rate_room
+
+    with CaptureQueriesContext(connection) as queries:
+        _rate_room(project.id, 10)
+    [sql] = [q["sql"] for q in queries.captured_queries]
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+    plan = _plan(sql, None)
+    assert "job_project_dispatched" in plan, plan
+
+
 def test_admin_lists_failed_jobs_newest_first_from_an_index(project, backlog_after_stale_statistics):
     _jobs(project, 300, JobStatus.FAILED)
     sql, params = (

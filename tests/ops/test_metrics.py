@@ -115,10 +115,13 @@ def test_waiting_jobs_are_counted_per_reason(client, settings, project):
     from tests.jobs.factories import job_row
 
     settings.METRICS_QUEUE_DEPTH_CACHE_SECONDS = 0
-    for reason in [WaitingReason.MAX_CONCURRENT_JOBS] * 3 + [WaitingReason.RETRY, ""]:
+    for reason in (
+        [WaitingReason.MAX_CONCURRENT_JOBS] * 3 + [WaitingReason.SUBMISSION_RATE] * 2 + [WaitingReason.RETRY, ""]
+    ):
         job_row(project, waiting_reason=reason)
     job_row(project, waiting_reason="", dispatched_at="2026-01-01T00:00:00Z")  # published: not waiting
     samples = scrape(client)
     assert value(samples, "kaapi_jobs_waiting", reason="max_concurrent_jobs") == 3
+    assert value(samples, "kaapi_jobs_waiting", reason="submission_rate") == 2
     assert value(samples, "kaapi_jobs_waiting", reason="retry") == 1
     assert value(samples, "kaapi_jobs_waiting", reason="dispatching") == 1

@@ -117,6 +117,16 @@ def test_whoami_shows_the_project_s_max_concurrent_jobs(api_client, project, set
     assert api_client.get("/api/v1/whoami/").json()["max_concurrent_jobs"] == 2
 
 
+def test_whoami_shows_the_project_s_max_submissions_per_minute(api_client, project, settings):
+    settings.JOB_MAX_SUBMISSIONS_PER_MINUTE = 0
+    assert api_client.get("/api/v1/whoami/").json()["max_submissions_per_minute"] is None  # no limit
+    settings.JOB_MAX_SUBMISSIONS_PER_MINUTE = 600
+    assert api_client.get("/api/v1/whoami/").json()["max_submissions_per_minute"] == 600
+    project.max_submissions_per_minute = 30
+    project.save()
+    assert api_client.get("/api/v1/whoami/").json()["max_submissions_per_minute"] == 30
+
+
 def test_verified_key_comes_with_its_project_and_organization_in_one_query(project, django_assert_num_queries):
     issued = api_key_create(project=project)
     with django_assert_num_queries(1):

@@ -20,6 +20,7 @@ BENCHMARKS = [
     ["bench/priority_isolation.py", "--backlog", "10000", "--rate", "20", "--seconds", "15"],
     ["bench/submission.py", "--clients", "64", "--seconds", "10"],
     ["bench/llm_throughput.py"],
+    ["bench/fairness.py"],
     ["bench/doctransform_throughput.py"],
 ]
 

@@ -24,8 +24,10 @@ def _sh(*args: str) -> str:
     return subprocess.run(args, cwd=ROOT, check=True, capture_output=True, text=True).stdout
 
 
-def setup_environment(name: str) -> dict[str, str]:
-    """Start the test-profile nodes, give this bench its own database and vhost, configure Django."""
+def setup_environment(name: str, *, redis: bool = False) -> dict[str, str]:
+    """Start the test-profile nodes, give this bench its own database and vhost, configure Django; with ``redis``,
+    the counters shared by every process (provider credentials' limits, API throttling) live in Redis, as in
+    deployments that set ``REDIS_URL`` (its keys are named after the database)."""
     _sh("scripts/services.sh", "start", "test", "postgres", "rabbitmq", "redis")
     env_lines = _sh("scripts/services.sh", "env", "test")
     for line in env_lines.splitlines():
@@ -51,6 +53,8 @@ def setup_environment(name: str) -> dict[str, str]:
         DJANGO_SETTINGS_MODULE="kaapi.settings",
         ALLOWED_HOSTS="127.0.0.1,localhost",
     )
+    if redis:
+        os.environ["REDIS_URL"] = os.environ["KAAPI_REDIS_URL"]
     import django
 
     django.setup()
@@ -121,6 +125,16 @@ def raw_worker(*, pool: str = "prefork", concurrency: int = 2) -> Worker:
 
     argv = _worker_argv("bench.raw_celery_app", "raw", pool, concurrency)
     return Worker(argv, name=f"raw-{uuid.uuid4().hex[:6]}@localhost").wait_ready(app)
+
+
+def set_max_concurrent_jobs(project, limit: int) -> None:
+    """Admission (jobs/dispatcher.py) publishes at most ``max_concurrent_jobs`` of a project's jobs per queue
+    (``JOB_MAX_CONCURRENT_JOBS`` by default): a benchmark that publishes a whole backlog before its workers start
+    raises its project's limit above the backlog. Written on the Project row, which every process reads."""
+    from tenancy.models import Project
+
+    Project.objects.filter(id=project.id).update(max_concurrent_jobs=limit)
+    project.max_concurrent_jobs = limit
 
 
 def queue_depth(app, queue: str) -> int:

@@ -28,7 +28,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import kaapi_worker, print_table, purge, queue_depth, raw_worker, setup_environment  # noqa: E402
+from bench.harness import (  # noqa: E402
+    kaapi_worker,
+    print_table,
+    purge,
+    queue_depth,
+    raw_worker,
+    set_max_concurrent_jobs,
+    setup_environment,
+)
 
 
 def wait(predicate, timeout: float = 600, interval: float = 0.02) -> float:
@@ -62,6 +70,7 @@ def main() -> None:
     from tenancy.services import project_get_or_create
 
     project = project_get_or_create(organization_name="bench", project_name="overhead")
+    set_max_concurrent_jobs(project, n)  # the drain publishes all n jobs before its worker starts
     purge(app)
 
     def empty_tables() -> None:

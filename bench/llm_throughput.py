@@ -164,6 +164,7 @@ def main() -> None:
     from django.db.models import Max
     from django_celery_results.models import TaskResult
 
+    from bench.harness import set_max_concurrent_jobs
     from jobs.dispatcher import dispatcher
     from jobs.models import Job, JobStatus
     from kaapi.celery import HIGH_PRIORITY, HIGH_PRIORITY_QUEUE, app
@@ -187,6 +188,7 @@ def main() -> None:
         log(f"fake provider at {fake_url} ({args.latency} s latency)")
 
         project = project_get_or_create(organization_name="Bench", project_name=f"bench-{uuid.uuid4().hex[:6]}")
+        set_max_concurrent_jobs(project, args.calls)  # "queued first" publishes every call before the resume
         api_key = api_key_create(project=project).plaintext
         credential_set(
             project=project, provider="openai-chat", api_key="sk-bench-0000000000", base_url=fake_url + "/v1"

@@ -1,5 +1,5 @@
 """`make bench`: every benchmark in one go, each printing its figures beside its baseline measured in the same
-run; the tables are collected in bench/RESULTS.md (which the README shows). About 6-8 minutes on 2 cores.
+run; the tables are collected in bench/RESULTS.md (which the README shows). About 9-11 minutes on 2 cores.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ BENCHMARKS = [
     ["bench/priority_isolation.py", "--backlog", "10000", "--rate", "20", "--seconds", "15"],
     ["bench/submission.py", "--clients", "64", "--seconds", "10"],
     ["bench/llm_throughput.py"],
+    ["bench/fairness.py"],
     ["bench/doctransform_throughput.py"],
 ]
 

@@ -171,10 +171,16 @@ def _waiting(project_id: int, queue_name: str):
     return Job.objects.waiting().filter(project_id=project_id, queue=queue_name)
 
 
-def _advisory_lock(key1: int, key2: int) -> None:
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
+def _advisory_lock(key1: int, key2: int, *, wait: bool = True) -> bool:
+    """Take the transaction-level advisory lock; with ``wait=False`` only if it is free (False when it is not)."""
+    if connection.vendor != "postgresql":
+        return True
+    with connection.cursor() as cursor:
+        if wait:
             cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [key1, key2])
+            return True
+        cursor.execute("SELECT pg_try_advisory_xact_lock(%s, %s)", [key1, key2])
+        return bool(cursor.fetchone()[0])
 
 
 def _rate_room(project_id: int, rate: int) -> tuple[int, datetime | None]:
@@ -188,10 +194,12 @@ def _rate_room(project_id: int, rate: int) -> tuple[int, datetime | None]:
     return rate - recent["n"], recent["oldest"]
 
 
-def _admit_batch(project_id: int, queue_name: str) -> Admission:
-    """One admission transaction. Its ``waiting_reason`` is the limit that is now reached (no room left)."""
+def _admit_batch(project_id: int, queue_name: str, *, wait: bool = True) -> Admission | None:
+    """One admission transaction. Its ``waiting_reason`` is the limit that is now reached (no room left). None when
+    ``wait`` is False and another process is admitting the project's jobs of the queue."""
     with transaction.atomic():
-        _advisory_lock(project_id, _LOCK_KEYS.get(queue_name, 0))
+        if not _advisory_lock(project_id, _LOCK_KEYS.get(queue_name, 0), wait=wait):
+            return None
         concurrent, rate = project_limits(project_id)
         room = concurrent - Job.objects.admitted().filter(project_id=project_id, queue=queue_name).count()
         reason = WaitingReason.MAX_CONCURRENT_JOBS
@@ -223,7 +231,7 @@ def _retry_in(oldest: datetime) -> float:
     return max(RATE_MARGIN, (oldest + RATE_WINDOW - timezone.now()).total_seconds() + RATE_MARGIN)
 
 
-def admit(*, project_id: int, queue: str, submitted: Iterable[Any] = ()) -> Admission:
+def admit(*, project_id: int, queue: str, submitted: Iterable[Any] = (), wait: bool = True) -> Admission | None:
     """Publish the project's waiting jobs of ``queue`` while it has fewer than its ``max_concurrent_jobs`` admitted
     (published and not finished) and, with a ``max_submissions_per_minute``, fewer than that admitted in the last
     minute (both queues), highest priority first, then in submission order.
@@ -233,11 +241,14 @@ def admit(*, project_id: int, queue: str, submitted: Iterable[Any] = ()) -> Admi
     background dispatcher does, and the recovery sweep in any case). Admissions of one project and queue are
     serialized across processes (an advisory lock), and each job is published in the transaction that records it:
     a process killed in between leaves the job waiting, admitted again later (a second message for it is harmless:
-    the claim runs a job once).
+    the claim runs a job once). With ``wait=False`` nothing is done, and None returned, while another process
+    holds that lock.
     """
     handled = 0
     while True:
-        batch = _admit_batch(project_id, queue)
+        batch = _admit_batch(project_id, queue, wait=wait)
+        if batch is None:  # another process is admitting them (from its first batch or a later one)
+            return Admission(handled, True) if handled else None
         handled += batch.handled
         if not batch.broker_ok:
             return Admission(handled, False)
@@ -399,6 +410,11 @@ def slot_freed(*, project_id: int, queue: str) -> None:
         return
     try:
         if has_waiting(project_id=project_id, queue=queue):  # most finished jobs have none waiting: one query
-            admit(project_id=project_id, queue=queue)
+            # Never wait for another process's admission: under a flood every finishing job of a gevent worker
+            # would hold a pooled connection while it waits, and the other projects' jobs in that process would
+            # wait for one. The process's dispatcher thread admits later instead: one waiter per process, and
+            # the slot freed during the other admission (which counted it taken) is not left unused.
+            if admit(project_id=project_id, queue=queue, wait=False) is None:
+                dispatcher.request(project_id=project_id, queue=queue)
     except Exception:
         logger.exception("could not admit the next job of project %s; the recovery sweep will", project_id)

@@ -81,6 +81,36 @@ def test_a_finished_job_frees_its_slot_for_the_project_s_next_waiting_job(
     assert set(Job.objects.admitted().values_list("id", flat=True)) == {third.id}
 
 
+@pytest.mark.django_db(transaction=True)  # the admission lock is a transaction's: each must end for real
+def test_a_finishing_job_never_waits_for_another_process_s_admission_and_hands_it_to_its_dispatcher(
+    project, settings, monkeypatch
+):
+    """Under a flood, every finishing job of a gevent worker waiting on the project's admission lock held a pooled
+    connection each, and the process's other jobs waited for one."""
+    import psycopg
+    from django.db import connection
+
+    from jobs import dispatcher
+
+    settings.JOB_DISPATCH_MODE = "inline"
+    project.max_concurrent_jobs = 1
+    project.save()
+    first, second = _waiting_jobs(project, 2)
+    admit(project_id=project.id, queue="high_priority")
+    requested = []
+    monkeypatch.setattr(dispatcher.dispatcher, "request", lambda **key: requested.append(key))
+    params = connection.get_connection_params()
+    params.pop("cursor_factory", None)
+    params.pop("context", None)
+    with psycopg.connect(**params, autocommit=True) as other:  # another process, admitting this project's jobs
+        other.execute("SELECT pg_advisory_lock(%s, %s)", [project.id, dispatcher._LOCK_KEYS["high_priority"]])
+        services.job_cancel(job=first)  # its slot_freed runs when it commits, while the lock is held
+    assert requested == [{"project_id": project.id, "queue": "high_priority"}]
+    assert set(Job.objects.admitted().values_list("id", flat=True)) == set()  # left to the dispatcher thread
+    assert admit(project_id=project.id, queue="high_priority").handled == 1  # which admits it once the lock is free
+    assert set(Job.objects.admitted().values_list("id", flat=True)) == {second.id}
+
+
 def _window_passed(jobs: list[Job]) -> None:
     """As if ``jobs`` had been admitted a little over a minute ago."""
     Job.objects.filter(id__in=[job.id for job in jobs]).update(

@@ -133,7 +133,7 @@ def main() -> None:
     parser.add_argument("--submitters", type=int, default=16, help="client threads submitting (default 16)")
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument(
-        "--prefetch-multiplier", type=int, default=2, help="messages reserved per greenlet (default 2, see README)"
+        "--prefetch-multiplier", type=int, default=2, help="messages reserved per greenlet (default 2, see docs/llm.md)"
     )
     parser.add_argument("--pool", default="gevent", choices=["gevent", "prefork", "threads"], help="worker pool")
     parser.add_argument("--profile", action="store_true", help="run the workers under cProfile (var/bench/*.prof)")

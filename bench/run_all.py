@@ -1,5 +1,5 @@
 """`make bench`: every benchmark in one go, each printing its figures beside its baseline measured in the same
-run; the tables are collected in bench/RESULTS.md (which the README shows). About 9-11 minutes on 2 cores.
+run; the tables are collected in bench/RESULTS.md (which docs/benchmarks.md shows). About 9-11 minutes on 2 cores.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ urlpatterns = [
     path("api/v1/", include("jobs.urls")),
     path("api/v1/", include("llm.urls")),
     path("api/v1/", include("doctransform.urls")),
-    # Operations: no API key (see README "Running in production")
+    # Operations: no API key (see docs/operations.md)
     path("healthz", HealthzView.as_view(), name="healthz"),
     path("readyz", ReadyzView.as_view(), name="readyz"),
     path("metrics", metrics_view, name="metrics"),

@@ -1,4 +1,4 @@
-"""docker-compose.yml, Dockerfile, .env.example and the README agree with the code (no Docker engine needed).
+"""docker-compose.yml, Dockerfile, .env.example and the docs agree with the code (no Docker engine needed).
 
 Every Kaapi service's command is parsed as its program would parse it: a `manage.py` command by its own argument
 parser, a `celery -A kaapi` command by Celery's CLI (so a bad pool, option or queue fails here, not in
@@ -143,11 +143,11 @@ def test_env_example_lists_every_variable_and_only_real_ones():
     assert COMPOSE_ONLY <= keys
 
 
-def test_readme_configuration_table_has_every_variable():
-    readme = (ROOT / "README.md").read_text()
+def test_configuration_page_has_every_variable():
+    readme = (ROOT / "docs" / "configuration.md").read_text()
     documented = set(re.findall(r"^\| `([A-Z][A-Z0-9_]*)` \|", readme, re.MULTILINE))
     missing = (settings_variables() | COMPOSE_ONLY) - documented
-    assert not missing, f"README configuration table misses {sorted(missing)}"
+    assert not missing, f"docs/configuration.md misses {sorted(missing)}"
 
 
 @pytest.mark.parametrize(

@@ -68,34 +68,25 @@ class CredentialSerializer(ModelSerializer):
         read_only_fields = fields
 
 
+def _limit_field(what: str) -> serializers.IntegerField:
+    """A credential's optional limit: a positive number, or null for none."""
+    return serializers.IntegerField(
+        required=False,
+        default=None,
+        allow_null=True,
+        min_value=1,
+        max_value=MAX_LIMIT,
+        help_text=f"{what}; null: no limit.",
+    )
+
+
 class CredentialSetSerializer(serializers.Serializer):
     api_key = serializers.CharField(max_length=4096, write_only=True, trim_whitespace=True)
     base_url = serializers.URLField(required=False, allow_blank=True, max_length=500)
     organization = serializers.CharField(required=False, default="", allow_blank=True, max_length=200)
-    requests_per_minute = serializers.IntegerField(
-        required=False,
-        default=None,
-        allow_null=True,
-        min_value=1,
-        max_value=MAX_LIMIT,
-        help_text="Calls started with this key per minute, across all workers; null: no limit.",
-    )
-    tokens_per_minute = serializers.IntegerField(
-        required=False,
-        default=None,
-        allow_null=True,
-        min_value=1,
-        max_value=MAX_LIMIT,
-        help_text="Tokens per minute (estimated before a call, corrected by its usage after); null: no limit.",
-    )
-    max_concurrent_calls = serializers.IntegerField(
-        required=False,
-        default=None,
-        allow_null=True,
-        min_value=1,
-        max_value=MAX_LIMIT,
-        help_text="Calls waiting on the provider at once with this key, across all workers; null: no limit.",
-    )
+    requests_per_minute = _limit_field("Calls started with this key per minute, across all workers")
+    tokens_per_minute = _limit_field("Tokens per minute (estimated before a call, corrected by its usage after)")
+    max_concurrent_calls = _limit_field("Calls waiting on the provider at once with this key, across all workers")
 
 
 class ConfigReferenceSerializer(serializers.Serializer):

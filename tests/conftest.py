@@ -43,8 +43,13 @@ def _client_for(project) -> APIClient:
 
 
 @pytest.fixture
-def api_client(project) -> APIClient:
-    return _client_for(project)
+def api_client(project) -> Iterator[APIClient]:
+    yield _client_for(project)
+    # This process's dispatcher thread may still be admitting what the test submitted: let it finish before the
+    # test database is flushed, or its admission transaction and the flush's TRUNCATE can deadlock.
+    from jobs.dispatcher import dispatcher
+
+    dispatcher.flush(timeout=5)
 
 
 @pytest.fixture

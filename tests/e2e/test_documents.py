@@ -10,8 +10,8 @@ from doctransform.models import Document
 from jobs.models import Job, JobStatus
 from tests.conftest import wait_until
 
-from . import files
-from .conftest import WORKER_TRANSFORM_TIMEOUT
+from tests.doctransform import files
+from tests.doctransform.conftest import WORKER_TRANSFORM_TIMEOUT
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 

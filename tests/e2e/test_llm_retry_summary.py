@@ -11,7 +11,7 @@ from jobs.models import Job, JobStatus
 from kaapi.celery import app
 from tests.conftest import wait_until
 from tests.llm.conftest import unique
-from tests.llm.test_e2e import WORKER, submit
+from tests.e2e.test_llm import WORKER, submit
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 

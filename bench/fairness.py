@@ -93,7 +93,7 @@ def main() -> None:
     setup_environment("fairness", redis=True)
     from django.db.models import Max
 
-    from jobs.dispatcher import dispatcher
+    from jobs.admission import dispatcher
     from jobs.models import Job, JobStatus
     from kaapi import ratelimit
     from kaapi.celery import HIGH_PRIORITY_QUEUE, app

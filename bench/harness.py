@@ -128,7 +128,7 @@ def raw_worker(*, pool: str = "prefork", concurrency: int = 2) -> Worker:
 
 
 def set_max_concurrent_jobs(project, limit: int) -> None:
-    """Admission (jobs/dispatcher.py) publishes at most ``max_concurrent_jobs`` of a project's jobs per queue
+    """Admission (jobs/admission.py) publishes at most ``max_concurrent_jobs`` of a project's jobs per queue
     (``JOB_MAX_CONCURRENT_JOBS`` by default): a benchmark that publishes a whole backlog before its workers start
     raises its project's limit above the backlog. Written on the Project row, which every process reads."""
     from tenancy.models import Project

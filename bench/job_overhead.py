@@ -63,8 +63,9 @@ def main() -> None:
 
     from bench.raw_celery_app import app as raw_app
     from bench.raw_celery_app import noop, publish
-    from jobs.dispatcher import dispatcher, new_task_id
+    from jobs.admission import dispatcher
     from jobs.models import Job, JobStatus
+    from jobs.publishing import new_task_id
     from jobs.services import job_create
     from kaapi.celery import app, confirmed_producer
     from tenancy.services import project_get_or_create

@@ -165,7 +165,7 @@ def main() -> None:
     from django_celery_results.models import TaskResult
 
     from bench.harness import set_max_concurrent_jobs
-    from jobs.dispatcher import dispatcher
+    from jobs.admission import dispatcher
     from jobs.models import Job, JobStatus
     from kaapi.celery import HIGH_PRIORITY, HIGH_PRIORITY_QUEUE, app
     from llm.services import credential_set, llm_call_start

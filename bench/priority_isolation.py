@@ -47,7 +47,7 @@ def main() -> None:
     setup_environment("priority")
     from django.db import transaction
 
-    from jobs.dispatcher import dispatcher
+    from jobs.admission import dispatcher
     from jobs.models import Job, JobStatus
     from jobs.services import job_create, job_create_many
     from kaapi.celery import app

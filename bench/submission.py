@@ -21,7 +21,7 @@ PostgreSQL, RabbitMQ, the kernel).
 
 Each round ends with the durable minimum of an accepted job, measured in this process without HTTP or the API
 (--minimum-threads threads for --minimum-seconds): the job's INSERT (jobs.statements.insert, the statement the API runs)
-and its message published with a publisher confirm (jobs.dispatcher.publish_job, Celery's send_task as the
+and its message published with a publisher confirm (jobs.publishing.publish_job, Celery's send_task as the
 dispatcher runs it). Its machine CPU per job bounds the ratio any implementation of these rules can reach here: a
 call that cost the trivial request plus exactly that minimum would reach trivial / (trivial + minimum).
 
@@ -330,8 +330,8 @@ def durable_minimum(project, params: dict, *, threads: int, seconds: float) -> t
 
     from django.db import connection
 
-    from jobs.dispatcher import new_task_id, publish_job
     from jobs.models import Job
+    from jobs.publishing import new_task_id, publish_job
     from jobs.statements import insert
 
     counts: list[int] = []

@@ -19,8 +19,8 @@ from kaapi.logging import log_context
 
 from . import green, services
 from .exceptions import JobDeferred, RetryableJobError
+from .publishing import message_summary
 from .registry import RegisteredFunction, get_job_function, reserved_param_names
-from .scheduling import message_summary
 
 logger = logging.getLogger(__name__)
 

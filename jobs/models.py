@@ -40,7 +40,7 @@ class JobQuerySet(models.QuerySet):
         return self.filter(status=JobStatus.PENDING, dispatched_at__isnull=True)
 
     def waiting(self) -> JobQuerySet:
-        """PENDING jobs waiting for admission (jobs/dispatcher.py): not published, not waiting for a retry."""
+        """PENDING jobs waiting for admission (jobs/admission.py): not published, not waiting for a retry."""
         return self.undispatched().exclude(waiting_reason=WaitingReason.RETRY)
 
     def admitted(self) -> JobQuerySet:
@@ -134,7 +134,7 @@ class Job(models.Model):
                 name="job_running_started",
             ),
             models.Index(fields=["finished_at"], condition=models.Q(finished_at__isnull=False), name="job_finished"),
-            # Admission (jobs/dispatcher.py): a project's waiting jobs in the order they are admitted (the dispatch
+            # Admission (jobs/admission.py): a project's waiting jobs in the order they are admitted (the dispatch
             # sweep reads them from here too), and its admitted ones (counted against its max_concurrent_jobs).
             # Neither condition is implied by an update of one job by id, and no other index has the waiting jobs'
             # condition: with stale statistics the planner would read a whole backlog from it for one project.

@@ -21,11 +21,11 @@ from kaapi.logging import current_trace_id, new_trace_id
 from tenancy.models import Project
 
 from . import statements
-from .dispatcher import admit, dispatch, new_task_id, publish_and_record, slot_freed
+from .admission import admit, dispatch, slot_freed
 from .exceptions import JobStateError
 from .models import FINISHED_STATUSES, Job, JobStatus, WaitingReason
+from .publishing import new_task_id, publish_and_record, revoke_task
 from .registry import get_job_function, reserved_param_names
-from .scheduling import revoke_task
 from .webhooks import validate_callback_url, webhook_enqueue_for_job
 
 logger = logging.getLogger(__name__)
@@ -307,7 +307,7 @@ def jobs_dispatch_stalled(
     reached the broker, oldest first, and the waiting jobs of each project under its ``max_concurrent_jobs`` and
     ``max_submissions_per_minute`` (admission, as after a submission: the dispatcher that should have admitted them
     died, a finish's admission was lost, or the submission rate's window freed a slot). Returns how many were
-    handled (published, or FAILED because they cannot be published: see ``jobs.dispatcher.BROKER_ERRORS``).
+    handled (published, or FAILED because they cannot be published: see ``jobs.publishing.BROKER_ERRORS``).
 
     After a broker outage these are every job submitted during it, so the sweep works in batches until none is
     left, ``limit`` jobs were handled or ``seconds`` have passed, and stops at the first job the broker refuses

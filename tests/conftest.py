@@ -47,7 +47,7 @@ def api_client(project) -> Iterator[APIClient]:
     yield _client_for(project)
     # This process's dispatcher thread may still be admitting what the test submitted: let it finish before the
     # test database is flushed, or its admission transaction and the flush's TRUNCATE can deadlock.
-    from jobs.dispatcher import dispatcher
+    from jobs.admission import dispatcher
 
     dispatcher.flush(timeout=5)
 

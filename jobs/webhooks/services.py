@@ -18,17 +18,16 @@ from django.utils import timezone
 from standardwebhooks import Webhook
 
 from kaapi import outbound
-from kaapi.celery import app, confirmed_producer, sent_events
 from kaapi.logging import log_context
 from kaapi.middleware import REQUEST_ID_HEADER as TRACE_HEADER  # the trace id, as in API requests
 from tenancy.models import Project
 
 from ..deadline import deadline
 from ..models import DeliveryStatus, Job, JobStatus, WebhookDelivery, WebhookEvent, WebhookSecret
+from ..publishing import publish_webhook_delivery
 
 logger = logging.getLogger(__name__)
 
-DELIVER_TASK = "jobs.deliver_webhook"
 SECRET_PREFIX = "whsec_"
 USER_AGENT = "Kaapi-Webhooks/1.0"
 # Retries further away than this are not held as ETA messages (RabbitMQ's consumer timeout is 30 min);
@@ -133,20 +132,6 @@ def webhook_payload(job: Job) -> dict[str, Any]:
     }
 
 
-def _publish(delivery_id, *, countdown: float | None = None) -> None:
-    try:
-        with confirmed_producer() as producer:
-            app.send_task(
-                DELIVER_TASK,
-                kwargs={"delivery_id": str(delivery_id)},
-                countdown=countdown,
-                producer=producer,
-                event_dispatcher=sent_events(),
-            )
-    except Exception:
-        logger.warning("could not publish webhook delivery %s; the sweep will", delivery_id, exc_info=True)
-
-
 def webhook_enqueue_for_job(*, job: Job) -> WebhookDelivery | None:
     """Record the delivery of a finished job's webhook and publish it after commit (None: no callback URL)."""
     if not job.callback_url or job.status not in _EVENTS:
@@ -158,7 +143,7 @@ def webhook_enqueue_for_job(*, job: Job) -> WebhookDelivery | None:
         payload=webhook_payload(job),
         next_attempt_at=timezone.now(),
     )
-    transaction.on_commit(lambda: _publish(delivery.id))
+    transaction.on_commit(lambda: publish_webhook_delivery(delivery.id))
     return delivery
 
 
@@ -180,7 +165,7 @@ def webhook_redeliver(*, delivery: WebhookDelivery) -> WebhookDelivery:
         next_attempt_at=Case(When(in_flight, then=F("next_attempt_at")), default=Value(now)),
         updated_at=now,
     )
-    transaction.on_commit(lambda: _publish(delivery.id))
+    transaction.on_commit(lambda: publish_webhook_delivery(delivery.id))
     delivery.refresh_from_db()
     return delivery
 
@@ -203,7 +188,7 @@ def webhook_deliveries_publish_due(*, limit: int = 500) -> int:
         if WebhookDelivery.objects.filter(id=delivery_id, next_attempt_at=due_at).update(
             next_attempt_at=now, updated_at=now
         ):
-            _publish(delivery_id)
+            publish_webhook_delivery(delivery_id)
             published += 1
     return published
 
@@ -375,7 +360,7 @@ def webhook_attempt(*, delivery_id: str) -> str:
         if outcome == "retrying":
             logger.warning("webhook attempt %s failed (%s); retrying in %.1f s", delivery.attempts, error, delay)
             if delay <= COUNTDOWN_LIMIT_SECONDS:
-                _publish(delivery.id, countdown=delay)
+                publish_webhook_delivery(delivery.id, countdown=delay)
         elif outcome == "failed":
             logger.error("webhook delivery gave up after %s attempt(s): %s", delivery.attempts, error)
         else:

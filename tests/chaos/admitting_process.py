@@ -20,9 +20,9 @@ def main() -> None:
 
     django.setup()
     import tests.job_functions  # noqa: F401  (registers the test job functions, as a test worker's -I does)
-    from jobs import dispatcher
+    from jobs import admission, publishing
 
-    publish = dispatcher.publish_job
+    publish = publishing.publish_job
     published = []
 
     def publish_then_wait(job):
@@ -33,8 +33,8 @@ def main() -> None:
             time.sleep(3600)
         return confirmed
 
-    dispatcher.publish_job = publish_then_wait
-    dispatcher.admit(project_id=project_id, queue="high_priority")
+    publishing.publish_job = publish_then_wait
+    admission.admit(project_id=project_id, queue="high_priority")
     print("admitted without being killed", flush=True)
 
 

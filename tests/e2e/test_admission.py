@@ -8,8 +8,7 @@ import pytest
 from django.db import transaction
 from django.db.models import F
 
-from jobs import dispatcher as dispatcher_module
-from jobs import services
+from jobs import admission, publishing, services
 from jobs.models import Job, JobStatus, WaitingReason
 from tests import job_functions
 from tests.conftest import wait_until
@@ -88,7 +87,7 @@ def test_an_admission_that_dies_mid_batch_loses_nothing_and_runs_nothing_twice(s
     finds it claimed or finished)."""
     project.max_concurrent_jobs = 20
     project.save()
-    publish = dispatcher_module.publish_job
+    publish = publishing.publish_job
     published = []
 
     class Died(Exception):
@@ -101,7 +100,7 @@ def test_an_admission_that_dies_mid_batch_loses_nothing_and_runs_nothing_twice(s
             raise Died()
         return True
 
-    monkeypatch.setattr(dispatcher_module, "publish_job", publish_then_die)
+    monkeypatch.setattr(publishing, "publish_job", publish_then_die)
     jobs = Job.objects.bulk_create(
         services._new_jobs(
             project=project,
@@ -114,9 +113,9 @@ def test_an_admission_that_dies_mid_batch_loses_nothing_and_runs_nothing_twice(s
     )
     ids = [job.id for job in jobs]
     with pytest.raises(Died):
-        dispatcher_module.admit(project_id=project.id, queue="high_priority")
+        admission.admit(project_id=project.id, queue="high_priority")
     assert Job.objects.filter(id__in=ids).waiting().count() == 30  # nothing recorded
-    monkeypatch.setattr(dispatcher_module, "publish_job", publish)
+    monkeypatch.setattr(publishing, "publish_job", publish)
 
     assert services.jobs_dispatch_stalled(older_than=timedelta(0)) == 20  # the sweep admits up to the limit
     start_worker(queues="high_priority", concurrency=2)
@@ -170,7 +169,7 @@ def test_jobs_over_the_submission_rate_wait_with_the_reason_then_all_run(start_w
     first = Job.objects.filter(id__in=ids, status=JobStatus.SUCCESS)
     assert first.update(dispatched_at=F("dispatched_at") - timedelta(seconds=61)) == 3
     # as the timer does when the window frees
-    dispatcher_module.dispatcher.request(project_id=project.id, queue="high_priority")
+    admission.dispatcher.request(project_id=project.id, queue="high_priority")
     wait_until(
         lambda: Job.objects.filter(id__in=ids).finished().count() == 5,
         timeout=60,

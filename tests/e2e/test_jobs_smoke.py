@@ -6,7 +6,7 @@ import pytest
 from django_celery_results.models import TaskResult
 
 from jobs.models import Job, JobStatus
-from jobs.scheduling import get_task_status
+from jobs.publishing import get_task_status
 from tests.conftest import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -58,7 +58,7 @@ def test_run_worker_command_starts_a_worker_that_runs_jobs(transactional_db, pro
     import sys
 
     from jobs.models import Job
-    from jobs.scheduling import get_task_status
+    from jobs.publishing import get_task_status
     from kaapi.celery import app
     from tests.conftest import ROOT, purge_queues, worker_environment
     from tests.jobs.factories import make_job

@@ -12,7 +12,7 @@ from django_celery_results.models import TaskResult
 
 from jobs import services
 from jobs.models import Job, JobStatus
-from jobs.scheduling import get_task_status
+from jobs.publishing import get_task_status
 from kaapi.celery import app
 from tests import job_functions
 from tests.conftest import wait_until

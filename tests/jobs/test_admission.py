@@ -6,7 +6,7 @@ import pytest
 from django.utils import timezone
 
 from jobs import services
-from jobs.dispatcher import RATE_WINDOW, admit
+from jobs.admission import RATE_WINDOW, admit
 from jobs.models import Job, WaitingReason
 from jobs.services import _new_jobs
 from jobs.views import ECHO_PATH
@@ -90,7 +90,7 @@ def test_a_finishing_job_never_waits_for_another_process_s_admission_and_hands_i
     import psycopg
     from django.db import connection
 
-    from jobs import dispatcher
+    from jobs import admission as dispatcher
 
     settings.JOB_DISPATCH_MODE = "inline"
     project.max_concurrent_jobs = 1

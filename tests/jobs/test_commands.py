@@ -4,7 +4,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from jobs.models import Job
-from jobs.scheduling import get_task_status
+from jobs.publishing import get_task_status
 
 pytestmark = pytest.mark.django_db
 

@@ -1,9 +1,10 @@
 import threading
 import time
 
-from jobs import dispatcher as dispatcher_module
-from jobs.dispatcher import Admission, BackgroundDispatcher
+from jobs import publishing as dispatcher_module
+from jobs.admission import Admission
 from jobs.models import Job
+from jobs.publishing import BackgroundDispatcher
 
 
 def test_background_dispatcher_admits_high_priority_before_a_low_priority_backlog(monkeypatch):
@@ -15,8 +16,7 @@ def test_background_dispatcher_admits_high_priority_before_a_low_priority_backlo
         calls.append((project_id, queue))
         return Admission(len(submitted), True)
 
-    monkeypatch.setattr(dispatcher_module, "admit", admit)
-    dispatcher = BackgroundDispatcher()
+    dispatcher = BackgroundDispatcher(admit)
     dispatcher.submit([Job(project_id=1, queue="low_priority")])  # taken at once; the thread waits at the gate
     time.sleep(0.2)
     dispatcher.submit([Job(project_id=p, queue="low_priority") for p in (2, 3, 4) for _ in range(50)])
@@ -46,8 +46,7 @@ def test_while_the_broker_refuses_the_dispatcher_backs_off_and_loses_nothing(mon
         admitted.append(project_id)
         return Admission(len(submitted), True)
 
-    monkeypatch.setattr(dispatcher_module, "admit", admit)
-    dispatcher = BackgroundDispatcher()
+    dispatcher = BackgroundDispatcher(admit)
     dispatcher.submit([Job(project_id=p, queue="high_priority") for p in range(1, 4)])
     assert dispatcher.flush(timeout=10)
     assert sorted(admitted) == [1, 2, 3]
@@ -59,12 +58,9 @@ def test_a_process_holds_a_bounded_number_of_job_ids(monkeypatch):
     as waiting when the project is at its limit); the jobs themselves are read from the table."""
     monkeypatch.setattr(dispatcher_module, "MAX_QUEUED", 5)
     seen = []
-    monkeypatch.setattr(
-        dispatcher_module,
-        "admit",
-        lambda *, project_id, queue, submitted=(): seen.append(len(submitted)) or Admission(0, True),
+    dispatcher = BackgroundDispatcher(
+        lambda *, project_id, queue, submitted=(): seen.append(len(submitted)) or Admission(0, True)
     )
-    dispatcher = BackgroundDispatcher()
     dispatcher.submit([Job(project_id=1, queue="high_priority") for _ in range(8)])
     assert dispatcher.flush(timeout=10)
     assert sum(seen) <= 5 and seen
@@ -83,8 +79,7 @@ def test_a_project_held_back_by_its_submission_rate_is_admitted_again_when_its_w
         done.set()
         return Admission(3, True)
 
-    monkeypatch.setattr(dispatcher_module, "admit", admit)
-    dispatcher = BackgroundDispatcher()
+    dispatcher = BackgroundDispatcher(admit)
     dispatcher.submit([Job(project_id=1, queue="high_priority") for _ in range(5)])
     assert dispatcher.flush(timeout=10)  # a pending timer does not hold a flush (nor the process's exit)
     assert done.wait(10), "the dispatcher did not come back for the waiting jobs"
@@ -96,7 +91,7 @@ def test_job_messages_are_published_with_confirms_and_events_without(monkeypatch
     instead of vanishing); the app's own connections, which carry task events to Flower, do not confirm."""
     from contextlib import contextmanager
 
-    from jobs import scheduling
+    from jobs import publishing
     from kaapi.celery import app, confirmed_producer
     from tests.conftest import purge_queues
 
@@ -109,8 +104,8 @@ def test_job_messages_are_published_with_confirms_and_events_without(monkeypatch
             # py-amqp switches a channel to confirm mode on its first confirmed publish, then waits for each ack
             used.append((producer.connection.transport_options, producer.channel._confirm_selected))
 
-    monkeypatch.setattr(scheduling, "confirmed_producer", recording_producer)
-    scheduling.start_low_priority_job("jobs.functions.echo", 1, "00000000-0000-0000-0000-000000000000")
+    monkeypatch.setattr(publishing, "confirmed_producer", recording_producer)
+    publishing.start_low_priority_job("jobs.functions.echo", 1, "00000000-0000-0000-0000-000000000000")
     [(options, confirm_selected)] = used
     assert options.get("confirm_publish") is True and confirm_selected
     with app.connection_for_write() as conn:
@@ -132,7 +127,7 @@ def _sent_events_queue(channel):
 
 
 def test_a_job_message_s_sent_event_goes_out_without_a_confirm_of_its_own(monkeypatch):
-    from jobs import scheduling
+    from jobs import publishing
     from kaapi.celery import app, sent_events
     from tests.conftest import purge_queues
 
@@ -142,7 +137,7 @@ def test_a_job_message_s_sent_event_goes_out_without_a_confirm_of_its_own(monkey
     monkeypatch.setattr(producer, "publish", lambda *a, **kw: published.append(kw["routing_key"]) or publish(*a, **kw))
     with app.connection_for_write() as conn:
         queue = _sent_events_queue(conn.default_channel)
-        task_id = scheduling.start_low_priority_job("jobs.functions.echo", 1, "00000000-0000-0000-0000-000000000000")
+        task_id = publishing.start_low_priority_job("jobs.functions.echo", 1, "00000000-0000-0000-0000-000000000000")
         events = []
         deadline = time.monotonic() + 5
         while not events and time.monotonic() < deadline:
@@ -159,7 +154,7 @@ def test_a_job_message_s_sent_event_goes_out_without_a_confirm_of_its_own(monkey
 
 
 def test_a_sent_event_that_fails_does_not_fail_the_published_job(monkeypatch):
-    from jobs import scheduling
+    from jobs import publishing
     from kaapi.celery import app, sent_events
     from tests.conftest import purge_queues
 
@@ -172,7 +167,7 @@ def test_a_sent_event_that_fails_does_not_fail_the_published_job(monkeypatch):
         raise ConnectionResetError("the events connection broke")
 
     monkeypatch.setattr(sent_events().producer, "publish", broken)
-    task_id = scheduling.start_low_priority_job("jobs.functions.echo", 1, "00000000-0000-0000-0000-000000000000")
+    task_id = publishing.start_low_priority_job("jobs.functions.echo", 1, "00000000-0000-0000-0000-000000000000")
     with app.connection_for_write() as conn:
         message = app.amqp.queues["low_priority"](conn.default_channel).get(no_ack=True)
     assert calls == ["task.sent"]

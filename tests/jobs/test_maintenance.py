@@ -11,7 +11,8 @@ from django.utils import timezone
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 from django_celery_results.models import TaskResult
 
-import jobs.dispatcher
+import jobs.admission
+import jobs.publishing
 import jobs.services
 from jobs.maintenance import DEFAULT_SCHEDULES, maintenance_retention
 from jobs.models import Job, JobStatus, WaitingReason, WebhookDelivery
@@ -150,7 +151,7 @@ def undispatched(project, monkeypatch):
             job_type=None,
         )
     )
-    monkeypatch.setattr(jobs.dispatcher, "ADMIT_BATCH", 50)
+    monkeypatch.setattr(jobs.admission, "ADMIT_BATCH", 50)
     monkeypatch.setattr(settings, "JOB_MAX_CONCURRENT_JOBS", 1000)
     start = timezone.now() - timedelta(minutes=10)
     for i, job in enumerate(created):
@@ -190,7 +191,7 @@ def test_the_dispatch_sweep_stops_at_the_first_job_the_broker_refuses(undispatch
         calls.append(job.id)
         return len(calls) < 3  # the broker goes away after two jobs
 
-    monkeypatch.setattr(jobs.dispatcher, "publish_job", publish_job)
+    monkeypatch.setattr(jobs.publishing, "publish_job", publish_job)
     assert jobs_dispatch_stalled() == 2
     assert calls == undispatched[:3]  # not one more attempt after the refusal
     assert Job.objects.undispatched().count() == 118
@@ -224,7 +225,7 @@ def test_recover_jobs_command_publishes_the_backlog_now_and_its_dry_run_only_cou
 def test_recover_jobs_command_fails_when_the_broker_refuses(undispatched, monkeypatch):
     from django.core.management import CommandError, call_command
 
-    monkeypatch.setattr(jobs.dispatcher, "publish_job", lambda job: False)
+    monkeypatch.setattr(jobs.publishing, "publish_job", lambda job: False)
     with pytest.raises(CommandError, match="120 undispatched jobs left"):
         call_command("recover_jobs")
     with pytest.raises(CommandError, match="--grace-seconds"):

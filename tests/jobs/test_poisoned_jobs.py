@@ -6,8 +6,9 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from jobs.dispatcher import BackgroundDispatcher
+from jobs.admission import admit
 from jobs.models import Job, JobStatus
+from jobs.publishing import BackgroundDispatcher
 from jobs.registry import STANDARD_PARAMETERS
 from jobs.services import _new_jobs, jobs_dispatch_stalled
 from jobs.views import ECHO_PATH
@@ -73,7 +74,7 @@ def test_poisoned_jobs_fail_alone_through_the_dispatcher(start_worker, project, 
     others = _backlog(project, other_project)
     poisoned = _poisoned(project)
     start_worker(queues="high_priority,low_priority", concurrency=2)
-    dispatcher = BackgroundDispatcher()
+    dispatcher = BackgroundDispatcher(admit)
     dispatcher.submit([*poisoned.values(), *others])  # the poisoned ones at the head of its queue
     assert dispatcher.flush(timeout=60), "the dispatcher did not get through its queue"
     wait_until(_all_finished([*poisoned.values(), *others]), timeout=120, message="every job to finish")

@@ -123,9 +123,9 @@ def test_admission_reads_a_project_s_waiting_and_admitted_jobs_from_their_indexe
 def test_the_submission_rate_counts_a_project_s_recent_admissions_from_their_index(
     project, backlog_after_stale_statistics
 ):
-    """``max_submissions_per_minute``'s count (jobs/dispatcher.py ``_rate_room``): a project's jobs dispatched in the
+    """``max_submissions_per_minute``'s count (jobs/admission.py ``_rate_room``): a project's jobs dispatched in the
     last minute, from the partial index that new (undispatched) jobs add no entry to."""
-    from jobs.dispatcher import _rate_room
+    from jobs.admission import _rate_room
 
     with CaptureQueriesContext(connection) as queries:
         _rate_room(project.id, 10)

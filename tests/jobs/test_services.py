@@ -3,7 +3,7 @@ from django.db import transaction
 from django.test import override_settings
 
 from jobs import services
-from jobs.dispatcher import dispatcher
+from jobs.admission import dispatcher
 from jobs.exceptions import JobStateError
 from jobs.execution import backoff_delay
 from jobs.models import Job, JobStatus
@@ -150,7 +150,7 @@ def test_success_writes_the_celery_result_row_with_the_job(project, vendor, monk
     from django.db import connection
     from django_celery_results.models import TaskResult
 
-    from jobs.scheduling import get_task_status
+    from jobs.publishing import get_task_status
     from kaapi.celery import app
 
     if vendor != "postgresql":
@@ -213,7 +213,7 @@ def test_the_success_returns_the_job_without_sending_back_its_params_or_result(p
 def test_the_generic_task_returns_the_job_not_its_result(project):
     """What a generic task returns reaches only the task-succeeded event (Flower) and the worker's log: it names
     the job; the result itself is in the job row and the result table."""
-    from jobs.scheduling import get_task_status
+    from jobs.publishing import get_task_status
     from jobs.tasks import execute_high_priority_task as task
 
     job = make_job(project, secret="a user's words")

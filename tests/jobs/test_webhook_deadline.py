@@ -141,7 +141,7 @@ def test_an_attempt_in_flight_is_never_joined_by_a_second(project, receiver, slo
 @pytest.mark.parametrize("pool", ["prefork", "gevent", "threads"])
 def test_a_worker_ends_a_trickling_attempt_by_the_deadline(start_worker, project, receiver, pool):
     """Each pool interrupts the exchange its own way (an alarm, a gevent timeout, an asynchronous exception)."""
-    from jobs.webhooks.services import _publish
+    from jobs.publishing import publish_webhook_delivery
 
     env = {
         "WEBHOOK_ALLOW_HTTP": "true",
@@ -153,7 +153,7 @@ def test_a_worker_ends_a_trickling_attempt_by_the_deadline(start_worker, project
     start_worker(queues="default", pool=pool, concurrency=2, env=env)
     receiver.script("/slow", [Trickle(status=500)])
     delivery = due_delivery(project, receiver.url("/slow"))
-    _publish(delivery.id)
+    publish_webhook_delivery(delivery.id)
     receiver.wait_for(1, path="/slow")
     wait_until(
         lambda: "deadline" in WebhookDelivery.objects.get(id=delivery.id).last_error,

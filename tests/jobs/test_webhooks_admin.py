@@ -18,7 +18,9 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def published(monkeypatch) -> list[str]:
     sent: list[str] = []
-    monkeypatch.setattr(webhook_services, "_publish", lambda delivery_id, countdown=None: sent.append(str(delivery_id)))
+    monkeypatch.setattr(
+        webhook_services, "publish_webhook_delivery", lambda delivery_id, countdown=None: sent.append(str(delivery_id))
+    )
     return sent
 
 

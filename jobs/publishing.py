@@ -271,6 +271,7 @@ class BackgroundDispatcher:
         self._pid: int | None = None
         self._keys: dict[tuple[int, str], set] = {}
         self._due: dict[tuple[int, str], float] = {}  # admissions to try again at a time (time.monotonic())
+        self._freed: dict[tuple[int, str], float] = {}  # freed slots to fill by a time (time.monotonic())
         self._busy = False
 
     def submit(self, jobs: Iterable[Job]) -> None:
@@ -283,18 +284,30 @@ class BackgroundDispatcher:
                     ids.add(job.id)
             self._changed.notify_all()
 
-    def request(self, *, project_id: int, queue: str) -> None:
-        """Admit the project's waiting jobs of ``queue`` (a slot was freed)."""
+    def request(self, *, project_id: int, queue: str, linger: float = 0.0) -> None:
+        """Admit the project's waiting jobs of ``queue`` (a slot was freed): at once, or within ``linger`` seconds,
+        so that the slots its other jobs free meanwhile are filled by the same admission (one transaction for
+        all of them, rather than one for each finished job)."""
+        key = (project_id, queue)
         with self._lock:
             if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
                 self._start()
-            self._keys.setdefault((project_id, queue), set())
+            if linger <= 0:
+                self._keys.setdefault(key, set())
+            elif key in self._keys or key in self._freed:
+                return  # an admission of the project's queue is already coming
+            else:
+                self._freed[key] = time.monotonic() + linger
             self._changed.notify_all()
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything submitted so far was handled; False on timeout."""
         deadline = time.monotonic() + timeout
         with self._changed:
+            for key in self._freed:  # lingering admissions are made now, not dropped with the process
+                self._keys.setdefault(key, set())
+            self._freed.clear()
+            self._changed.notify_all()
             while self._keys or self._busy:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -306,6 +319,7 @@ class BackgroundDispatcher:
         # After a fork the child has the parent's state but not its thread: start afresh.
         self._keys = {}
         self._due = {}
+        self._freed = {}
         self._busy = False
         self._pid = os.getpid()
         self._thread = threading.Thread(target=self._run, name="kaapi-job-dispatcher", daemon=True)
@@ -315,15 +329,17 @@ class BackgroundDispatcher:
         with self._changed:
             while True:
                 now = time.monotonic()
-                for key, due in list(self._due.items()):
-                    if due <= now:
-                        del self._due[key]
-                        self._keys.setdefault(key, set())
+                for timers in (self._due, self._freed):
+                    for key, due in list(timers.items()):
+                        if due <= now:
+                            del timers[key]
+                            self._keys.setdefault(key, set())
                 if self._keys:
                     break
                 self._busy = False
                 self._changed.notify_all()
-                self._changed.wait(min(self._due.values()) - now if self._due else None)
+                dues = [*self._due.values(), *self._freed.values()]
+                self._changed.wait(min(dues) - now if dues else None)
             keys, self._keys = self._keys, {}
             self._busy = True
         # high_priority before low_priority; otherwise in the order they came

@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from celery import shared_task
-from celery.signals import worker_init
+from celery.signals import worker_init, worker_process_shutdown
 from django.conf import settings
 from django.db import connections
 
 from . import maintenance, webhooks
+from .admission import dispatcher
 from .execution import JobFailed, message_params, run_job_message
 
 # track_started is off for these two only: the Job row already records PROCESSING and started_at, and a STARTED
@@ -37,6 +38,13 @@ def _worker_database_health_checks(**kwargs: Any) -> None:
         for alias in connections:
             connections.settings[alias]["CONN_HEALTH_CHECKS"] = False
             connections[alias].settings_dict["CONN_HEALTH_CHECKS"] = False
+
+
+@worker_process_shutdown.connect
+def _admit_before_exit(**kwargs: Any) -> None:
+    """A prefork pool process leaves without running atexit: the admissions its dispatcher thread still holds
+    (slots freed by its last jobs) are made first."""
+    dispatcher.flush(5.0)
 
 
 @shared_task(name="execute_high_priority_task", **_OPTIONS)

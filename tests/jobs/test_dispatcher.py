@@ -86,6 +86,48 @@ def test_a_project_held_back_by_its_submission_rate_is_admitted_again_when_its_w
     assert len(calls) == 2 and calls[1] - calls[0] >= 0.2
 
 
+def test_slots_freed_together_are_filled_by_one_admission():
+    """Slots a project's jobs free within the linger are filled by one admission, not one each; a slot freed
+    while that admission runs gets the next one; nothing freed is dropped by a flush (the process's exit)."""
+    calls: list[tuple[int, str]] = []
+    running = threading.Event()
+    release = threading.Event()
+
+    def admit(*, project_id, queue, submitted=()):
+        calls.append((project_id, queue))
+        if len(calls) == 1:
+            running.set()
+            release.wait(5)
+        return Admission(0, True)
+
+    dispatcher = BackgroundDispatcher(admit)
+    for _ in range(20):
+        dispatcher.request(project_id=1, queue="high_priority", linger=0.2)
+    dispatcher.request(project_id=2, queue="high_priority", linger=0.2)
+    assert running.wait(5), "the lingering admissions were never made"
+    dispatcher.request(project_id=1, queue="high_priority", linger=0.2)  # freed during the admission
+    release.set()
+    assert dispatcher.flush(timeout=10)
+    assert sorted(calls) == [(1, "high_priority"), (1, "high_priority"), (2, "high_priority")]
+
+    calls.clear()
+    dispatcher.request(project_id=3, queue="low_priority", linger=60)
+    assert dispatcher.flush(timeout=10)  # made now rather than lost with the process
+    assert calls == [(3, "low_priority")]
+
+
+def test_the_background_admission_of_a_freed_slot_with_nothing_waiting_is_one_query(db, project):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from jobs.admission import _admit_in_background
+
+    with CaptureQueriesContext(connection) as queries:
+        admission = _admit_in_background(project_id=project.id, queue="high_priority")
+    assert admission.handled == 0 and admission.broker_ok
+    assert len(queries) == 1, [q["sql"] for q in queries]
+
+
 def test_job_messages_are_published_with_confirms_and_events_without(monkeypatch):
     """Job messages go through a connection in publisher-confirm mode (a message the broker did not take raises
     instead of vanishing); the app's own connections, which carry task events to Flower, do not confirm."""

@@ -31,7 +31,18 @@ APP_SERVICES = sorted(name for name, service in SERVICES.items() if "build" in s
 
 def settings_variables() -> set[str]:
     source = (ROOT / "kaapi" / "settings.py").read_text()
-    return set(re.findall(r"""\benv_(?:str|bool|int|float|list|url)\(\s*["']([A-Z][A-Z0-9_]*)["']""", source))
+    # every read goes through django-environ's reader: env.str("NAME", ...), env.int(...), env.list(...)
+    return set(re.findall(r"""\benv\.(?:str|bool|int|float|list|url|db)\(\s*["']([A-Z][A-Z0-9_]*)["']""", source))
+
+
+def test_every_settings_read_names_its_variable_literally():
+    # settings_variables() finds the reads by their literal names: a read through another spelling would slip past
+    # the checks below, so there is none.
+    source = (ROOT / "kaapi" / "settings.py").read_text()
+    reads = re.findall(r"\benv(?:\.\w+)?\(", source)
+    assert "os.environ.get(" not in source and "os.getenv(" not in source
+    assert len(reads) - source.count("env.db_url_config(") == len(re.findall(r"\benv\.\w+\(\s*[\"'][A-Z]", source))
+    assert len(settings_variables()) > 70
 
 
 def env_example_keys() -> set[str]:

@@ -131,7 +131,7 @@ def publish_and_record(jobs: list[Job], *, stop_at_failure: bool = False) -> int
         from .services import job_mark_failed  # the services publish through this module: imported when needed
 
         for job, error in refused:
-            job_mark_failed(job_id=job.id, error=f"the job's message could not be published: {error}")
+            job_mark_failed(job_id=str(job.id), error=f"the job's message could not be published: {error}")
     return len(published) + len(refused)
 
 
@@ -363,6 +363,7 @@ class BackgroundDispatcher:
                         close_old_connections()
                         checked = time.monotonic()
                     admission = admit(project_id=project_id, queue=queue_name, submitted=ids)
+                    assert admission is not None  # admit() waits for the lock: it returns an Admission
                     broker_ok = admission.broker_ok
                     if admission.retry_in is not None:
                         self._later((project_id, queue_name), admission.retry_in)

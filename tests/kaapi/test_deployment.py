@@ -178,6 +178,16 @@ def test_make_and_ci_install_from_the_hashed_locks_and_check_them():
     assert ci.index("make lock-check") < ci.index("make test")
 
 
+def test_make_lint_runs_ruff_and_mypy_and_ci_runs_it_before_the_tests():
+    makefile = (ROOT / "Makefile").read_text()
+    recipe = re.search(r"^lint: venv\n((?:\t[^\n]*\n)+)", makefile, re.MULTILINE)
+    assert recipe and "ruff check" in recipe[1] and "ruff format --check" in recipe[1] and "mypy" in recipe[1]
+    mypy_ini = (ROOT / "mypy.ini").read_text()
+    assert "mypy_django_plugin.main" in mypy_ini and "mypy_drf_plugin.main" in mypy_ini
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "make lint || status=$?" in ci and ci.index("make lint") < ci.index("make test")
+
+
 def _pins(path: Path) -> dict[str, str]:
     """{normalized name: version} of the ``name==version`` lines of a requirements file (extras dropped)."""
     pins = {}

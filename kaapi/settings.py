@@ -585,7 +585,3 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {"JobStatusEnum": "jobs.models.JobStatus"},
     "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "kaapi.schema.postprocess_common"],
 }
-
-# --- Additions -----------------------------------------------------------------------------------------------------
-# A new setting that fits no section above goes here, as a small block: a comment saying why, env.<type>("NAME",
-# default=...), and its line in docs/configuration.md and .env.example.

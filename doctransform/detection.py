@@ -257,7 +257,7 @@ def _html_start(head: bytes) -> bool:
     if declaration:
         position = declaration.end()
     while True:
-        position = _WHITESPACE.match(head, position).end()  # type: ignore[union-attr]
+        position = _WHITESPACE.match(head, position).end()  # type: ignore[union-attr]  # \s* always matches
         if not head.startswith(b"<!--", position):
             return bool(_HTML_START_TAG.match(head, position))
         end = head.find(b"-->", position + 4)

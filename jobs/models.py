@@ -59,7 +59,7 @@ class JobQuerySet(models.QuerySet):
         """``update(**values)`` of at most one row, returning the updated row in the same statement
         (UPDATE ... RETURNING: PostgreSQL, and SQLite 3.35+); None when no row matched."""
         query = self.query.chain(UpdateQuery)
-        query.add_update_values(values)  # type: ignore[attr-defined]
+        query.add_update_values(values)  # type: ignore[attr-defined]  # Django's, not in django-stubs
         sql, params = query.get_compiler(self.db).as_sql()
         connection = connections[self.db]
         fields = self.model._meta.concrete_fields

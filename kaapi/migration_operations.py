@@ -8,6 +8,8 @@ from django.contrib.postgres.operations import AddIndexConcurrently, RemoveIndex
 from django.db import migrations
 
 
+# mypy sees a plain class here (type: ignore below): the Concurrently operation is the next base in the MRO, and
+# ``self`` is the operation that the plain one's methods expect.
 class _ConcurrentlyOnPostgres:
     plain: type[migrations.AddIndex] | type[migrations.RemoveIndex]
 

@@ -227,6 +227,7 @@ class GuardedHTTPAdapter(HTTPAdapter):
     def build_response(self, req, resp) -> requests.Response:
         response = super().build_response(req, resp)
         # The body is not read yet, so the response still holds the connection it came on.
+        # an attribute of our own on the response (type: ignore)
         response.peer_address = getattr(resp.connection, "peer_address", None)  # type: ignore[attr-defined]
         return response
 

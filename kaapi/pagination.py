@@ -19,7 +19,7 @@ class LimitOffsetPagination(pagination.LimitOffsetPagination):
     limit used); ``offset`` from 0 up. Anything else (not an integer, negative, zero limit, beyond 64 bits) is 400."""
 
     @property
-    def max_limit(self) -> int:  # type: ignore[override]
+    def max_limit(self) -> int:  # type: ignore[override]  # DRF's attribute, read from the settings here
         return settings.API_MAX_PAGE_SIZE
 
     def get_limit(self, request) -> int:

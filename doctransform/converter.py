@@ -42,7 +42,7 @@ STARTUP_TIMEOUT = 60.0
 _ERRORS = {cls.__name__: cls for cls in (DocumentEncrypted, DocumentUnreadable, MarkdownTooLarge, TransformationFailed)}
 _PR_SET_PDEATHSIG = 1
 try:  # resolved here, not between fork and exec, where loading a library is not safe
-    _prctl = ctypes.CDLL(None, use_errno=True).prctl
+    _prctl: Any = ctypes.CDLL(None, use_errno=True).prctl
 except (OSError, AttributeError):  # not Linux: the converter still exits on EOF once its conversion is done
     _prctl = None
 
@@ -111,6 +111,7 @@ class ConverterProcess:
             self.close()
             self.start()
         self.conversions += 1
+        assert self._conn is not None  # start() opened it
         answered = False
         try:
             try:

@@ -16,6 +16,7 @@ import os
 import resource
 import sys
 from multiprocessing.connection import Connection
+from typing import Any
 
 from doctransform.exceptions import TransformationFailed, markdown_too_large
 from doctransform.transformers import load_function, output_limit
@@ -32,7 +33,7 @@ def serve(conn: Connection, *, max_memory_mb: int) -> None:
     if max_memory_mb:
         resource.setrlimit(resource.RLIMIT_AS, (max_memory_mb * MIB, max_memory_mb * MIB))
     conn.send(("ready", os.getpid()))
-    functions = {}
+    functions: dict[str, Any] = {}
     while True:
         try:
             request = conn.recv()
@@ -45,7 +46,7 @@ def serve(conn: Connection, *, max_memory_mb: int) -> None:
             markdown = function(data, **hints)
             if max_output_bytes and utf8_size_exceeds(markdown, max_output_bytes):
                 raise markdown_too_large(max_output_bytes)
-            reply = ("ok", markdown)
+            reply: tuple[str, ...] = ("ok", markdown)
         except TransformationFailed as exc:
             reply = ("failed", type(exc).__name__, str(exc))
         except MemoryError:

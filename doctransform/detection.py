@@ -252,12 +252,12 @@ def _is_json(text: str) -> bool:
 def _html_start(head: bytes) -> bool:
     """Whether ``head`` opens with an HTML start tag, after whitespace, an XML declaration and comments, in one
     pass: each step moves past what it read, and every search starts where the previous one ended."""
-    position = _WHITESPACE.match(head).end()
+    position = _WHITESPACE.match(head).end()  # type: ignore[union-attr]  # \s* always matches
     declaration = _XML_DECLARATION.match(head, position)
     if declaration:
         position = declaration.end()
     while True:
-        position = _WHITESPACE.match(head, position).end()
+        position = _WHITESPACE.match(head, position).end()  # type: ignore[union-attr]  # \s* always matches
         if not head.startswith(b"<!--", position):
             return bool(_HTML_START_TAG.match(head, position))
         end = head.find(b"-->", position + 4)

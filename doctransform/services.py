@@ -121,7 +121,7 @@ def document_upload(
     if not file.size:
         raise EmptyDocument("the file is empty (0 bytes)")
     document_quota_check(project=project, size=file.size, what="this file")
-    detected = detection.detect(stream=file, filename=filename)
+    detected = detection.detect(stream=file, filename=filename)  # type: ignore[arg-type]  # a File reads bytes
     chosen = transformers.get_transformer(
         source_type=detected.content_type, target_format=target_format, name=transformer or None
     )

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from django.conf import settings
 from django.core.files.uploadhandler import FileUploadHandler
@@ -137,7 +138,7 @@ class DocumentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
             message = str(exc)
             raise PayloadTooLarge(f"{message[:1].upper()}{message[1:]}. Delete documents to make room.") from None
         except UnsupportedTransformation as exc:
-            detail = {"detail": f"{exc}.", "content_type": exc.content_type, "supported": exc.supported}
+            detail: dict[str, Any] = {"detail": f"{exc}.", "content_type": exc.content_type, "supported": exc.supported}
             if exc.unsupported_type:
                 raise UnsupportedDocumentType(detail) from None
             raise ValidationError(detail) from None

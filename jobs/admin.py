@@ -1,3 +1,6 @@
+from collections.abc import Sequence
+from typing import ClassVar
+
 from django.contrib import admin, messages
 from django.contrib.admin.utils import get_fields_from_path
 from django.core.exceptions import ValidationError
@@ -21,6 +24,8 @@ class ExactSearchMixin:
     ``search_fields`` is compared exactly, as its own type (a term that is not a UUID is not compared with UUIDs).
     """
 
+    search_fields: ClassVar[Sequence[str]]
+
     def get_search_results(self, request, queryset, search_term):
         term = search_term.strip()
         if not term:
@@ -41,7 +46,7 @@ class ChoicesFilter(admin.SimpleListFilter):
     without choices is a ``SELECT DISTINCT`` over the whole table on every page)."""
 
     def queryset(self, request, queryset):
-        return queryset.filter(**{self.parameter_name: self.value()}) if self.value() else queryset
+        return queryset.filter(**{str(self.parameter_name): self.value()}) if self.value() else queryset
 
 
 class JobTypeFilter(ChoicesFilter):

@@ -20,11 +20,14 @@ import fcntl
 import hashlib
 import logging
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol, TextIO
 
 from django.conf import settings
 from django.db import DatabaseError, connections
 from django_celery_beat.schedulers import DatabaseScheduler
+
+if TYPE_CHECKING:
+    from django.db.backends.base.base import BaseDatabaseWrapper
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +55,7 @@ class PostgresAdvisoryLock:
     def __init__(self, name: str) -> None:
         self.name = name
         self.key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
-        self._connection = None
+        self._connection: BaseDatabaseWrapper | None = None
         self._held = False
 
     def acquire(self) -> bool:
@@ -131,7 +134,7 @@ class FileLock:
     def __init__(self, name: str, *, path: Path) -> None:
         self.name = name
         self.path = path
-        self._file = None
+        self._file: TextIO | None = None
 
     def acquire(self) -> bool:
         if self._file is not None:

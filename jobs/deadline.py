@@ -21,6 +21,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 from . import green
 
@@ -48,7 +49,7 @@ def _alarm(seconds: float, exc: type[BaseException]) -> Iterator[None]:
     previous_handler = signal.getsignal(signal.SIGALRM)
     previous_delay, previous_interval = signal.getitimer(signal.ITIMER_REAL)
     # Which alarm the timer is set for, and when the earlier one (if any) is due.
-    state = {"active": True, "previous_first": 0 < previous_delay < seconds, "previous_due": None}
+    state: dict[str, Any] = {"active": True, "previous_first": 0 < previous_delay < seconds, "previous_due": None}
     if previous_delay:
         state["previous_due"] = now + previous_delay
 

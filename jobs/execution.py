@@ -177,7 +177,9 @@ def _defer(task: Task, *, job_id: str, exc: JobDeferred) -> None:
     again = task.signature_from_request(request, countdown=delay, retries=request.retries)
     message = request.kwargs or {}
     summary = message_summary(
-        function_path=message.get("function_path"), project_id=message.get("project_id"), job_id=job_id
+        function_path=message.get("function_path"),  # type: ignore[arg-type]  # every job message has both
+        project_id=message.get("project_id"),  # type: ignore[arg-type]
+        job_id=job_id,
     )
     with confirmed_producer() as producer:
         again.apply_async(producer=producer, event_dispatcher=sent_events(), kwargsrepr=summary)

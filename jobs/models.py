@@ -59,15 +59,15 @@ class JobQuerySet(models.QuerySet):
         """``update(**values)`` of at most one row, returning the updated row in the same statement
         (UPDATE ... RETURNING: PostgreSQL, and SQLite 3.35+); None when no row matched."""
         query = self.query.chain(UpdateQuery)
-        query.add_update_values(values)
+        query.add_update_values(values)  # type: ignore[attr-defined]  # Django's, not in django-stubs
         sql, params = query.get_compiler(self.db).as_sql()
         connection = connections[self.db]
         fields = self.model._meta.concrete_fields
-        columns = ", ".join(connection.ops.quote_name(field.column) for field in fields)
+        columns = ", ".join(connection.ops.quote_name(str(field.column)) for field in fields)
         with connection.cursor() as cursor:
             cursor.execute(f"{sql} RETURNING {columns}", params)
             row = cursor.fetchone()
-        return None if row is None else self.model.from_row(row, using=self.db)
+        return None if row is None else Job.from_row(row, using=self.db)
 
 
 class Job(models.Model):

@@ -248,7 +248,7 @@ def publish_and_record(jobs: list[Job], *, stop_at_failure: bool = False) -> int
         from .services import job_mark_failed  # the services publish through this module: imported when needed
 
         for job, error in refused:
-            job_mark_failed(job_id=job.id, error=f"the job's message could not be published: {error}")
+            job_mark_failed(job_id=str(job.id), error=f"the job's message could not be published: {error}")
     return len(published) + len(refused)
 
 

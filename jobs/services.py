@@ -336,6 +336,7 @@ def jobs_dispatch_stalled(
     )
     for project_id, queue in pairs:
         admission = admit(project_id=project_id, queue=queue)
+        assert admission is not None  # admit() waits for the lock: it returns an Admission
         handled += admission.handled
         if not admission.broker_ok:
             break

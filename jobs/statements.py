@@ -11,6 +11,7 @@ transactions). Every other job query goes through the ORM.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from functools import cache
 from typing import Any
@@ -21,7 +22,11 @@ from kaapi.sql import run
 
 from .models import Job, JobStatus
 
-_field = Job._meta.get_field
+
+def _field(name: str) -> Any:  # one of Job's concrete fields (get_field's type also admits relations)
+    return Job._meta.get_field(name)
+
+
 _ID, _STATUS, _STARTED_AT, _UPDATED_AT = Job._meta.pk, _field("status"), _field("started_at"), _field("updated_at")
 _DISPATCHED_AT = _field("dispatched_at")
 _SUCCESS_FIELDS = [
@@ -38,7 +43,7 @@ _SUCCESS_RETURNING = tuple(
 
 @cache
 def _insert_sql(using: str) -> str:
-    quote = connections[using].ops.quote_name
+    quote: Callable[[Any], str] = connections[using].ops.quote_name
     columns = ", ".join(quote(field.column) for field in _INSERT_FIELDS)
     return f"INSERT INTO {quote(Job._meta.db_table)} ({columns}) VALUES ({', '.join(['%s'] * len(_INSERT_FIELDS))})"
 
@@ -55,7 +60,7 @@ def insert(job: Job, *, using: str = "default") -> None:
 
 @cache
 def _claim_sql(using: str) -> str:
-    quote = connections[using].ops.quote_name
+    quote: Callable[[Any], str] = connections[using].ops.quote_name
     status, attempts, started_at, task_id, updated_at, pk = (
         quote(_field(name).column) for name in ("status", "attempts", "started_at", "task_id", "updated_at", "id")
     )
@@ -82,7 +87,7 @@ def claim(*, job_id: Any, task_id: str, now: datetime, using: str = "default") -
 
 @cache
 def _dispatched_sql(using: str) -> str:
-    quote = connections[using].ops.quote_name
+    quote: Callable[[Any], str] = connections[using].ops.quote_name
     return (
         f"UPDATE {quote(Job._meta.db_table)} SET {quote(_DISPATCHED_AT.column)} = %s, "
         f"{quote(_field('waiting_reason').column)} = '' WHERE {quote(_ID.column)} = ANY(%s)"
@@ -101,7 +106,7 @@ def record_dispatched(*, job_ids: list, now: datetime, using: str = "default") -
 
 @cache
 def _success_sql(using: str) -> str:
-    quote = connections[using].ops.quote_name
+    quote: Callable[[Any], str] = connections[using].ops.quote_name
     assignments = ", ".join(f"{quote(field.column)} = %s" for field in _SUCCESS_FIELDS)
     returning = ", ".join(quote(_field(attname).column) for attname in _SUCCESS_RETURNING)
     return (

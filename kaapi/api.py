@@ -88,5 +88,5 @@ class ModelSerializer(serializers.ModelSerializer):
         built = cls.__dict__.get("_built_fields")
         if built is None:
             built = super().get_fields()
-            cls._built_fields = built  # two threads may both build it: the same fields either way
+            cls._built_fields = built  # type: ignore[attr-defined]  # two threads may both build it: the same fields either way
         return copy.deepcopy(built)

@@ -13,6 +13,7 @@ import re
 import uuid
 from collections.abc import Iterator
 from contextvars import ContextVar, Token
+from typing import TypeGuard
 
 import pythonjsonlogger.json
 from celery.signals import after_setup_task_logger, task_postrun, task_prerun
@@ -64,7 +65,7 @@ def current_trace_id() -> str | None:
     return trace_id_var.get()
 
 
-def is_valid_trace_id(value: object) -> bool:
+def is_valid_trace_id(value: object) -> TypeGuard[str]:
     """A trace id a client may choose: 1–128 characters of ``A-Z a-z 0-9 . _ -``."""
     return isinstance(value, str) and _TRACE_ID_RE.fullmatch(value) is not None
 

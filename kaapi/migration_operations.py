@@ -8,18 +8,20 @@ from django.contrib.postgres.operations import AddIndexConcurrently, RemoveIndex
 from django.db import migrations
 
 
+# mypy sees a plain class here (type: ignore below): the Concurrently operation is the next base in the MRO, and
+# ``self`` is the operation that the plain one's methods expect.
 class _ConcurrentlyOnPostgres:
     plain: type[migrations.AddIndex] | type[migrations.RemoveIndex]
 
     def database_forwards(self, app_label, schema_editor, from_state, to_state):
         if schema_editor.connection.vendor == "postgresql":
-            return super().database_forwards(app_label, schema_editor, from_state, to_state)
-        return self.plain.database_forwards(self, app_label, schema_editor, from_state, to_state)
+            return super().database_forwards(app_label, schema_editor, from_state, to_state)  # type: ignore[misc]
+        return self.plain.database_forwards(self, app_label, schema_editor, from_state, to_state)  # type: ignore[arg-type]
 
     def database_backwards(self, app_label, schema_editor, from_state, to_state):
         if schema_editor.connection.vendor == "postgresql":
-            return super().database_backwards(app_label, schema_editor, from_state, to_state)
-        return self.plain.database_backwards(self, app_label, schema_editor, from_state, to_state)
+            return super().database_backwards(app_label, schema_editor, from_state, to_state)  # type: ignore[misc]
+        return self.plain.database_backwards(self, app_label, schema_editor, from_state, to_state)  # type: ignore[arg-type]
 
 
 class AddIndex(_ConcurrentlyOnPostgres, AddIndexConcurrently):

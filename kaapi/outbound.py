@@ -155,17 +155,18 @@ def url_problem(url: str, *, schemes: tuple[str, ...], allowed: list[Network], b
 
 
 # --- Connect-time enforcement ---------------------------------------------------------------------
-def _guarded_new_conn(conn: HTTPConnection) -> socket.socket:
+def _guarded_new_conn(conn: GuardedHTTPConnection | GuardedHTTPSConnection) -> socket.socket:
     """Resolve, check every address, connect only to one that passed (the IP is pinned for this socket)."""
     try:
         infos = socket.getaddrinfo(conn._dns_host, conn.port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         raise NameResolutionError(conn.host, conn, exc) from exc
-    passed, refused = [], []
+    passed: list[str] = []
+    refused: list[str] = []
     allowed = conn.allowed_networks()
     for *_, sockaddr in infos:
-        reason = refusal_reason(sockaddr[0], allowed)
-        (refused if reason else passed).append(reason or sockaddr[0])
+        reason = refusal_reason(str(sockaddr[0]), allowed)
+        (refused if reason else passed).append(reason or str(sockaddr[0]))
     if not passed:
         raise AddressRefused(f"refused to connect to {conn.host}: {'; '.join(dict.fromkeys(refused))}")
     last_error: OSError | None = None
@@ -226,7 +227,8 @@ class GuardedHTTPAdapter(HTTPAdapter):
     def build_response(self, req, resp) -> requests.Response:
         response = super().build_response(req, resp)
         # The body is not read yet, so the response still holds the connection it came on.
-        response.peer_address = getattr(resp.connection, "peer_address", None)
+        # an attribute of our own on the response (type: ignore)
+        response.peer_address = getattr(resp.connection, "peer_address", None)  # type: ignore[attr-defined]
         return response
 
 

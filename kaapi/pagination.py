@@ -6,6 +6,8 @@ beyond PostgreSQL's bigint failed the query) and silently replaces a malformed n
 
 from __future__ import annotations
 
+from typing import cast
+
 from django.conf import settings
 from rest_framework import exceptions, pagination
 
@@ -17,13 +19,13 @@ class LimitOffsetPagination(pagination.LimitOffsetPagination):
     limit used); ``offset`` from 0 up. Anything else (not an integer, negative, zero limit, beyond 64 bits) is 400."""
 
     @property
-    def max_limit(self) -> int:
+    def max_limit(self) -> int:  # type: ignore[override]  # DRF's attribute, read from the settings here
         return settings.API_MAX_PAGE_SIZE
 
     def get_limit(self, request) -> int:
         raw = request.query_params.get(self.limit_query_param)
         if raw is None:
-            return min(self.default_limit, self.max_limit)
+            return min(cast(int, self.default_limit), self.max_limit)
         return min(_integer(self.limit_query_param, raw, minimum=1), self.max_limit)
 
     def get_schema_operation_parameters(self, view) -> list[dict]:

@@ -117,7 +117,7 @@ def _check(data: Any, *, text: bool = True) -> None:
                 stack.append((key, _members(value)))
                 break
             elif kind is float and not math.isfinite(value):
-                _refuse(path_to(key), *_unstorable(value))
+                _refuse(path_to(key), *_unstorable(value))  # type: ignore[misc]  # a tuple for a non-finite float
             if text and type(key) is str and unstorable_text(key):
                 _refuse(path_to(key), "A key")
         else:

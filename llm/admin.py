@@ -99,7 +99,7 @@ class ProviderCredentialForm(forms.ModelForm):
         )
 
     def clean(self):
-        cleaned = super().clean()
+        cleaned = super().clean() or {}
         if not self.instance.pk and not cleaned.get("api_key"):
             self.add_error("api_key", "required")
         try:

@@ -38,7 +38,7 @@ def _config_version_for_call(*, project_id: int, config_id: int, version: int):
             config_id=config_id, config__project_id=project_id, config__deleted_at__isnull=True, version=version
         )
         .order_by()
-        .annotate(provider=KT("blob__completion__provider"))
+        .annotate(provider=KT("blob__completion__provider"))  # type: ignore[no-redef]  # for the OuterRef above
         .values_list("blob", has_credentials)[:1]
     )
 

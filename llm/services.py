@@ -102,7 +102,7 @@ def validate_base_url(url: str) -> str:
     except (OSError, UnicodeError):
         raise ValidationError({"base_url": [f"the host {host!r} cannot be resolved"]}) from None
     for info in infos:
-        reason = outbound.refusal_reason(info[4][0], [])
+        reason = outbound.refusal_reason(str(info[4][0]), [])
         if reason:
             message = f"the host {host!r} is on a non-public network, which this server does not allow ({reason})"
             raise ValidationError({"base_url": [message]})
@@ -195,9 +195,9 @@ def llm_call_start(
     """
     reference = None
     if blob is None:
-        found = selectors.config_version_for_call(project=project, config_id=config_id, version=config_version)
+        found = selectors.config_version_for_call(project=project, config_id=config_id, version=config_version)  # type: ignore[arg-type]  # None: ConfigNotFound
         if found is None:
-            if selectors.config_get(project=project, config_id=config_id) is None:
+            if selectors.config_get(project=project, config_id=config_id) is None:  # type: ignore[arg-type]  # None: ConfigNotFound
                 raise ConfigNotFound(f"config {config_id} does not exist in your project")
             raise ConfigNotFound(f"config {config_id} has no version {config_version}")
         blob, has_credentials = found

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.db import router
 
 from kaapi.sql import PreparedQuery
@@ -32,7 +34,8 @@ def api_key_by_prefix(*, prefix: str) -> APIKey | None:
     rows = _API_KEY_BY_PREFIX.rows(prefix=prefix, using=using)
     if not rows:
         return None
-    instances, start = [], 0
+    instances: list[Any] = []
+    start = 0
     for model, attnames in zip(_MODELS, _ATTNAMES, strict=True):
         instances.append(model.from_db(using, attnames, rows[0][start : start + len(attnames)]))
         start += len(attnames)

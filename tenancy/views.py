@@ -1,10 +1,14 @@
 from __future__ import annotations
 
+from typing import cast
+
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
+
+from .models import APIKey
 
 
 class WhoAmISerializer(serializers.Serializer):
@@ -27,7 +31,7 @@ class WhoAmIView(APIView):
 
     @extend_schema(responses={200: WhoAmISerializer}, summary="The caller's organization, project and key")
     def get(self, request: Request) -> Response:
-        api_key = request.auth
+        api_key = cast(APIKey, request.auth)
         project = api_key.project
         return Response(
             WhoAmISerializer(

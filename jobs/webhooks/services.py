@@ -40,7 +40,7 @@ SWEEP_GRACE = timedelta(seconds=30)
 # delivery, and the attempt is over before the lease ends.
 LEASE_MARGIN_SECONDS = 30
 
-_EVENTS = {
+_EVENTS: dict[str, WebhookEvent] = {
     JobStatus.SUCCESS: WebhookEvent.SUCCEEDED,
     JobStatus.FAILED: WebhookEvent.FAILED,
     JobStatus.CANCELLED: WebhookEvent.CANCELLED,

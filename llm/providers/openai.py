@@ -58,7 +58,7 @@ class OpenAIResponses(OpenAIAuth, Provider):
             raise ProviderError(
                 f"openai: the response failed: {(data.get('error') or {}).get('message', 'no message')}"
             )
-        parts = []
+        parts: list[str] = []
         for item in data["output"]:
             if item.get("type") == "message":
                 parts.extend(c["text"] for c in item["content"] if c.get("type") == "output_text")

@@ -18,7 +18,7 @@ from tenancy.services import api_key_create
 from tests import job_functions
 from tests.chaos.conftest import effects_per_job, resilient, services
 from tests.conftest import wait_until
-from tests.jobs.factories import make_job
+from tests.factories import make_job
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 

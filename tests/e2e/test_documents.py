@@ -9,7 +9,6 @@ from doctransform import services
 from doctransform.models import Document
 from jobs.models import Job, JobStatus
 from tests.conftest import wait_until
-
 from tests.doctransform import files
 from tests.doctransform.conftest import WORKER_TRANSFORM_TIMEOUT
 

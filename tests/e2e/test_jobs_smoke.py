@@ -61,7 +61,7 @@ def test_run_worker_command_starts_a_worker_that_runs_jobs(transactional_db, pro
     from jobs.publishing import get_task_status
     from kaapi.celery import app
     from tests.conftest import ROOT, purge_queues, worker_environment
-    from tests.jobs.factories import make_job
+    from tests.factories import make_job
 
     purge_queues()
     proc = subprocess.Popen(

@@ -16,7 +16,7 @@ from jobs.publishing import get_task_status
 from kaapi.celery import app
 from tests import job_functions
 from tests.conftest import wait_until
-from tests.jobs.factories import make_job
+from tests.factories import make_job
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 

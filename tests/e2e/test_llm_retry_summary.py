@@ -10,8 +10,8 @@ from kombu import Queue
 from jobs.models import Job, JobStatus
 from kaapi.celery import app
 from tests.conftest import wait_until
-from tests.llm.conftest import unique
 from tests.e2e.test_llm import WORKER, submit
+from tests.llm.conftest import unique
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 

@@ -22,7 +22,7 @@ from schemathesis.specs.openapi.checks import (
 
 from kaapi.wsgi import application
 from tenancy.services import api_key_create
-from tests.jobs.factories import make_job
+from tests.factories import make_job
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "25"))
 

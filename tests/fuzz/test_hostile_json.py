@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from llm.services import config_create
-from tests.jobs.factories import make_job
+from tests.factories import make_job
 from tests.llm.conftest import BLOBS
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "25"))

@@ -8,7 +8,7 @@ from django.test.utils import CaptureQueriesContext
 from jobs.models import Job, JobStatus
 from tenancy.models import APIKey
 from tenancy.services import api_key_verify
-from tests.jobs.factories import make_job, set_status
+from tests.factories import make_job, set_status
 
 pytestmark = pytest.mark.django_db
 

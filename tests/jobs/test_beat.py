@@ -19,7 +19,7 @@ from django_celery_results.models import TaskResult
 from jobs.beat import FileLock, PostgresAdvisoryLock, RedisLock
 from jobs.models import Job, JobStatus
 from tests.conftest import LOG_DIR, ROOT, wait_until, worker_environment
-from tests.jobs.factories import job_row
+from tests.factories import job_row
 
 SENT = "Sending due task"
 

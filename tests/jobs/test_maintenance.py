@@ -18,7 +18,7 @@ from jobs.maintenance import DEFAULT_SCHEDULES, maintenance_retention
 from jobs.models import Job, JobStatus, WaitingReason, WebhookDelivery
 from jobs.services import _new_jobs, jobs_dispatch_stalled, jobs_recover_overdue
 from tests.conftest import purge_queues
-from tests.jobs.factories import job_row
+from tests.factories import job_row
 
 pytestmark = pytest.mark.django_db
 

@@ -14,7 +14,7 @@ from jobs.services import _new_jobs, jobs_dispatch_stalled
 from jobs.views import ECHO_PATH
 from kaapi.celery import app
 from tests.conftest import wait_until
-from tests.jobs.factories import job_row
+from tests.factories import job_row
 
 # Named like the arguments of the publish call and of the generic tasks: before params travelled under one
 # argument of their own, each of these made every publish of the job raise TypeError.

@@ -8,7 +8,7 @@ from jobs.exceptions import JobStateError
 from jobs.execution import backoff_delay
 from jobs.models import Job, JobStatus
 from jobs.registry import get_job_function, job_function, registered_paths
-from tests.jobs.factories import make_job, set_status
+from tests.factories import make_job, set_status
 
 pytestmark = pytest.mark.django_db
 

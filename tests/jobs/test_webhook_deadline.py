@@ -11,12 +11,12 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from jobs.models import DeliveryStatus, JobStatus, WebhookDelivery
+from jobs.models import DeliveryStatus, WebhookDelivery
 from jobs.webhooks import webhook_attempt
 from jobs.webhooks.services import LEASE_MARGIN_SECONDS, _claim
 from tests.conftest import wait_until
+from tests.factories import WebhookDeliveryFactory
 from tests.fakes.webhook_receiver import Trickle, WebhookReceiver
-from tests.jobs.factories import job_row
 
 DEADLINE = 1.0
 # What "ends by the deadline" means here: generous, and far below the trickle's ~45 s and any per-read timeout.
@@ -40,9 +40,8 @@ def slow_receiver_settings(settings):
 
 
 def due_delivery(project, url: str) -> WebhookDelivery:
-    job = job_row(project, status=JobStatus.SUCCESS, callback_url=url)
-    return WebhookDelivery.objects.create(
-        job=job, url=url, event="job.succeeded", payload={"n": 1}, next_attempt_at=timezone.now()
+    return WebhookDeliveryFactory(
+        job__project=project, job__callback_url=url, payload={"n": 1}, next_attempt_at=timezone.now()
     )
 
 

@@ -17,8 +17,8 @@ from jobs.services import job_create
 from jobs.webhooks import webhook_attempt, webhook_payload, webhook_secret_get
 from jobs.webhooks.services import TRACE_HEADER, _claim
 from tests.conftest import wait_until
+from tests.factories import job_row
 from tests.fakes.webhook_receiver import WebhookReceiver
-from tests.jobs.factories import job_row
 
 # The worker may deliver to the receiver on 127.0.0.1 over http, and retries quickly.
 WORKER_ENV = {

@@ -7,10 +7,10 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from jobs.models import DeliveryStatus, JobStatus, WebhookDelivery
+from jobs.models import DeliveryStatus, WebhookDelivery
 from jobs.webhooks import services as webhook_services
 from jobs.webhooks import webhook_deliveries_publish_due, webhook_secret_get
-from tests.jobs.factories import job_row
+from tests.factories import WebhookDeliveryFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -25,14 +25,7 @@ def published(monkeypatch) -> list[str]:
 
 
 def make_delivery(project, **fields) -> WebhookDelivery:
-    job = job_row(
-        project,
-        status=JobStatus.SUCCESS,
-        callback_url="https://hooks.example.com/k",
-    )
-    return WebhookDelivery.objects.create(
-        job=job, url=job.callback_url, event="job.succeeded", payload={"success": True}, **fields
-    )
+    return WebhookDeliveryFactory(job__project=project, payload={"success": True}, **fields)
 
 
 def test_admin_redeliver_rearms_the_same_message(admin_client, project, published, django_capture_on_commit_callbacks):

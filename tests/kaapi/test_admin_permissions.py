@@ -15,7 +15,7 @@ from jobs.models import DeliveryStatus, Job, JobStatus, WebhookDelivery
 from jobs.webhooks import webhook_secret_get
 from tenancy.models import APIKey
 from tenancy.services import api_key_create
-from tests.jobs.factories import job_row
+from tests.factories import job_row
 
 pytestmark = pytest.mark.django_db
 

@@ -31,7 +31,18 @@ APP_SERVICES = sorted(name for name, service in SERVICES.items() if "build" in s
 
 def settings_variables() -> set[str]:
     source = (ROOT / "kaapi" / "settings.py").read_text()
-    return set(re.findall(r"""\benv_(?:str|bool|int|float|list|url)\(\s*["']([A-Z][A-Z0-9_]*)["']""", source))
+    # every read goes through django-environ's reader: env.str("NAME", ...), env.int(...), env.list(...)
+    return set(re.findall(r"""\benv\.(?:str|bool|int|float|list|url|db)\(\s*["']([A-Z][A-Z0-9_]*)["']""", source))
+
+
+def test_every_settings_read_names_its_variable_literally():
+    # settings_variables() finds the reads by their literal names: a read through another spelling would slip past
+    # the checks below, so there is none.
+    source = (ROOT / "kaapi" / "settings.py").read_text()
+    reads = re.findall(r"\benv(?:\.\w+)?\(", source)
+    assert "os.environ.get(" not in source and "os.getenv(" not in source
+    assert len(reads) - source.count("env.db_url_config(") == len(re.findall(r"\benv\.\w+\(\s*[\"'][A-Z]", source))
+    assert len(settings_variables()) > 70
 
 
 def env_example_keys() -> set[str]:
@@ -165,6 +176,16 @@ def test_make_and_ci_install_from_the_hashed_locks_and_check_them():
     assert not re.search(r"pip install[^\n]*-r requirements(-dev)?\.txt", makefile)
     ci = (ROOT / ".ci" / "run").read_text()
     assert ci.index("make lock-check") < ci.index("make test")
+
+
+def test_make_lint_runs_ruff_and_mypy_and_ci_runs_it_before_the_tests():
+    makefile = (ROOT / "Makefile").read_text()
+    recipe = re.search(r"^lint: venv\n((?:\t[^\n]*\n)+)", makefile, re.MULTILINE)
+    assert recipe and "ruff check" in recipe[1] and "ruff format --check" in recipe[1] and "mypy" in recipe[1]
+    mypy_ini = (ROOT / "mypy.ini").read_text()
+    assert "mypy_django_plugin.main" in mypy_ini and "mypy_drf_plugin.main" in mypy_ini
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "make lint || status=$?" in ci and ci.index("make lint") < ci.index("make test")
 
 
 def _pins(path: Path) -> dict[str, str]:

@@ -112,7 +112,7 @@ def test_an_unreachable_broker_shows_as_down_not_as_an_error(client, settings, m
 
 def test_waiting_jobs_are_counted_per_reason(client, settings, project):
     from jobs.models import WaitingReason
-    from tests.jobs.factories import job_row
+    from tests.factories import job_row
 
     settings.METRICS_QUEUE_DEPTH_CACHE_SECONDS = 0
     for reason in (

@@ -16,8 +16,8 @@ from jobs.webhooks import validate_callback_url, webhook_attempt
 from kaapi import outbound
 from kaapi.outbound import AddressRefused, refusal_reason
 from kaapi.outbound import guarded_session as _guarded_session
+from tests.factories import job_row
 from tests.fakes.webhook_receiver import WebhookReceiver
-from tests.jobs.factories import job_row
 
 
 def guarded_session():

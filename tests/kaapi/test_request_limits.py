@@ -10,7 +10,7 @@ import pytest
 
 from jobs.models import Job
 from llm.services import config_create
-from tests.jobs.factories import make_job
+from tests.factories import make_job
 from tests.llm.conftest import BLOBS
 
 pytestmark = pytest.mark.django_db

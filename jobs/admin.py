@@ -85,6 +85,7 @@ class JobAdmin(OperateActionsMixin, ExactSearchMixin, admin.ModelAdmin):
         "priority",
         "attempts",
         "progress_percent",
+        "run_after",
         "created_at",
         "finished_at",
     )

@@ -568,3 +568,13 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {"JobStatusEnum": "jobs.models.JobStatus"},
     "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "kaapi.schema.postprocess_common"],
 }
+
+# --- Submission: idempotency keys, bulk LLM calls, delayed jobs ---------------------------------------------------
+# Seconds a submission's Idempotency-Key is kept (its replay answers the same job); the retention task removes it after.
+IDEMPOTENCY_KEY_TTL = env_int("IDEMPOTENCY_KEY_TTL", 86_400, minimum=1)
+# Most calls in one POST /api/v1/llm/call/batch (more is a 400).
+LLM_BATCH_MAX_CALLS = env_int("LLM_BATCH_MAX_CALLS", 1000, minimum=1)
+# Furthest run_after (or delay_seconds) a submission may ask for, in days (further is a 400).
+JOB_SCHEDULE_HORIZON_DAYS = env_int("JOB_SCHEDULE_HORIZON_DAYS", 30, minimum=1)
+# Seconds between two runs of the sweep that publishes due SCHEDULED jobs (its beat schedule's interval).
+JOB_SCHEDULED_SWEEP_SECONDS = env_int("JOB_SCHEDULED_SWEEP_SECONDS", 1, minimum=1)

@@ -11,7 +11,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from jobs.serializers import JobSubmittedSerializer
-from jobs.views import submitted_response
+from jobs.views import idempotent, submitted_response
 from tenancy.authentication import request_project
 
 from . import selectors, services
@@ -168,6 +168,7 @@ class LlmCallView(APIView):
             404: OpenApiResponse(description="the config or its version does not exist in your project"),
         },
     )
+    @idempotent
     def post(self, request: Request) -> Response:
         serializer = LlmCallSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)

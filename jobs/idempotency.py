@@ -42,7 +42,8 @@ class IdempotencyKeyReused(Exception):
 
 
 def validate_key(key: str) -> str:
-    """1 to 255 printable ASCII characters (a header value that every client library sends unchanged)."""
+    """1 to 255 printable ASCII characters (a header value that every client library sends unchanged; HTTP drops
+    the spaces around it)."""
     if not 1 <= len(key) <= MAX_KEY_LENGTH or not all(0x20 <= ord(char) <= 0x7E for char in key):
         raise ValidationError({HEADER: [f"must be 1 to {MAX_KEY_LENGTH} printable ASCII characters"]})
     return key

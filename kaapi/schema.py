@@ -60,7 +60,7 @@ _IDEMPOTENCY_KEY_PARAMETER = {
     "in": "header",
     "name": "Idempotency-Key",
     "required": False,
-    "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[ -~]+$"},
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]([ -~]*[!-~])?$"},
     "description": "Makes a retry of this submission safe: the same key with the same body answers the same 202 "
     "(the same job) with Idempotent-Replayed: true, for IDEMPOTENCY_KEY_TTL seconds (24 h by default); with "
     "another body 422; while the first request with the key is still being processed 409.",
@@ -105,6 +105,10 @@ def postprocess_common(result, generator, request, public):
                     parameters.append(dict(_IDEMPOTENCY_KEY_PARAMETER))
                 for code, description in _IDEMPOTENCY_ERRORS.items():
                     responses.setdefault(code, {"description": description, "content": _ERROR_BODY})
+                responses.setdefault(  # a malformed Idempotency-Key
+                    "400",
+                    {"description": "Invalid input.", "content": {"application/json": {"schema": VALIDATION_ERRORS}}},
+                )
             if any("ApiKeyAuth" in requirement for requirement in operation.get("security", [])):
                 for code, description in _AUTH_ERRORS.items():
                     responses.setdefault(code, {"description": description, "content": _ERROR_BODY})

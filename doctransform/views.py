@@ -133,6 +133,7 @@ class DocumentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
                 target_format=data["target_format"],
                 transformer=data["transformer"] or None,
                 callback_url=data.get("callback_url", ""),
+                run_after=data["run_after"],
             )
         except EmptyDocument as exc:
             raise ValidationError({"file": [str(exc)]}) from None

@@ -4,6 +4,7 @@ processes create exactly 10 jobs, and after a restart of the web server the keys
 from __future__ import annotations
 
 import threading
+import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 
@@ -40,22 +41,24 @@ def test_concurrent_clients_with_ten_keys_create_ten_jobs_across_a_restart(start
     web = start_web(workers=4)
     start = threading.Barrier(CLIENTS)
 
-    def client(index: int) -> tuple[str, str]:
+    def client(index: int) -> tuple[str, str, bool]:
         key = f"client-key-{index % KEYS}"
         start.wait()
-        for _ in range(200):  # 409 while another request holds the key: the client retries, as it should
+        for _ in range(600):  # 409 while another request holds the key: the client retries, as it should
             status, body, headers = _submit(web.url, api_key, key)
             if status != 409:
                 break
+            time.sleep(0.05)
         assert status == 202, body
-        return key, body["job_id"]
+        return key, body["job_id"], headers.get("Idempotent-Replayed") == "true"
 
     with ThreadPoolExecutor(CLIENTS) as pool:
         answers = list(pool.map(client, range(CLIENTS)))
 
     jobs_per_key = defaultdict(set)
-    for key, job_id in answers:
+    for key, job_id, _ in answers:
         jobs_per_key[key].add(job_id)
+    assert sum(not replayed for _, _, replayed in answers) == KEYS  # one creation per key, replays for the rest
     assert Job.objects.count() == KEYS
     assert all(len(job_ids) == 1 for job_ids in jobs_per_key.values()), jobs_per_key
     assert {job_id for job_ids in jobs_per_key.values() for job_id in job_ids} == {

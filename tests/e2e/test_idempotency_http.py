@@ -38,7 +38,7 @@ def _submit(url: str, api_key: str, key: str) -> tuple[int, dict, dict]:
 
 def test_concurrent_clients_with_ten_keys_create_ten_jobs_across_a_restart(start_web, project, _empty_queues):
     api_key = api_key_create(project=project).plaintext
-    web = start_web(workers=4)
+    web = start_web(workers=2)
     start = threading.Barrier(CLIENTS)
 
     def client(index: int) -> tuple[str, str, bool]:
@@ -67,7 +67,7 @@ def test_concurrent_clients_with_ten_keys_create_ten_jobs_across_a_restart(start
     assert IdempotencyKey.objects.count() == KEYS
 
     web.stop()
-    restarted = start_web(workers=2)
+    restarted = start_web(workers=1)
     for key, [job_id] in jobs_per_key.items():
         status, body, headers = _submit(restarted.url, api_key, key)
         assert (status, body["job_id"], headers["Idempotent-Replayed"]) == (202, job_id, "true")

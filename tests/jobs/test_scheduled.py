@@ -111,3 +111,45 @@ def test_admin_lists_scheduled_jobs_with_their_time(admin_client, api_client):
     assert response.status_code == 200
     assert str(job.id) in response.content.decode()
     assert "run after" in response.content.decode().lower()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_sweeps_hand_each_due_job_over_once(project, monkeypatch):
+    """Sweeps in several processes at once (beat fired twice, a slow run overlapping the next): the row locks give
+    each due job to one of them."""
+    import threading
+
+    from django.db import connection
+
+    from jobs.services import job_create_many
+    from jobs.views import ECHO_PATH
+
+    monkeypatch.setattr(scheduled, "PROMOTE_BATCH", 7)
+    handed: list = []
+    lock = threading.Lock()
+
+    def record(jobs):
+        with lock:
+            handed.extend(job.id for job in jobs)
+
+    monkeypatch.setattr(scheduled, "dispatch", record)
+    soon = timezone.now() + timedelta(seconds=30)
+    jobs = job_create_many(
+        project=project, function_path=ECHO_PATH, params_list=[{"i": i} for i in range(120)], run_afters=[soon] * 120
+    )
+    Job.objects.update(run_after=timezone.now())
+    start = threading.Barrier(4)
+
+    def sweep() -> None:
+        try:
+            start.wait()
+            jobs_promote_due()
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=sweep) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(handed) == sorted(job.id for job in jobs)

@@ -25,7 +25,17 @@ and its message published with a publisher confirm (jobs.publishing.publish_job,
 dispatcher runs it). Its machine CPU per job bounds the ratio any implementation of these rules can reach here: a
 call that cost the trivial request plus exactly that minimum would reach trivial / (trivial + minimum).
 
+Then, in the same run (``--phases``):
+  batch      accepted LLM calls per second through one POST /api/v1/llm/call/batch of --batch-size calls against
+             the same calls one request each (--clients at a time), --batch-rounds alternating rounds, each
+             measured after the previous one's jobs were published (goal: at least 10x, and the batch answered in
+             under 1 s p50).
+  scheduled  --scheduled delayed jobs (echo) due at random times within the same --scheduled-window seconds, run
+             by a real worker, published by a real beat's due-job sweep: how late each started after its
+             run_after, p50/p99 (goal: within 2 s).
+
     python bench/submission.py --clients 64 --seconds 10 --rounds 3
+    python bench/submission.py --phases batch,scheduled --batch-size 50 --scheduled 50 --scheduled-window 5
 """
 
 from __future__ import annotations
@@ -141,8 +151,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating capacity rounds (default 3)")
     parser.add_argument("--minimum-threads", type=int, default=16, help="threads of the durable-minimum phase")
     parser.add_argument("--minimum-seconds", type=float, default=4.0, help="length of the durable-minimum phase")
+    parser.add_argument("--phases", default="capacity,batch,scheduled", help="of capacity, batch, scheduled")
+    parser.add_argument("--batch-size", type=int, default=1000, help="calls in one bulk request")
+    parser.add_argument("--batch-rounds", type=int, default=3, help="alternating batch / one-by-one rounds")
+    parser.add_argument("--scheduled", type=int, default=1000, help="delayed jobs of the lateness phase")
+    parser.add_argument("--scheduled-window", type=float, default=60.0, help="seconds the delayed jobs are due in")
     parser.add_argument("--output")
     args = parser.parse_args()
+    phases = set(args.phases.split(","))
 
     setup_environment("submission")
     from jobs.services import job_create
@@ -191,34 +207,55 @@ def main() -> None:
         trivial = build_request("GET", "/api/v1/whoami/", api_key, None, port)
         submit = build_request("POST", call_body[0], api_key, call_body[1], port)
         poll = build_request("GET", f"/api/v1/jobs/{polled.id}/", api_key, None, port)
-        phases = (("trivial", trivial, 200), ("submit", submit, 202), ("poll", poll, 200))
-        for _, raw, expect in phases:  # warm up every gunicorn worker on each endpoint
-            asyncio.run(load(port, raw, clients=8, seconds=2, expect=expect))
-        measured: dict[str, list[tuple[float, list[float], int]]] = {name: [] for name, _, _ in phases}
-        cpu: dict[str, list[tuple[float, float, float]]] = {name: [] for name, _, _ in phases}
-        minimum: list[tuple[float, float]] = []  # (jobs/s, machine CPU ms per job) of each round
-        for _ in range(args.rounds):
-            for name, raw, expect in phases:
-                before = cpu_now(server.pid)
-                count, latencies, errors = asyncio.run(
-                    load(port, raw, clients=args.clients, seconds=args.seconds, expect=expect)
+        if "capacity" in phases:
+            endpoints = (("trivial", trivial, 200), ("submit", submit, 202), ("poll", poll, 200))
+            for _, raw, expect in endpoints:  # warm up every gunicorn worker on each endpoint
+                asyncio.run(load(port, raw, clients=8, seconds=2, expect=expect))
+            measured: dict[str, list[tuple[float, list[float], int]]] = {name: [] for name, _, _ in endpoints}
+            cpu: dict[str, list[tuple[float, float, float]]] = {name: [] for name, _, _ in endpoints}
+            minimum: list[tuple[float, float]] = []  # (jobs/s, machine CPU ms per job) of each round
+            for _ in range(args.rounds):
+                for name, raw, expect in endpoints:
+                    before = cpu_now(server.pid)
+                    count, latencies, errors = asyncio.run(
+                        load(port, raw, clients=args.clients, seconds=args.seconds, expect=expect)
+                    )
+                    after = cpu_now(server.pid)
+                    cpu[name].append(tuple((b - a) / max(count, 1) * 1000 for a, b in zip(before, after, strict=True)))
+                    measured[name].append((count / args.seconds, latencies, errors))
+                minimum.append(
+                    durable_minimum(project, call_body[1], threads=args.minimum_threads, seconds=args.minimum_seconds)
                 )
-                after = cpu_now(server.pid)
-                cpu[name].append(tuple((b - a) / max(count, 1) * 1000 for a, b in zip(before, after, strict=True)))
-                measured[name].append((count / args.seconds, latencies, errors))
-            minimum.append(
-                durable_minimum(project, call_body[1], threads=args.minimum_threads, seconds=args.minimum_seconds)
+            rate = args.load_fraction * statistics.median(r for r, _, _ in measured["submit"])
+            paced_results = {
+                name: asyncio.run(
+                    paced(port, raw, clients=args.clients, rate=rate, seconds=args.seconds, expect=expect)
+                )
+                for name, raw, expect in (("trivial", trivial, 200), ("submit", submit, 202))
+            }
+        if "batch" in phases:
+            batch_results = batch_phase(
+                port, api_key, call_body, size=args.batch_size, rounds=args.batch_rounds, clients=args.clients
             )
-        rate = args.load_fraction * statistics.median(r for r, _, _ in measured["submit"])
-        paced_results = {
-            name: asyncio.run(paced(port, raw, clients=args.clients, rate=rate, seconds=args.seconds, expect=expect))
-            for name, raw, expect in (("trivial", trivial, 200), ("submit", submit, 202))
-        }
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(30)
         purge(app)
+    lines = []
+    if "batch" in phases:
+        lines.append(batch_line(*batch_results, size=args.batch_size, clients=args.clients))
+    if "scheduled" in phases:
+        lines.append(scheduled_phase(project, count=args.scheduled, window=args.scheduled_window))
+    for line in lines:
+        print(line)
+    if args.output and lines:
+        with open(args.output, "a") as fh:
+            fh.write("\n\n".join(lines) + "\n\n")
+    if "capacity" in phases:
+        report_capacity(args, measured, cpu, minimum, paced_results, rate, call_body)
 
+
+def report_capacity(args, measured, cpu, minimum, paced_results, rate, call_body) -> None:
     t_rates = [r for r, _, _ in measured["trivial"]]
     s_rates = [r for r, _, _ in measured["submit"]]
     p_rates = [r for r, _, _ in measured["poll"]]
@@ -387,6 +424,137 @@ def minimum_line(
         f"rounds. The trivial request costs {trivial:.2f} ms: a call costing it plus exactly that minimum would "
         f"reach {trivial / (trivial + per_job):.2f}x; llm/call costs {call:.2f} ms, "
         f"{call - trivial - per_job:.2f} ms above that bound)"
+    )
+
+
+# --- Bulk LLM calls ------------------------------------------------------------------------------------
+def wait_published(timeout: float = 300) -> None:
+    """Until the web server's dispatchers have published every accepted job (none left PENDING undispatched), so
+    that one phase's publishing does not run into the next phase's measurement."""
+    from jobs.models import Job
+
+    deadline = time.monotonic() + timeout
+    while Job.objects.undispatched().exists():
+        if time.monotonic() > deadline:
+            raise RuntimeError("accepted jobs were not published")
+        time.sleep(0.2)
+
+
+def batch_phase(port: int, api_key: str, call_body: tuple[str, dict], *, size: int, rounds: int, clients: int):
+    """Seconds to accept ``size`` LLM calls through one bulk request and one request each, per round."""
+    from kaapi.celery import app
+
+    calls = [{**call_body[1], "query": f"What is AI? #{i}"} for i in range(size)]
+    bulk = build_request("POST", "/api/v1/llm/call/batch", api_key, {"calls": calls}, port)
+    singles = [build_request("POST", call_body[0], api_key, call, port) for call in calls]
+
+    async def one_by_one() -> int:
+        pending = list(reversed(singles))
+        errors = 0
+
+        async def client() -> None:
+            nonlocal errors
+            while pending:
+                if await send(port, pending.pop()) != 202:
+                    errors += 1
+
+        await asyncio.gather(*(client() for _ in range(min(clients, size))))
+        return errors
+
+    asyncio.run(send(port, bulk))  # warm up
+    wait_published()
+    bulk_seconds, single_seconds, errors = [], [], 0
+    for _ in range(rounds):
+        started = time.perf_counter()
+        if asyncio.run(send(port, bulk)) != 202:
+            errors += 1
+        bulk_seconds.append(time.perf_counter() - started)
+        wait_published()
+        started = time.perf_counter()
+        errors += asyncio.run(one_by_one())
+        single_seconds.append(time.perf_counter() - started)
+        wait_published()
+        purge(app)
+    return bulk_seconds, single_seconds, errors
+
+
+def batch_line(bulk_seconds: list[float], single_seconds: list[float], errors: int, *, size: int, clients: int) -> str:
+    ratios = [single / bulk for bulk, single in zip(bulk_seconds, single_seconds, strict=True)]
+    return (
+        f"Bulk LLM calls, {size} calls accepted per round, {len(ratios)} alternating rounds: one POST "
+        f"/api/v1/llm/call/batch {statistics.median(size / t for t in bulk_seconds):,.0f} calls/s "
+        f"(answered in p50 {statistics.median(bulk_seconds) * 1000:.0f} ms, max {max(bulk_seconds) * 1000:.0f} ms; "
+        f"goal < 1 s), one request each with {min(clients, size)} clients "
+        f"{statistics.median(size / t for t in single_seconds):,.0f} calls/s; ratio per round "
+        f"{' / '.join(f'{r:.1f}' for r in ratios)}, median {statistics.median(ratios):.1f}x (goal ≥ 10x); "
+        f"errors {errors}"
+    )
+
+
+# --- Delayed jobs -----------------------------------------------------------------------------------------
+def scheduled_phase(project, *, count: int, window: float) -> str:
+    """Lateness (start minus run_after) of ``count`` echo jobs due at random times within ``window`` seconds, run by
+    a real worker and published by a real beat's due-job sweep."""
+    import random
+    from datetime import timedelta
+
+    from django.db import transaction
+    from django.db.models import F
+    from django.utils import timezone
+
+    from bench.harness import kaapi_worker
+    from jobs.models import Job, JobStatus
+    from jobs.services import job_create_many
+    from kaapi.celery import app
+
+    purge(app)
+    worker = kaapi_worker("high_priority,low_priority,cron", concurrency=2)
+    beat_log = LOG_DIR / "beat.log"
+    beat = subprocess.Popen(
+        [sys.executable, "manage.py", "run_beat", "--max-interval", "1", "--loglevel", "info"],
+        env={**os.environ, "BEAT_LOCK_BACKEND": "postgres", "LOG_LEVEL": "INFO"},
+        stdout=open(beat_log, "wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while b"this beat schedules" not in beat_log.read_bytes():
+            if time.monotonic() > deadline or beat.poll() is not None:
+                raise RuntimeError(f"beat did not start; see {beat_log}")
+            time.sleep(0.2)
+        rng = random.Random(20)
+        start = timezone.now() + timedelta(seconds=5)
+        run_afters = sorted(start + timedelta(seconds=rng.uniform(0, window)) for _ in range(count))
+        with transaction.atomic():
+            jobs = job_create_many(
+                project=project,
+                function_path="jobs.functions.echo",
+                params_list=[{"delay": 0, "i": i} for i in range(count)],
+                priority="high",
+                run_afters=run_afters,
+            )
+        ids = [job.id for job in jobs]
+        deadline = time.monotonic() + window + 300
+        while Job.objects.filter(id__in=ids, status=JobStatus.SUCCESS).count() < count:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the delayed jobs did not all run")
+            time.sleep(1)
+    finally:
+        os.killpg(beat.pid, signal.SIGTERM)
+        beat.wait(30)
+        worker.stop()
+        purge(app)
+    lateness = [
+        (started - due).total_seconds() * 1000
+        for started, due in Job.objects.filter(id__in=ids).values_list("started_at", "run_after")
+    ]
+    early = Job.objects.filter(id__in=ids, started_at__lt=F("run_after")).count()
+    return (
+        f"Delayed jobs: {count} echo jobs due at random within {window:g} s, published by beat's due-job sweep "
+        f"(every JOB_SCHEDULED_SWEEP_SECONDS), run by one prefork worker (2 processes): start minus run_after p50 "
+        f"{percentile(lateness, 50):.0f} ms, p99 {percentile(lateness, 99):.0f} ms, max {max(lateness):.0f} ms "
+        f"(goal: within 2 s); started early: {early}"
     )
 
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from jobs.serializers import JobSubmittedSerializer
+from jobs.serializers import JobSubmittedSerializer, ScheduledSubmissionSerializer
 from kaapi.api import ModelSerializer
 
 from .models import Document
@@ -37,7 +37,7 @@ class DocumentSerializer(ModelSerializer):
         return request.build_absolute_uri(path) if request else path
 
 
-class DocumentUploadSerializer(serializers.Serializer):
+class DocumentUploadSerializer(ScheduledSubmissionSerializer):
     file = serializers.FileField(allow_empty_file=True, help_text="The document (multipart/form-data).")
     target_format = serializers.CharField(
         default=MARKDOWN, max_length=32, help_text=f"One of {', '.join(TARGET_FORMATS)} (for now: {MARKDOWN})."

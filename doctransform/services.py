@@ -6,7 +6,7 @@ import hashlib
 import logging
 import time
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import PurePath
 from typing import Any
 
@@ -109,6 +109,7 @@ def document_upload(
     transformer: str | None = None,
     callback_url: str = "",
     trace_id: str = "",
+    run_after: datetime | None = None,
 ) -> tuple[Document, Job]:
     """Store an uploaded document and create the job that transforms it (low priority).
 
@@ -137,6 +138,7 @@ def document_upload(
                 transformer=chosen.name,
                 callback_url=callback_url,
                 trace_id=trace_id,
+                run_after=run_after,
             )
     except BaseException:
         if document is not None:  # the rows were rolled back; the file was already written
@@ -146,9 +148,16 @@ def document_upload(
 
 
 def transformation_job_create(
-    *, document: Document, target_format: str, transformer: str, callback_url: str = "", trace_id: str = ""
+    *,
+    document: Document,
+    target_format: str,
+    transformer: str,
+    callback_url: str = "",
+    trace_id: str = "",
+    run_after: datetime | None = None,
 ) -> Job:
-    """A PENDING transformation job for ``document`` on the low-priority queue (published after commit)."""
+    """A PENDING transformation job for ``document`` on the low-priority queue (published after commit; SCHEDULED
+    until ``run_after`` when that is ahead)."""
     return job_create(
         project=document.project,
         function_path=EXECUTE_JOB_PATH,
@@ -156,6 +165,7 @@ def transformation_job_create(
         priority="low",
         callback_url=callback_url,
         trace_id=trace_id,
+        run_after=run_after,
     )
 
 

@@ -16,7 +16,7 @@ from rest_framework.parsers import MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from jobs.views import submitted_response
+from jobs.views import idempotent, submitted_response
 from tenancy.authentication import request_project
 
 from . import selectors, services
@@ -93,6 +93,11 @@ class DocumentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
             return Document.objects.none()
         return selectors.document_list(project=request_project(self.request))
 
+    def initial(self, request: Request, *args, **kwargs) -> None:
+        super().initial(request, *args, **kwargs)
+        if self.action == "create":  # before anything reads the body (the Idempotency-Key's fingerprint does)
+            request._request.upload_handlers.insert(0, UploadLimitHandler(request._request))
+
     def get_object(self) -> Document:
         try:
             document_id = uuid.UUID(str(self.kwargs["pk"]))
@@ -116,8 +121,8 @@ class DocumentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
             415: OpenApiResponse(description="A document type that no transformer supports; lists the supported."),
         },
     )
+    @idempotent
     def create(self, request: Request) -> Response:
-        request._request.upload_handlers.insert(0, UploadLimitHandler(request._request))
         serializer = DocumentUploadSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
@@ -129,6 +134,7 @@ class DocumentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
                 target_format=data["target_format"],
                 transformer=data["transformer"] or None,
                 callback_url=data.get("callback_url", ""),
+                run_after=data["run_after"],
             )
         except EmptyDocument as exc:
             raise ValidationError({"file": [str(exc)]}) from None

@@ -90,6 +90,7 @@ class JobAdmin(OperateActionsMixin, ExactSearchMixin, admin.ModelAdmin):
         "priority",
         "attempts",
         "progress_percent",
+        "run_after",
         "created_at",
         "finished_at",
     )

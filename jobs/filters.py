@@ -24,7 +24,8 @@ class JobFilter(django_filters.FilterSet):
     job_type = django_filters.CharFilter(max_length=64)
     created_after = UTCIsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
     created_before = UTCIsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    batch_id = django_filters.UUIDFilter(help_text="The jobs of one bulk submission (POST /api/v1/llm/call/batch).")
 
     class Meta:
         model = Job
-        fields = ["status", "job_type", "created_after", "created_before"]
+        fields = ["status", "job_type", "created_after", "created_before", "batch_id"]

@@ -13,6 +13,7 @@ from django.utils import timezone
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 from django_celery_results.models import GroupResult, TaskResult
 
+from .idempotency import idempotency_keys_expired
 from .models import FINISHED_STATUSES, Job
 from .services import jobs_dispatch_stalled, jobs_recover_overdue
 
@@ -48,7 +49,8 @@ def delete_in_batches(queryset: QuerySet, *, batch_size: int, max_batches: int) 
 def maintenance_retention(
     *, batch_size: int | None = None, max_batches: int | None = None, retention_days: int | None = None
 ) -> dict[str, int]:
-    """Delete expired task results and finished jobs older than ``JOB_RETENTION_DAYS`` (0 keeps jobs)."""
+    """Delete expired task results and idempotency keys, and finished jobs older than ``JOB_RETENTION_DAYS`` (0
+    keeps jobs)."""
     batch_size = batch_size or settings.MAINTENANCE_BATCH_SIZE
     max_batches = max_batches or settings.MAINTENANCE_MAX_BATCHES
     days = settings.JOB_RETENTION_DAYS if retention_days is None else retention_days
@@ -60,6 +62,9 @@ def maintenance_retention(
         ),
         "group_results": delete_in_batches(
             GroupResult.objects.filter(date_done__lt=results_cutoff), batch_size=batch_size, max_batches=max_batches
+        ),
+        "idempotency_keys": delete_in_batches(
+            idempotency_keys_expired(), batch_size=batch_size, max_batches=max_batches
         ),
         "jobs": 0,
     }
@@ -96,10 +101,16 @@ DEFAULT_SCHEDULES = (
         "Publish webhook deliveries whose retry is due (long backoffs, lost messages).",
     ),
     DefaultSchedule(
+        "kaapi: publish due scheduled jobs",
+        "jobs_cron_publish_scheduled",
+        settings.JOB_SCHEDULED_SWEEP_SECONDS,
+        "Publish SCHEDULED jobs whose run_after has come (through admission, as if just submitted).",
+    ),
+    DefaultSchedule(
         "kaapi: retention",
         "jobs_cron_retention",
         3600,
-        "Delete expired task results and old finished jobs, in batches.",
+        "Delete expired task results and idempotency keys, and old finished jobs, in batches.",
     ),
 )
 

@@ -13,6 +13,7 @@ from kaapi.sql import Converters, convert_row, row_converters
 
 
 class JobStatus(models.TextChoices):
+    SCHEDULED = "SCHEDULED", "Scheduled"  # waits for its run_after; then PENDING (jobs.scheduled)
     PENDING = "PENDING", "Pending"
     PROCESSING = "PROCESSING", "Processing"
     SUCCESS = "SUCCESS", "Success"
@@ -35,6 +36,10 @@ class JobQuerySet(models.QuerySet):
 
     def finished(self) -> JobQuerySet:
         return self.filter(status__in=FINISHED_STATUSES)
+
+    def scheduled_due(self, *, now) -> JobQuerySet:
+        """SCHEDULED jobs whose ``run_after`` has come (jobs/scheduled.py promotes them)."""
+        return self.filter(status=JobStatus.SCHEDULED, run_after__lte=now)
 
     def undispatched(self) -> JobQuerySet:
         return self.filter(status=JobStatus.PENDING, dispatched_at__isnull=True)
@@ -108,6 +113,15 @@ class Job(models.Model):
         choices=WaitingReason.choices,
         help_text="Why a PENDING job is not yet on its way to a worker; empty otherwise.",
     )
+    run_after = models.DateTimeField(
+        "run after",
+        null=True,
+        blank=True,
+        help_text="Not published before this time: the job is SCHEDULED until then; empty to run at once.",
+    )
+    batch_id = models.UUIDField(
+        "batch", null=True, blank=True, help_text="The bulk submission that created this job; empty for one alone."
+    )
     created_at = models.DateTimeField("created at", auto_now_add=True)
     dispatched_at = models.DateTimeField(
         "dispatched at", null=True, blank=True, help_text="When the broker confirmed the message."
@@ -157,6 +171,13 @@ class Job(models.Model):
                 fields=["project", "dispatched_at"],
                 condition=models.Q(dispatched_at__isnull=False),
                 name="job_project_dispatched",
+            ),
+            # The due-job sweep (jobs/scheduled.py) reads the SCHEDULED jobs by time; a project's batch by its id.
+            models.Index(
+                fields=["run_after"], condition=models.Q(status=JobStatus.SCHEDULED), name="job_scheduled_run_after"
+            ),
+            models.Index(
+                fields=["project", "batch_id"], condition=models.Q(batch_id__isnull=False), name="job_project_batch"
             ),
             # Admin's most used filter, FAILED jobs newest first; no by-id update implies status = 'FAILED'.
             models.Index(fields=["-created_at"], condition=models.Q(status=JobStatus.FAILED), name="job_failed"),
@@ -278,3 +299,39 @@ class WebhookDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event} {self.id} ({self.status})"
+
+
+# --- Idempotency ---------------------------------------------------------------------------------------
+class IdempotencyKeyQuerySet(models.QuerySet):
+    def expired(self, *, now=None) -> IdempotencyKeyQuerySet:
+        return self.filter(expires_at__lte=now or timezone.now())
+
+
+class IdempotencyKey(models.Model):
+    """A submission made with an ``Idempotency-Key`` header, and the answer it got (jobs/idempotency.py).
+
+    The unique (project, key) makes the database hold the guarantee: two requests with one key create one job.
+    """
+
+    project = models.ForeignKey(
+        "tenancy.Project", on_delete=models.CASCADE, related_name="idempotency_keys", verbose_name="project"
+    )
+    key = models.CharField("key", max_length=255, help_text="The client's Idempotency-Key header.")
+    fingerprint = models.CharField(
+        "request fingerprint", max_length=64, help_text="SHA-256 of the method, path and body of the request."
+    )
+    response_status = models.PositiveSmallIntegerField("response status")
+    response_body = models.JSONField("response body", help_text="Answered again, as is, to a replay.")
+    response_location = models.CharField("Location header", max_length=2048, blank=True, default="")
+    created_at = models.DateTimeField("created at", auto_now_add=True)
+    expires_at = models.DateTimeField("expires at", help_text="Removed by the retention task after this.")
+
+    objects = IdempotencyKeyQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = "idempotency key"
+        constraints = [models.UniqueConstraint(fields=["project", "key"], name="idempotency_key_unique")]
+        indexes = [models.Index(fields=["expires_at"], name="idempotency_key_expires")]
+
+    def __str__(self) -> str:
+        return f"{self.key} ({self.project_id})"

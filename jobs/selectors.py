@@ -3,11 +3,12 @@ from __future__ import annotations
 import uuid
 
 from django.db import router
+from django.db.models import Count
 
 from kaapi.sql import PreparedQuery
 from tenancy.models import Project
 
-from .models import Job, JobQuerySet
+from .models import Job, JobQuerySet, JobStatus
 
 _ATTNAMES = [field.attname for field in Job._meta.concrete_fields]
 
@@ -31,3 +32,19 @@ def job_get(*, project: Project, job_id: uuid.UUID | str) -> Job | None:
     using = router.db_for_read(Job)
     rows = _JOB_OF_PROJECT.rows(project_id=project.pk, job_id=job_id, using=using)
     return Job.from_db(using, _ATTNAMES, rows[0]) if rows else None
+
+
+def batch_status_counts(*, project: Project, batch_id: uuid.UUID) -> dict[str, int] | None:
+    """How many jobs of the project's batch are in each status (every status, 0 included); None when the
+    project has no such batch."""
+    rows = (
+        Job.objects.for_project(project)
+        .filter(batch_id=batch_id)
+        .order_by()
+        .values_list("status")
+        .annotate(n=Count("id"))
+    )
+    found = dict(rows)
+    if not found:
+        return None
+    return {status: found.get(status, 0) for status in JobStatus.values}

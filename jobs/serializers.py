@@ -2,13 +2,16 @@ from __future__ import annotations
 
 import json
 import math
+from datetime import timedelta
 
 from django.conf import settings
+from django.utils import timezone
 from rest_framework import serializers
 
 from kaapi.api import ModelSerializer, storable_json
 
 from .models import Job
+from .scheduled import schedule_horizon
 from .services import PRIORITY_LEVELS
 
 
@@ -43,11 +46,53 @@ class JobSerializer(ModelSerializer):
             "trace_id",
             "task_id",
             "callback_url",
+            "run_after",
+            "batch_id",
             "created_at",
             "started_at",
             "finished_at",
         ]
         read_only_fields = fields
+
+
+class ScheduledSubmissionSerializer(serializers.Serializer):
+    """A submission's ``run_after`` / ``delay_seconds`` (jobs/scheduled.py): validated into ``run_after``, a time
+    (None: at once)."""
+
+    run_after = serializers.DateTimeField(
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="Run the job at this time (ISO 8601) or later: it is SCHEDULED until then. At most "
+        "JOB_SCHEDULE_HORIZON_DAYS (30 by default) ahead; a time past runs at once.",
+    )
+    delay_seconds = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        default=None,
+        min_value=0,
+        help_text="Run the job this many seconds from now (instead of run_after).",
+    )
+
+    def validate(self, attrs: dict) -> dict:
+        attrs = super().validate(attrs)
+        run_after, delay = attrs.pop("run_after", None), attrs.pop("delay_seconds", None)
+        now = timezone.now()
+        horizon = schedule_horizon()
+        if run_after is not None and delay is not None:
+            raise serializers.ValidationError({"delay_seconds": ["give run_after or delay_seconds, not both"]})
+        if delay is not None:
+            if delay > horizon.total_seconds():
+                raise serializers.ValidationError(
+                    {"delay_seconds": [f"must be at most {int(horizon.total_seconds())} (JOB_SCHEDULE_HORIZON_DAYS)"]}
+                )
+            run_after = now + timedelta(seconds=delay)
+        elif run_after is not None and run_after - now > horizon:
+            raise serializers.ValidationError(
+                {"run_after": [f"must be at most {horizon.days} days ahead (JOB_SCHEDULE_HORIZON_DAYS)"]}
+            )
+        attrs["run_after"] = run_after
+        return attrs
 
 
 class JobSubmittedSerializer(serializers.Serializer):
@@ -81,7 +126,7 @@ class JobCancelSerializer(serializers.Serializer):
 ECHO_MAX_PARAMS_BYTES = 65_536
 
 
-class EchoJobSerializer(serializers.Serializer):
+class EchoJobSerializer(ScheduledSubmissionSerializer):
     params = serializers.DictField(default=dict, help_text="Returned as the job's result.", validators=[storable_json])
     priority = serializers.ChoiceField(choices=sorted(PRIORITY_LEVELS), default="high")
     callback_url = serializers.URLField(required=False, allow_blank=True, max_length=2048)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from enum import Enum
 from functools import partial
 from typing import Any
@@ -26,6 +26,7 @@ from .exceptions import JobStateError
 from .models import FINISHED_STATUSES, Job, JobStatus, WaitingReason
 from .publishing import new_task_id, publish_and_record, revoke_task
 from .registry import get_job_function, reserved_param_names
+from .scheduled import schedule_jobs
 from .webhooks import validate_callback_url, webhook_enqueue_for_job
 
 logger = logging.getLogger(__name__)
@@ -43,8 +44,10 @@ def job_create(
     trace_id: str = "",
     callback_url: str = "",
     job_type: str | None = None,
+    run_after: datetime | None = None,
 ) -> Job:
-    """Create a PENDING job and publish it once the surrounding transaction commits.
+    """Create a PENDING job and publish it once the surrounding transaction commits; with a future ``run_after``
+    a SCHEDULED job instead, published when it is due (``jobs.scheduled``).
 
     Call it inside the transaction that writes the job's domain rows, so both exist or neither does.
     """
@@ -58,8 +61,10 @@ def job_create(
         job_type=job_type,
         callback_url=callback_url,
     )
+    due = schedule_jobs([job], run_afters=[run_after])
     statements.insert(job)
-    transaction.on_commit(partial(_submitted, [job]))
+    if due:
+        transaction.on_commit(partial(_submitted, due))
     return job
 
 
@@ -71,20 +76,28 @@ def job_create_many(
     priority: str = "low",
     trace_id: str = "",
     job_type: str | None = None,
+    callback_urls: list[str] | None = None,
+    run_afters: list[datetime | None] | None = None,
+    batch_id: uuid.UUID | None = None,
 ) -> list[Job]:
-    """Create many PENDING jobs in one INSERT and publish them after commit (batch submissions)."""
-    jobs = Job.objects.bulk_create(
-        _new_jobs(
-            project=project,
-            function_path=function_path,
-            params_list=params_list,
-            priority=priority,
-            trace_id=trace_id,
-            job_type=job_type,
-        )
+    """Create many PENDING jobs in one INSERT and publish them after commit (batch submissions); each with its
+    callback URL and run_after (SCHEDULED when in the future) when given, all with ``batch_id``."""
+    jobs = _new_jobs(
+        project=project,
+        function_path=function_path,
+        params_list=params_list,
+        priority=priority,
+        trace_id=trace_id,
+        job_type=job_type,
     )
-    if jobs:
-        transaction.on_commit(partial(_submitted, jobs))
+    for job, url in zip(jobs, callback_urls or [], strict=False):
+        job.callback_url = url
+    for job in jobs:
+        job.batch_id = batch_id
+    due = schedule_jobs(jobs, run_afters=run_afters or [])
+    jobs = Job.objects.bulk_create(jobs)
+    if due:
+        transaction.on_commit(partial(_submitted, due))
     return jobs
 
 
@@ -240,20 +253,21 @@ def job_report_progress(*, job_id: str, percent: int, message: str = "") -> bool
 
 # --- Operator and client actions ----------------------------------------------------------------
 def job_cancel(*, job: Job, terminate: bool = False) -> Job:
-    """Cancel a PENDING or PROCESSING job.
+    """Cancel a SCHEDULED, PENDING or PROCESSING job.
 
     The cancellation is durable (a worker that receives the message later does not run it); with
     ``terminate`` a running task is also killed.
     """
     was_running = job.status == JobStatus.PROCESSING
     now = timezone.now()
-    done = Job.objects.filter(id=job.id, status__in=[JobStatus.PENDING, JobStatus.PROCESSING]).update(
-        status=JobStatus.CANCELLED, error="cancelled", finished_at=now, updated_at=now, waiting_reason=""
-    )
+    was_published = job.status != JobStatus.SCHEDULED
+    done = Job.objects.filter(
+        id=job.id, status__in=[JobStatus.SCHEDULED, JobStatus.PENDING, JobStatus.PROCESSING]
+    ).update(status=JobStatus.CANCELLED, error="cancelled", finished_at=now, updated_at=now, waiting_reason="")
     job.refresh_from_db()
     if not done:
         raise JobStateError(f"job is already {job.status}")
-    if job.task_id:
+    if job.task_id and was_published:
         try:
             revoke_task(job.task_id, terminate=terminate and was_running)
         except Exception:  # the DB state already makes the cancellation stick

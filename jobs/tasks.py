@@ -9,7 +9,7 @@ from celery.signals import worker_init, worker_process_shutdown
 from django.conf import settings
 from django.db import connections
 
-from . import maintenance, webhooks
+from . import maintenance, scheduled, webhooks
 from .admission import dispatcher
 from .execution import JobFailed, message_params, run_job_message
 
@@ -97,3 +97,8 @@ def jobs_cron_retention(batch_size: int | None = None, max_batches: int | None =
 @shared_task(name="jobs_cron_deliver_due_webhooks")
 def jobs_cron_deliver_due_webhooks(limit: int = 500) -> int:
     return webhooks.webhook_deliveries_publish_due(limit=limit)
+
+
+@shared_task(name="jobs_cron_publish_scheduled")
+def jobs_cron_publish_scheduled(limit: int = 100_000) -> int:
+    return scheduled.jobs_promote_due(limit=limit)

@@ -1,11 +1,15 @@
 from __future__ import annotations
 
-from django.db import transaction
+import functools
+from collections.abc import Callable
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import IntegrityError, transaction
 from django.http import Http404
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import APIException
+from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -13,7 +17,7 @@ from kaapi.logging import current_trace_id
 from kaapi.schema import VALIDATION_ERRORS, ErrorSerializer
 from tenancy.authentication import request_project
 
-from . import selectors, services
+from . import idempotency, selectors, services
 from .exceptions import JobStateError
 from .filters import JobFilter
 from .functions import echo
@@ -26,6 +30,57 @@ ECHO_PATH = f"{echo.__module__}.{echo.__qualname__}"
 class Conflict(APIException):
     status_code = status.HTTP_409_CONFLICT
     default_code = "conflict"
+
+
+class Unprocessable(APIException):
+    status_code = status.HTTP_422_UNPROCESSABLE_ENTITY
+    default_code = "unprocessable"
+
+
+def idempotent(view_method: Callable[..., Response]) -> Callable[..., Response]:
+    """A submission view that honours the ``Idempotency-Key`` header (jobs/idempotency.py): with a key, the view
+    runs in one transaction with the key's record, and a retry with the key is answered from that record."""
+
+    @functools.wraps(view_method)
+    def view(self, request: Request, *args, **kwargs) -> Response:
+        key = request.headers.get(idempotency.HEADER)
+        if key is None:
+            return view_method(self, request, *args, **kwargs)
+        try:
+            key = idempotency.validate_key(key)
+        except DjangoValidationError as exc:
+            raise ValidationError(exc.message_dict) from None
+        project = request_project(request)
+        fingerprint = idempotency.request_fingerprint(method=str(request.method), path=request.path, data=request.data)
+        try:
+            with transaction.atomic():
+                found = idempotency.idempotency_key_find(project=project, key=key, fingerprint=fingerprint)
+                if found is not None:
+                    headers = {idempotency.REPLAYED_HEADER: "true"}
+                    if found.response_location:
+                        headers["Location"] = found.response_location
+                    return Response(found.response_body, status=found.response_status, headers=headers)
+                response = view_method(self, request, *args, **kwargs)
+                if not status.is_success(response.status_code):  # nothing of a refused submission is kept
+                    transaction.set_rollback(True)
+                    return response
+                idempotency.idempotency_key_record(
+                    project=project,
+                    key=key,
+                    fingerprint=fingerprint,
+                    status=response.status_code,
+                    body=response.data,
+                    location=response.headers.get("Location", ""),
+                )
+                return response
+        except idempotency.IdempotencyKeyInFlight as exc:
+            raise Conflict(str(exc)) from None
+        except idempotency.IdempotencyKeyReused as exc:
+            raise Unprocessable(str(exc)) from None
+        except IntegrityError:  # another request recorded the key first (no advisory lock: SQLite)
+            raise Conflict(f"a request with this {idempotency.HEADER} was processed meanwhile; retry") from None
+
+    return view
 
 
 def submitted_response(job: Job, request: Request, **extra) -> Response:
@@ -75,7 +130,7 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
         return job
 
     @extend_schema(
-        summary="Cancel a pending or running job",
+        summary="Cancel a scheduled, pending or running job",
         request=JobCancelSerializer,
         responses={
             200: JobSerializer,
@@ -100,6 +155,7 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
         responses={**_SUBMITTED, **_NOT_FOUND, **_conflict("The job is not FAILED or CANCELLED.")},
     )
     @action(detail=True, methods=["post"])
+    @idempotent
     def retry(self, request: Request, pk=None) -> Response:
         try:
             with transaction.atomic():
@@ -114,6 +170,7 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
         responses={**_SUBMITTED, **_BAD_REQUEST},
     )
     @action(detail=False, methods=["post"], serializer_class=EchoJobSerializer)
+    @idempotent
     def echo(self, request: Request) -> Response:
         """Submit a diagnostic echo job: its result is its params, after an optional delay."""
         serializer = EchoJobSerializer(data=request.data)
@@ -127,5 +184,6 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
             priority=data["priority"],
             callback_url=data.get("callback_url", ""),
             trace_id=current_trace_id() or "",
+            run_after=data["run_after"],
         )
         return submitted_response(job, request)

@@ -55,6 +55,25 @@ _LOCATION_HEADER = {
     "required": True,
     "description": "Where to poll the job: the body's status_url.",
 }
+# Every submission (an operation that answers 202) takes an Idempotency-Key (jobs/idempotency.py).
+_IDEMPOTENCY_KEY_PARAMETER = {
+    "in": "header",
+    "name": "Idempotency-Key",
+    "required": False,
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]([ -~]*[!-~])?$"},
+    "description": "Makes a retry of this submission safe: the same key with the same body answers the same 202 "
+    "(the same job) with Idempotent-Replayed: true, for IDEMPOTENCY_KEY_TTL seconds (24 h by default); with "
+    "another body 422; while the first request with the key is still being processed 409.",
+}
+_REPLAYED_HEADER = {
+    "schema": {"type": "string", "enum": ["true"]},
+    "required": False,
+    "description": "Present on the answer to a repeated Idempotency-Key: the answer recorded for its first request.",
+}
+_IDEMPOTENCY_ERRORS = {
+    "409": "A request with this Idempotency-Key is still being processed (or the job is not in a state for it).",
+    "422": "This Idempotency-Key was used for a request with another body.",
+}
 _ERROR_BODY = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
 _AUTH_ERRORS = {
     "401": "Missing, invalid or revoked API key.",
@@ -64,7 +83,8 @@ _AUTH_ERRORS = {
 
 def postprocess_common(result, generator, request, public):
     """POSTPROCESSING_HOOKS: add the X-Request-ID header and the authentication errors to every operation, and the
-    Location header to every 202 (a submitted job)."""
+    Location and Idempotent-Replayed headers, the Idempotency-Key parameter and its 409/422 to every 202 (a
+    submission)."""
     result.setdefault("components", {}).setdefault("schemas", {}).setdefault(
         "Error",
         {
@@ -80,6 +100,15 @@ def postprocess_common(result, generator, request, public):
             if not any(p.get("name") == "X-Request-ID" for p in parameters):
                 parameters.insert(0, dict(_REQUEST_ID_PARAMETER))
             responses = operation.setdefault("responses", {})
+            if "202" in responses:
+                if not any(p.get("name") == "Idempotency-Key" for p in parameters):
+                    parameters.append(dict(_IDEMPOTENCY_KEY_PARAMETER))
+                for code, description in _IDEMPOTENCY_ERRORS.items():
+                    responses.setdefault(code, {"description": description, "content": _ERROR_BODY})
+                responses.setdefault(  # a malformed Idempotency-Key
+                    "400",
+                    {"description": "Invalid input.", "content": {"application/json": {"schema": VALIDATION_ERRORS}}},
+                )
             if any("ApiKeyAuth" in requirement for requirement in operation.get("security", [])):
                 for code, description in _AUTH_ERRORS.items():
                     responses.setdefault(code, {"description": description, "content": _ERROR_BODY})
@@ -94,6 +123,7 @@ def postprocess_common(result, generator, request, public):
                 responses.setdefault("404", {"description": "Not found in your project.", "content": _ERROR_BODY})
             for code, response in responses.items():
                 response.setdefault("headers", {})["X-Request-ID"] = _REQUEST_ID_HEADER
-                if code == "202":  # every 202 is a submitted job (jobs.views.submitted_response)
+                if code == "202":  # every 202 is a submission (jobs.views.submitted_response, or a batch)
                     response["headers"]["Location"] = _LOCATION_HEADER
+                    response["headers"]["Idempotent-Replayed"] = _REPLAYED_HEADER
     return result

@@ -585,3 +585,13 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {"JobStatusEnum": "jobs.models.JobStatus"},
     "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "kaapi.schema.postprocess_common"],
 }
+
+# --- Submission: idempotency keys, bulk LLM calls, delayed jobs ---------------------------------------------------
+# Seconds a submission's Idempotency-Key is kept (its replay answers the same job); the retention task removes it after.
+IDEMPOTENCY_KEY_TTL = env.int("IDEMPOTENCY_KEY_TTL", default=86_400, minimum=1)
+# Most calls in one POST /api/v1/llm/call/batch (more is a 400).
+LLM_BATCH_MAX_CALLS = env.int("LLM_BATCH_MAX_CALLS", default=1000, minimum=1)
+# Furthest run_after (or delay_seconds) a submission may ask for, in days (further is a 400).
+JOB_SCHEDULE_HORIZON_DAYS = env.int("JOB_SCHEDULE_HORIZON_DAYS", default=30, minimum=1)
+# Seconds between two runs of the sweep that publishes due SCHEDULED jobs (its beat schedule's interval).
+JOB_SCHEDULED_SWEEP_SECONDS = env.int("JOB_SCHEDULED_SWEEP_SECONDS", default=1, minimum=1)

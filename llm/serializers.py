@@ -2,8 +2,10 @@ from __future__ import annotations
 
 import json
 
+from django.conf import settings
 from rest_framework import serializers
 
+from jobs.serializers import ScheduledSubmissionSerializer
 from kaapi.api import ModelSerializer
 
 from .models import Config, ConfigVersion, ProviderCredential
@@ -112,7 +114,22 @@ class ConfigReferenceSerializer(serializers.Serializer):
         return attrs
 
 
-class LlmCallSerializer(serializers.Serializer):
+class IndexedListSerializer(serializers.ListSerializer):
+    """A list whose items' errors are keyed by the index of each bad item ({"3": {"query": [...]}}), not a list as
+    long as the input with an empty object for every good one."""
+
+    def to_internal_value(self, data):
+        try:
+            return super().to_internal_value(data)
+        except serializers.ValidationError as exc:
+            if isinstance(exc.detail, list):
+                raise serializers.ValidationError(
+                    {str(index): errors for index, errors in enumerate(exc.detail) if errors}
+                ) from None
+            raise
+
+
+class LlmCallSerializer(ScheduledSubmissionSerializer):
     config = ConfigReferenceSerializer()
     query = serializers.CharField(max_length=MAX_QUERY_LENGTH, trim_whitespace=False)
     callback_url = serializers.URLField(required=False, allow_blank=True, max_length=2048)
@@ -129,3 +146,36 @@ class LlmCallSerializer(serializers.Serializer):
         if value is not None and len(json.dumps(value)) > MAX_METADATA_BYTES:
             raise serializers.ValidationError(f"must be at most {MAX_METADATA_BYTES} bytes of JSON")
         return value
+
+    class Meta:
+        list_serializer_class = IndexedListSerializer
+
+
+class LlmCallBatchSerializer(serializers.Serializer):
+    def get_fields(self) -> dict[str, serializers.Field]:
+        # Built per instance so that the bound (and the schema's maxItems) follow LLM_BATCH_MAX_CALLS.
+        return {
+            "calls": LlmCallSerializer(
+                many=True,
+                allow_empty=False,
+                max_length=settings.LLM_BATCH_MAX_CALLS,  # type: ignore[call-arg]  # ListSerializer's, through many=True
+                help_text="LLM call bodies, as POST /api/v1/llm/call takes them; errors are keyed by each bad "
+                "call's index.",
+            )
+        }
+
+
+class LlmBatchSubmittedSerializer(serializers.Serializer):
+    """The answer to a bulk submission: 202 with the batch and its jobs, in the order of the calls."""
+
+    batch_id = serializers.UUIDField()
+    status_url = serializers.CharField(help_text="The batch's counts per status.")
+    job_ids = serializers.ListField(child=serializers.UUIDField())
+
+
+class LlmBatchSerializer(serializers.Serializer):
+    batch_id = serializers.UUIDField()
+    total = serializers.IntegerField(help_text="Jobs in the batch.")
+    counts = serializers.DictField(
+        child=serializers.IntegerField(), help_text="Jobs per status (every status, 0 included)."
+    )

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import uuid
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -13,7 +15,8 @@ from django.db.models import Max
 from django.utils import timezone
 
 from jobs.models import Job
-from jobs.services import job_create
+from jobs.services import job_create, job_create_many
+from jobs.webhooks import validate_callback_url
 from kaapi import crypto, outbound
 from tenancy.models import Project
 
@@ -186,16 +189,57 @@ def llm_call_start(
     blob: Any = None,
     callback_url: str = "",
     request_metadata: dict[str, Any] | None = None,
+    run_after: datetime | None = None,
 ) -> Job:
-    """Check everything the worker will need, then create the LLM_API job on the high-priority queue.
+    """Check everything the worker will need, then create the LLM_API job on the high-priority queue (SCHEDULED
+    until ``run_after`` when that is ahead).
 
     Refused here, not later in the worker: an unknown config or version or another project's
     (``ConfigNotFound``), an invalid blob (``ValidationError``), no credentials for the provider
     (``CredentialsMissing``). The resolved blob travels in the job's params: versions are immutable.
     """
+    params = _call_params(
+        project=project,
+        query=query,
+        config_id=config_id,
+        config_version=config_version,
+        blob=blob,
+        request_metadata=request_metadata,
+    )
+    # The job row is the only write: its INSERT is its own transaction, and the job is published after it.
+    return job_create(
+        project=project,
+        function_path=EXECUTE_JOB_PATH,
+        params=params,
+        priority="high",
+        callback_url=callback_url,
+        run_after=run_after,
+    )
+
+
+def _call_params(
+    *,
+    project: Project,
+    query: str,
+    config_id: int | None,
+    config_version: int | None,
+    blob: Any,
+    request_metadata: dict[str, Any] | None,
+    lookups: dict | None = None,
+) -> dict[str, Any]:
+    """The params of a call's job: its blob resolved (and checked), its query and metadata. ``lookups`` keeps what
+    was looked up (versions, credentials) for the next calls of a batch."""
+    lookups = {} if lookups is None else lookups
     reference = None
     if blob is None:
-        found = selectors.config_version_for_call(project=project, config_id=config_id, version=config_version)  # type: ignore[arg-type]  # None: ConfigNotFound
+        version_key = ("version", config_id, config_version)
+        if version_key not in lookups:
+            lookups[version_key] = selectors.config_version_for_call(
+                project=project,
+                config_id=config_id,  # type: ignore[arg-type]  # the serializer requires it without a blob
+                version=config_version,  # type: ignore[arg-type]  # None: ConfigNotFound
+            )
+        found = lookups[version_key]
         if found is None:
             if selectors.config_get(project=project, config_id=config_id) is None:  # type: ignore[arg-type]  # None: ConfigNotFound
                 raise ConfigNotFound(f"config {config_id} does not exist in your project")
@@ -204,19 +248,73 @@ def llm_call_start(
         reference = {"id": config_id, "version": config_version}
     else:
         blob = validate_blob(blob)
-        has_credentials = selectors.credential_exists(project=project, provider=blob["completion"]["provider"])
+        credentials_key = ("credentials", blob["completion"]["provider"])
+        if credentials_key not in lookups:
+            lookups[credentials_key] = selectors.credential_exists(
+                project=project, provider=blob["completion"]["provider"]
+            )
+        has_credentials = lookups[credentials_key]
     provider = blob["completion"]["provider"]
     if not has_credentials:
         raise CredentialsMissing(
             f"this project has no credentials for provider {provider!r}; set them with "
             f"PUT /api/v1/credentials/{provider}/"
         )
-    params = {"blob": blob, "query": query, "config": reference, "request_metadata": request_metadata}
-    # The job row is the only write: its INSERT is its own transaction, and the job is published after it.
-    return job_create(
+    return {"blob": blob, "query": query, "config": reference, "request_metadata": request_metadata}
+
+
+class BatchInvalid(Exception):
+    """Calls of a batch that cannot run: ``errors`` maps each bad call's index to its messages per field."""
+
+    def __init__(self, errors: dict[int, dict[str, list[str]]]) -> None:
+        super().__init__(f"{len(errors)} invalid call(s)")
+        self.errors = errors
+
+
+@transaction.atomic
+def llm_call_batch_start(*, project: Project, calls: list[dict[str, Any]]) -> tuple[uuid.UUID, list[Job]]:
+    """Create the LLM_API jobs of a bulk submission in one transaction, in order, all with one batch id, on the
+    low-priority queue (background work: a batch does not hold up the project's single calls); they are admitted
+    after commit like any job, so the project's limits and fairness apply to each call.
+
+    ``calls`` are validated LLM call bodies (``config`` with ``id``/``version`` or ``blob``, ``query``, ...).
+    Checked as a whole first: ``BatchInvalid`` names every call that would be refused alone, and nothing is
+    created then.
+    """
+    errors: dict[int, dict[str, list[str]]] = {}
+    params_list = []
+    lookups: dict = {}
+    for index, call in enumerate(calls):
+        config = call["config"]
+        try:
+            validate_callback_url(call.get("callback_url", ""))
+            params_list.append(
+                _call_params(
+                    project=project,
+                    query=call["query"],
+                    config_id=config.get("id"),
+                    config_version=config.get("version"),
+                    blob=config.get("blob"),
+                    request_metadata=call.get("request_metadata"),
+                    lookups=lookups,
+                )
+            )
+        except ConfigNotFound as exc:
+            errors[index] = {"config": [str(exc)]}
+        except CredentialsMissing as exc:
+            errors[index] = {"credentials": [str(exc)]}
+        except ValidationError as exc:
+            errors[index] = exc.message_dict
+    if errors:
+        raise BatchInvalid(errors)
+    batch_id = uuid.uuid4()
+    jobs = job_create_many(
         project=project,
         function_path=EXECUTE_JOB_PATH,
-        params=params,
-        priority="high",
-        callback_url=callback_url,
+        params_list=params_list,
+        priority="low",
+        callback_urls=[call.get("callback_url", "") for call in calls],
+        run_afters=[call.get("run_after") for call in calls],
+        batch_id=batch_id,
     )
+    return batch_id, jobs

@@ -10,8 +10,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from jobs import selectors as job_selectors
 from jobs.serializers import JobSubmittedSerializer
-from jobs.views import submitted_response
+from jobs.views import idempotent, submitted_response
 from tenancy.authentication import request_project
 
 from . import selectors, services
@@ -25,6 +26,9 @@ from .serializers import (
     ConfigVersionSerializer,
     CredentialSerializer,
     CredentialSetSerializer,
+    LlmBatchSerializer,
+    LlmBatchSubmittedSerializer,
+    LlmCallBatchSerializer,
     LlmCallSerializer,
 )
 
@@ -168,6 +172,7 @@ class LlmCallView(APIView):
             404: OpenApiResponse(description="the config or its version does not exist in your project"),
         },
     )
+    @idempotent
     def post(self, request: Request) -> Response:
         serializer = LlmCallSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -182,6 +187,7 @@ class LlmCallView(APIView):
                 blob=config.get("blob"),
                 callback_url=data.get("callback_url", ""),
                 request_metadata=data["request_metadata"],
+                run_after=data["run_after"],
             )
         except ConfigNotFound as exc:
             raise exceptions.NotFound(str(exc)) from None
@@ -196,3 +202,45 @@ class LlmCallSlashView(LlmCallView):
     @extend_schema(exclude=True)
     def post(self, request: Request) -> Response:
         return super().post(request)
+
+
+class LlmCallBatchView(APIView):
+    """Submit many LLM calls in one request: validated as a whole, created in one transaction, run as one job
+    each on the low-priority queue."""
+
+    @extend_schema(
+        request=LlmCallBatchSerializer,
+        responses={
+            202: LlmBatchSubmittedSerializer,
+            400: OpenApiResponse(
+                description='invalid calls, keyed by index: {"calls": {"3": {"query": [...]}}}; nothing was created'
+            ),
+        },
+    )
+    @idempotent
+    def post(self, request: Request) -> Response:
+        serializer = LlmCallBatchSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            batch_id, jobs = services.llm_call_batch_start(
+                project=request_project(request), calls=serializer.validated_data["calls"]
+            )
+        except services.BatchInvalid as exc:
+            errors = {str(index): messages for index, messages in exc.errors.items()}
+            raise exceptions.ValidationError({"calls": errors}) from None
+        url = request.build_absolute_uri(f"/api/v1/llm/batches/{batch_id}/")
+        body = {"batch_id": str(batch_id), "status_url": url, "job_ids": [str(job.id) for job in jobs]}
+        return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": url})
+
+
+class LlmBatchView(APIView):
+    """A batch's progress: how many of its jobs are in each status."""
+
+    @extend_schema(
+        responses={200: LlmBatchSerializer, 404: OpenApiResponse(description="no such batch in your project")}
+    )
+    def get(self, request: Request, batch_id) -> Response:
+        counts = job_selectors.batch_status_counts(project=request_project(request), batch_id=batch_id)
+        if counts is None:
+            raise Http404("No batch with this id in your project.")
+        return Response({"batch_id": str(batch_id), "total": sum(counts.values()), "counts": counts})

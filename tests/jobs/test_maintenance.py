@@ -48,6 +48,7 @@ def test_setup_periodic_tasks_is_idempotent_and_keeps_operator_edits():
     assert {t.task for t in tasks.values()} == {
         "jobs_cron_recover_stalled",
         "jobs_cron_deliver_due_webhooks",
+        "jobs_cron_publish_scheduled",
         "jobs_cron_retention",
     }
     assert all("_cron_" in t.task and t.enabled and t.interval for t in tasks.values())
@@ -86,11 +87,13 @@ def test_retention_deletes_old_finished_jobs_and_expired_results_in_batches(proj
     assert maintenance_retention(batch_size=2, max_batches=1, retention_days=30) == {
         "task_results": 2,
         "group_results": 0,
+        "idempotency_keys": 0,
         "jobs": 2,
     }
     assert maintenance_retention(batch_size=2, max_batches=10, retention_days=30) == {
         "task_results": 1,
         "group_results": 0,
+        "idempotency_keys": 0,
         "jobs": 3,
     }
     assert set(Job.objects.values_list("id", flat=True)) == {recent.id, old_but_pending.id}

@@ -54,6 +54,7 @@ def test_every_operation_documents_auth_errors_and_the_request_id(schema):
         ("/api/v1/jobs/echo/", "post"),
         ("/api/v1/jobs/{id}/retry/", "post"),
         ("/api/v1/llm/call", "post"),
+        ("/api/v1/llm/call/batch", "post"),
         ("/api/v1/documents/", "post"),
     }
     assert schema["components"]["securitySchemes"]["ApiKeyAuth"]["name"] == "X-API-KEY"
@@ -69,3 +70,18 @@ def test_schema_and_docs_are_served_without_api_key(client):
     docs = client.get("/api/docs/")
     assert docs.status_code == 200
     assert b"swagger-ui" in docs.content and b"/api/schema/" in docs.content
+
+
+def test_every_submission_documents_the_idempotency_key_and_its_answers(schema):
+    for path, item in schema["paths"].items():
+        for method, op in item.items():
+            if "202" not in op["responses"]:
+                continue
+            [parameter] = [p for p in op["parameters"] if p["name"] == "Idempotency-Key"]
+            assert parameter["in"] == "header" and parameter["schema"]["maxLength"] == 255, (path, method)
+            assert "Idempotent-Replayed" in op["responses"]["202"]["headers"], (path, method)
+            assert {"400", "409", "422"} <= op["responses"].keys(), (path, method)
+    echo = schema["components"]["schemas"]["EchoJobRequest"]["properties"]
+    assert {"run_after", "delay_seconds"} <= echo.keys()
+    assert {"run_after", "batch_id"} <= schema["components"]["schemas"]["Job"]["properties"].keys()
+    assert "SCHEDULED" in schema["components"]["schemas"]["JobStatusEnum"]["enum"]

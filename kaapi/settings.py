@@ -568,3 +568,25 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {"JobStatusEnum": "jobs.models.JobStatus"},
     "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "kaapi.schema.postprocess_common"],
 }
+
+# --- Operator's view: API docs, dashboard --------------------------------------------------------
+# Swagger UI and ReDoc from drf-spectacular-sidecar's static files (pinned in requirements.txt), not from a CDN.
+INSTALLED_APPS += ["drf_spectacular_sidecar"]
+SPECTACULAR_SETTINGS |= {
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "TAGS": [
+        {"name": "jobs", "description": "Jobs of the project: poll, list, cancel, retry; the echo job."},
+        {"name": "llm", "description": "LLM configs, provider credentials and calls."},
+        {"name": "doctransform", "description": "Documents and their transformations."},
+        {"name": "webhooks", "description": "The project's webhook signing secret."},
+        {"name": "tenancy", "description": "Who the caller is."},
+        {"name": "operations", "description": "Health checks (no API key)."},
+    ],
+}
+# Operations are tagged by their app (kaapi/schema.py).
+REST_FRAMEWORK["DEFAULT_SCHEMA_CLASS"] = "kaapi.schema.AutoSchema"
+# Templates and static files of the project package (kaapi/templates, kaapi/static: vendored JavaScript).
+TEMPLATES[0]["DIRS"] = [BASE_DIR / "kaapi" / "templates", *TEMPLATES[0]["DIRS"]]
+STATICFILES_DIRS = [BASE_DIR / "kaapi" / "static"]

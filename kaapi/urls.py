@@ -1,6 +1,6 @@
 from django.contrib import admin
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from kaapi import schema  # noqa: F401  (OpenAPI extensions)
 from kaapi.health import HealthzView, ReadyzView
@@ -20,6 +20,11 @@ urlpatterns = [
     path("metrics", metrics_view, name="metrics"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path(
+        "api/redoc/",
+        SpectacularRedocView.as_view(url_name="api-schema", template_name="kaapi/redoc.html"),
+        name="api-redoc",
+    ),
 ]
 
 # Unknown URLs and unhandled errors answer JSON like the rest of the API, not Django's HTML pages.

@@ -129,3 +129,30 @@ class LlmCallSerializer(serializers.Serializer):
         if value is not None and len(json.dumps(value)) > MAX_METADATA_BYTES:
             raise serializers.ValidationError(f"must be at most {MAX_METADATA_BYTES} bytes of JSON")
         return value
+
+
+# --- The LLM_API job's result (documented in the schema of a job's `result`) ---------------------
+class _LlmOutputSerializer(serializers.Serializer):
+    text = serializers.CharField()
+
+
+class _LlmResponseSerializer(serializers.Serializer):
+    provider_response_id = serializers.CharField(help_text="The provider's id of the response.")
+    provider = serializers.CharField()
+    model = serializers.CharField(help_text="The model that answered, as the provider names it.")
+    output = _LlmOutputSerializer()
+
+
+class _LlmUsageSerializer(serializers.Serializer):
+    input_tokens = serializers.IntegerField()
+    output_tokens = serializers.IntegerField()
+    total_tokens = serializers.IntegerField()
+
+
+class LlmCallResultSerializer(serializers.Serializer):
+    """The result of an LLM_API job."""
+
+    response = _LlmResponseSerializer()
+    usage = _LlmUsageSerializer()
+    config = serializers.DictField(allow_null=True, help_text="The config reference of the call, as submitted.")
+    request_metadata = serializers.DictField(allow_null=True, help_text="The call's request_metadata, as submitted.")

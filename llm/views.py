@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.db.models import Max
 from django.http import Http404
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import exceptions, mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
@@ -32,6 +32,11 @@ BAD_REQUEST = OpenApiResponse(description="invalid input; the body names each ba
 NOT_FOUND = OpenApiResponse(description="no such config (or version) in your project")
 
 
+@extend_schema_view(
+    list=extend_schema(summary="List the project's LLM configs"),
+    retrieve=extend_schema(summary="One LLM config", responses={200: ConfigSerializer, 404: NOT_FOUND}),
+    destroy=extend_schema(summary="Delete an LLM config", responses={204: None, 404: NOT_FOUND}),
+)
 class ConfigViewSet(
     mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.DestroyModelMixin, viewsets.GenericViewSet
 ):
@@ -57,14 +62,22 @@ class ConfigViewSet(
     def _config_response(self, config: Config, code: int = status.HTTP_200_OK) -> Response:
         return Response(ConfigSerializer(self.get_queryset().get(id=config.id)).data, status=code)
 
-    @extend_schema(request=ConfigCreateSerializer, responses={201: ConfigSerializer, 400: BAD_REQUEST})
+    @extend_schema(
+        summary="Create an LLM config with its first version",
+        request=ConfigCreateSerializer,
+        responses={201: ConfigSerializer, 400: BAD_REQUEST},
+    )
     def create(self, request: Request) -> Response:
         serializer = ConfigCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         config = services.config_create(project=request_project(request), **serializer.validated_data)
         return self._config_response(config, status.HTTP_201_CREATED)
 
-    @extend_schema(request=ConfigUpdateSerializer, responses={200: ConfigSerializer, 400: BAD_REQUEST, 404: NOT_FOUND})
+    @extend_schema(
+        summary="Rename or describe an LLM config",
+        request=ConfigUpdateSerializer,
+        responses={200: ConfigSerializer, 400: BAD_REQUEST, 404: NOT_FOUND},
+    )
     def partial_update(self, request: Request, pk=None) -> Response:
         serializer = ConfigUpdateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -95,6 +108,7 @@ class ConfigViewSet(
         return self.get_paginated_response(ConfigVersionSerializer(page, many=True).data)
 
     @extend_schema(
+        summary="One version of an LLM config",
         responses={200: ConfigVersionSerializer},
         parameters=[OpenApiParameter("version", OpenApiTypes.INT, OpenApiParameter.PATH)],
     )
@@ -113,6 +127,11 @@ class ConfigViewSet(
         return Response(ConfigVersionSerializer(found).data)
 
 
+@extend_schema_view(
+    list=extend_schema(summary="The project's provider credentials (keys masked)"),
+    retrieve=extend_schema(summary="The project's credentials for one provider (key masked)"),
+    destroy=extend_schema(summary="Delete the project's credentials for one provider"),
+)
 class CredentialViewSet(viewsets.GenericViewSet):
     """The project's provider credentials; the API key is write-only and shown masked."""
 
@@ -139,6 +158,7 @@ class CredentialViewSet(viewsets.GenericViewSet):
         return Response(CredentialSerializer(credential).data)
 
     @extend_schema(
+        summary="Set the project's credentials for one provider",
         request=CredentialSetSerializer,
         responses={200: CredentialSerializer, 400: BAD_REQUEST, 404: OpenApiResponse(description="unknown provider")},
     )
@@ -161,6 +181,7 @@ class LlmCallView(APIView):
     """Submit an LLM call: 202 with the job id at once; the call runs on the high-priority queue."""
 
     @extend_schema(
+        summary="Submit an LLM call (202 with the job)",
         request=LlmCallSerializer,
         responses={
             202: JobSubmittedSerializer,

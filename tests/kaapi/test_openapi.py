@@ -69,3 +69,37 @@ def test_schema_and_docs_are_served_without_api_key(client):
     docs = client.get("/api/docs/")
     assert docs.status_code == 200
     assert b"swagger-ui" in docs.content and b"/api/schema/" in docs.content
+
+
+def test_every_operation_is_tagged_by_its_app_and_has_a_summary(schema):
+    tags = {}
+    for path, item in schema["paths"].items():
+        for method, op in item.items():
+            assert op.get("summary"), (path, method)
+            tags[path, method] = op["tags"]
+    assert tags["/api/v1/configs/", "get"] == ["llm"]
+    assert tags["/api/v1/llm/call", "post"] == ["llm"]
+    assert tags["/api/v1/documents/", "post"] == ["doctransform"]
+    assert tags["/api/v1/whoami/", "get"] == ["tenancy"]
+    assert tags["/api/v1/jobs/{id}/", "get"] == ["jobs"]
+    assert {tag["name"] for tag in schema["tags"]} >= {tag for found in tags.values() for tag in found}
+
+
+def test_a_jobs_result_is_typed_per_job_type(schema):
+    schemas = schema["components"]["schemas"]
+    result = schemas["Job"]["properties"]["result"]
+    assert result["nullable"] and result["allOf"] == [{"$ref": "#/components/schemas/JobResult"}]
+    assert {ref["$ref"].rsplit("/", 1)[1] for ref in schemas["JobResult"]["oneOf"]} == {
+        "EchoResult",
+        "LlmCallResult",
+        "DocumentTransformResult",
+    }
+    assert schemas["LlmCallResult"]["properties"]["usage"]
+    assert "document_id" in schemas["DocumentTransformResult"]["required"]
+
+
+@pytest.mark.parametrize(("url", "asset"), [("/api/docs/", "swagger-ui-dist"), ("/api/redoc/", "redoc")])
+def test_docs_load_their_assets_from_our_static_files(client, url, asset):
+    page = client.get(url).content.decode()
+    assert f"/static/drf_spectacular_sidecar/{asset}/" in page
+    assert "cdn" not in page.lower() and "https://" not in page

@@ -1,8 +1,15 @@
+import logging
+
 from django.contrib import admin, messages
-from django.contrib.admin.utils import get_fields_from_path
-from django.core.exceptions import ValidationError
+from django.contrib.admin.utils import get_fields_from_path, unquote
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.db.models import Q
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed
+from django.template.response import TemplateResponse
+from django.urls import path
+from django_celery_beat import admin as beat_admin
+from django_celery_beat.models import PeriodicTask
 
 from kaapi.admin_permissions import OperateActionsMixin
 from kaapi.celery import HIGH_PRIORITY_QUEUE, LOW_PRIORITY_QUEUE
@@ -11,6 +18,8 @@ from . import services, webhooks
 from .exceptions import JobStateError
 from .models import Job, WebhookDelivery, WebhookSecret
 from .registry import get_job_function, registered_paths
+
+logger = logging.getLogger(__name__)
 
 
 class ExactSearchMixin:
@@ -26,13 +35,13 @@ class ExactSearchMixin:
         if not term:
             return queryset, False
         condition = Q()
-        for path in self.search_fields:
-            field = get_fields_from_path(queryset.model, path)[-1]
+        for field_path in self.search_fields:
+            field = get_fields_from_path(queryset.model, field_path)[-1]
             try:
                 value = field.to_python(term)
             except ValidationError:
                 continue
-            condition |= Q(**{path: value})
+            condition |= Q(**{field_path: value})
         return (queryset.filter(condition) if condition else queryset.none()), False
 
 
@@ -166,17 +175,50 @@ class WebhookDeliveryAdmin(OperateActionsMixin, ExactSearchMixin, admin.ModelAdm
         self.message_user(request, f"Queued {count} delivery(ies) again.", messages.SUCCESS)
 
 
+def masked_secret(value: str) -> str:
+    """``whsec_…`` and the last four characters: enough to tell two secrets apart, not to sign with."""
+    prefix = "whsec_" if value.startswith("whsec_") else ""
+    return f"{prefix}{'•' * 8}{value[-4:]}" if value else ""
+
+
 @admin.register(WebhookSecret)
 class WebhookSecretAdmin(admin.ModelAdmin):
-    list_display = ("project", "created_at", "rotated_at", "previous_valid_until")
+    list_display = ("project", "masked", "created_at", "rotated_at", "previous_valid_until")
     search_fields = ("project__name", "project__organization__name")
     list_select_related = ("project__organization",)
-    fields = ("project", "secret", "previous_valid_until", "created_at", "rotated_at")
+    fields = ("project", "masked", "previous_valid_until", "created_at", "rotated_at")
     actions = ("rotate",)
+    change_form_template = "admin/jobs/webhooksecret/change_form.html"
+
+    @admin.display(description="secret")
+    def masked(self, obj: WebhookSecret) -> str:
+        return masked_secret(obj.secret) if obj.pk else "(made when saved)"
 
     def get_readonly_fields(self, request, obj=None):
-        readonly = ["secret", "previous_valid_until", "created_at", "rotated_at"]
+        readonly = ["masked", "previous_valid_until", "created_at", "rotated_at"]
         return readonly + ["project"] if obj else readonly
+
+    def get_urls(self):
+        reveal = path(
+            "<path:object_id>/reveal/",
+            self.admin_site.admin_view(self.reveal_view),
+            name="jobs_webhooksecret_reveal",
+        )
+        return [reveal, *super().get_urls()]
+
+    def reveal_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """The secret in clear, for a POST by a user who may change secrets; recorded in the object's history."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        secret = self.get_object(request, unquote(object_id))
+        if secret is None:
+            raise Http404("No such webhook secret.")
+        if not self.has_change_permission(request, secret):
+            raise PermissionDenied
+        self.log_change(request, secret, "Revealed the signing secret.")
+        logger.warning("admin user %s revealed the webhook secret of project %s", request.user, secret.project_id)
+        context = {**self.admin_site.each_context(request), "title": "Webhook secret", "secret": secret}
+        return TemplateResponse(request, "admin/jobs/webhooksecret/reveal.html", context)
 
     def save_model(self, request, obj, form, change):
         if change:
@@ -193,3 +235,25 @@ class WebhookSecretAdmin(admin.ModelAdmin):
         for secret in queryset.select_related("project"):
             webhooks.webhook_secret_rotate(project=secret.project)
         self.message_user(request, f"Rotated {queryset.count()} secret(s).", messages.SUCCESS)
+
+
+# --- Periodic tasks (django-celery-beat's admin, two fixes) --------------------------------------
+class PeriodicTaskForm(beat_admin.PeriodicTaskForm):
+    """The task's name in "Task (registered)" when it is a registered task (django-celery-beat leaves that field
+    empty and shows the name in "Task (custom)", as if it were not registered)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        task = self.instance.task if self.instance.pk else ""
+        if task and task in dict(self.fields["regtask"].widget.choices):
+            self.initial["regtask"] = task
+            self.initial["task"] = ""
+
+
+admin.site.unregister(PeriodicTask)
+
+
+@admin.register(PeriodicTask)
+class PeriodicTaskAdmin(beat_admin.PeriodicTaskAdmin):
+    form = PeriodicTaskForm
+    change_form_template = "admin/jobs/periodictask_change_form.html"

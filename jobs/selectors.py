@@ -1,13 +1,15 @@
 from __future__ import annotations
 
+import re
 import uuid
+from datetime import datetime, timedelta
 
 from django.db import router
 
 from kaapi.sql import PreparedQuery
 from tenancy.models import Project
 
-from .models import Job, JobQuerySet
+from .models import Job, JobQuerySet, JobStatus, WaitingReason
 
 _ATTNAMES = [field.attname for field in Job._meta.concrete_fields]
 
@@ -31,3 +33,15 @@ def job_get(*, project: Project, job_id: uuid.UUID | str) -> Job | None:
     using = router.db_for_read(Job)
     rows = _JOB_OF_PROJECT.rows(project_id=project.pk, job_id=job_id, using=using)
     return Job.from_db(using, _ATTNAMES, rows[0]) if rows else None
+
+
+# services.job_mark_retrying writes "retrying in <seconds> s after: <error>" when it puts a job back to PENDING.
+_RETRYING = re.compile(r"retrying in (?P<seconds>[0-9]+(?:\.[0-9]+)?) s after")
+
+
+def job_retry_at(*, job: Job) -> datetime | None:
+    """When a job waiting for its next attempt is due to run again; None for any other job."""
+    if job.status != JobStatus.PENDING or job.waiting_reason != WaitingReason.RETRY or job.updated_at is None:
+        return None
+    match = _RETRYING.match(job.error)
+    return job.updated_at + timedelta(seconds=float(match["seconds"])) if match else None

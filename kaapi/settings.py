@@ -590,3 +590,9 @@ REST_FRAMEWORK["DEFAULT_SCHEMA_CLASS"] = "kaapi.schema.AutoSchema"
 # Templates and static files of the project package (kaapi/templates, kaapi/static: vendored JavaScript).
 TEMPLATES[0]["DIRS"] = [BASE_DIR / "kaapi" / "templates", *TEMPLATES[0]["DIRS"]]
 STATICFILES_DIRS = [BASE_DIR / "kaapi" / "static"]
+# The admin dashboard (jobs/dashboard.py): the workers online are pinged at most this often (seconds), each ping
+# waiting this long for replies.
+DASHBOARD_WORKERS_CACHE_SECONDS = env_float("DASHBOARD_WORKERS_CACHE_SECONDS", 15.0, minimum=0)
+DASHBOARD_WORKERS_PING_TIMEOUT_SECONDS = env_float("DASHBOARD_WORKERS_PING_TIMEOUT_SECONDS", 0.5, minimum=0.05)
+# How often the dashboard page refreshes itself (seconds).
+DASHBOARD_REFRESH_SECONDS = env_float("DASHBOARD_REFRESH_SECONDS", 10.0, minimum=1)

@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
+from jobs import dashboard
 from kaapi import schema  # noqa: F401  (OpenAPI extensions)
 from kaapi.health import HealthzView, ReadyzView
 from kaapi.metrics import metrics_view
@@ -9,6 +10,8 @@ from kaapi.throttling import admin_login
 
 urlpatterns = [
     path("admin/login/", admin_login, name="admin-login"),  # throttled; the rest of admin as it is
+    path("admin/dashboard/", admin.site.admin_view(dashboard.dashboard_view), name="admin-dashboard"),
+    path("admin/dashboard/data/", admin.site.admin_view(dashboard.dashboard_data_view), name="admin-dashboard-data"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("tenancy.urls")),
     path("api/v1/", include("jobs.urls")),

@@ -151,7 +151,8 @@ def main() -> None:
         ("what", "median ms", "max ms", "x full scan"),
     )
     assert "locmem" in settings.CACHES["default"]["BACKEND"]
-    worst = max(statistics.median(times) for name, times in results.items() if "cold" not in name and "full scan" not in name)
+    warm = [statistics.median(times) for name, times in results.items() if "cold" not in name and "scan" not in name]
+    worst = max(warm)
     print(f"\ngoal: the dashboard under 500 ms -> {'met' if worst < 500 else 'NOT met'} ({worst:.0f} ms)")
 
 

@@ -81,7 +81,8 @@ def page(browser, name: str):
 
 
 def some_history(project) -> Job:
-    """Jobs finished over the last day (more in the last hour), some failed; returns a failed one."""
+    """Jobs finished over the last day (more in the last hour), some failed, a few running and waiting; returns a
+    failed one."""
     now = timezone.now()
     jobs = []
     for i in range(400):
@@ -106,6 +107,10 @@ def some_history(project) -> Job:
         Job.objects.filter(project=project, job_type=job_type).update(
             created_at=F("started_at") - timedelta(seconds=wait)
         )
+    for _ in range(4):
+        job_row(project, status=JobStatus.PROCESSING, started_at=now)
+    for _ in range(8):  # waiting for admission
+        job_row(project)
     return job_row(
         project,
         status=JobStatus.FAILED,
@@ -142,6 +147,7 @@ def test_the_operators_pages_in_a_browser(browser, server, project):
         rows = browser.find_elements(By.CSS_SELECTOR, "#table-timings tbody tr")
         assert {row.find_element(By.TAG_NAME, "td").text for row in rows} == {"ECHO", "LLM_API", "DOC_TRANSFORM"}
         assert project.name in browser.find_element(By.ID, "table-projects").text
+        assert browser.find_element(By.ID, "card-now").text.startswith("4 running · 8 waiting")
         SHOTS.mkdir(parents=True, exist_ok=True)
         browser.save_screenshot(str(SHOTS / "dashboard.png"))
 

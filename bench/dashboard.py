@@ -1,6 +1,6 @@
 """The admin dashboard with a million jobs: the time of its numbers (jobs/dashboard.py) and of its page, beside one
 full scan of the jobs table (``SELECT count(*)``) in the same run: what a dashboard that read the whole table
-would cost at least. Goal: the dashboard under 500 ms.
+would cost at least. Goal: the dashboard (its page plus the data it fetches) under 500 ms.
 
 The day's per-minute counts of settled hours are cached (jobs/dashboard.py): the page is timed warm, as every
 refresh after a process's first finds it, and the numbers also cold (the whole day counted), as the first does.
@@ -151,9 +151,11 @@ def main() -> None:
         ("what", "median ms", "max ms", "x full scan"),
     )
     assert "locmem" in settings.CACHES["default"]["BACKEND"]
-    warm = [statistics.median(times) for name, times in results.items() if "cold" not in name and "scan" not in name]
-    worst = max(warm)
-    print(f"\ngoal: the dashboard under 500 ms -> {'met' if worst < 500 else 'NOT met'} ({worst:.0f} ms)")
+    # what an operator waits for: the page, then the data it fetches
+    worst = statistics.median(results["dashboard page (GET /admin/dashboard/)"]) + statistics.median(
+        results["data refresh (GET /admin/dashboard/data/)"]
+    )
+    print(f"\ngoal: the dashboard (page + data) under 500 ms -> {'met' if worst < 500 else 'NOT met'} ({worst:.0f} ms)")
 
 
 if __name__ == "__main__":

@@ -97,7 +97,7 @@ def test_the_page_draws_with_chart_js_from_our_static_files(admin_client, projec
     index = admin_client.get("/admin/").content.decode()
     assert 'href="/admin/dashboard/"' in index
     page = admin_client.get("/admin/dashboard/").content.decode()
-    assert f"/static/{CHART_JS}" in page and 'id="chart-hour"' in page and 'id="dashboard-data"' in page
+    assert f"/static/{CHART_JS}" in page and 'id="chart-hour"' in page and 'data-url="/admin/dashboard/data/"' in page
     assert finders.find(CHART_JS) and finders.find("jobs/dashboard.js")
     data = admin_client.get("/admin/dashboard/data/").json()
     assert set(data) >= {"broker", "workers", "throughput", "failure_rate", "timings", "projects"}

@@ -1,4 +1,4 @@
-// The admin dashboard: draws the data the page was rendered with, then fetches it again every few seconds.
+// The admin dashboard: fetches its data (admin/dashboard/data/) at once, then again every few seconds, and draws it.
 (function () {
   "use strict";
   const root = document.getElementById("dashboard");
@@ -119,12 +119,13 @@
     });
   }
 
-  render(JSON.parse(document.getElementById("dashboard-data").textContent));
-  const every = 1000 * Number(root.dataset.refreshSeconds || 10);
-  setInterval(function () {
+  function refresh() {
     fetch(root.dataset.url, { credentials: "same-origin", headers: { Accept: "application/json" } })
       .then(function (response) { if (!response.ok) throw new Error(response.status); return response.json(); })
       .then(render)
       .catch(function () { document.getElementById("dashboard-updated").textContent += " (refresh failed)"; });
-  }, every);
+  }
+
+  refresh();
+  setInterval(refresh, 1000 * Number(root.dataset.refreshSeconds || 10));
 })();

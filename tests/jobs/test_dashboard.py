@@ -50,7 +50,7 @@ def test_throughput_failure_rate_and_timings(project):
     assert len(hour["minutes"]) == 60 and len(day["minutes"]) == 24 * 60
     assert sum(hour["series"]["SUCCESS"]) == 4 and sum(hour["series"]["FAILED"]) == 1
     assert sum(day["series"]["FAILED"]) == 2 and sum(day["series"]["SUCCESS"]) == 4
-    assert hour["series"]["SUCCESS"][-3] == 4  # two minutes ago, in its minute
+    assert sum(hour["series"]["SUCCESS"][-4:-1]) == 4  # about two minutes ago (a minute may turn meanwhile)
     assert data["failure_rate"] == {"hour": 0.2, "day": round(2 / 6, 4)}
     [echo, llm] = data["timings"]
     assert (echo["job_type"], echo["count"], llm["job_type"], llm["count"]) == ("ECHO", 4, "LLM_API", 1)

@@ -5,6 +5,7 @@ from django.contrib import admin, messages
 from django.db import transaction
 from django.db.models import OuterRef, Subquery, Sum
 
+from jobs.admin import job_link
 from kaapi.admin_permissions import OperateActionsMixin
 
 from . import services
@@ -17,7 +18,7 @@ _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 
 @admin.register(Document)
 class DocumentAdmin(OperateActionsMixin, admin.ModelAdmin):
-    list_display = ("id", "filename", "content_type", "size", "project", "source", "job", "created_at")
+    list_display = ("id", "filename", "content_type", "size", "project", "source", "job_id_link", "created_at")
     list_filter = ("content_type", "transformer", "created_at")
     # Searched by get_search_results below; no date_hierarchy (it reads the whole table for its date bounds on every
     # page; created_at's list filter offers today, the past 7 days, this month, this year).
@@ -28,6 +29,10 @@ class DocumentAdmin(OperateActionsMixin, admin.ModelAdmin):
     raw_id_fields = ("source", "job")
     actions = ("transform_documents", "delete_documents")
     show_full_result_count = False
+
+    @admin.display(description="produced by job", ordering="job")
+    def job_id_link(self, document: Document) -> str:
+        return job_link(document.job_id)
 
     def get_search_results(self, request, queryset, search_term):
         """An identifier from its index (Django's "=" search compares UPPER(column::text), which no index serves): a

@@ -7,10 +7,11 @@ from typing import Any
 from jobs.registry import job_function
 
 from . import services
+from .serializers import DocumentTransformResultSerializer
 from .transformers import MARKDOWN
 
 
-@job_function(job_type="DOC_TRANSFORM")
+@job_function(job_type="DOC_TRANSFORM", result=DocumentTransformResultSerializer)
 def execute_job(
     *,
     project_id: int,

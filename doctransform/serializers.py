@@ -59,3 +59,17 @@ class SupportedTransformationSerializer(serializers.Serializer):
     target_format = serializers.CharField()
     transformers = serializers.ListField(child=serializers.CharField())
     default = serializers.CharField()
+
+
+class DocumentTransformResultSerializer(serializers.Serializer):
+    """The result of a DOC_TRANSFORM job: the document it produced."""
+
+    document_id = serializers.UUIDField()
+    content_url = serializers.CharField(help_text="Where to download the produced document.")
+    source_document_id = serializers.UUIDField(allow_null=True)
+    content_type = serializers.CharField()
+    size = serializers.IntegerField(help_text="Bytes.")
+    checksum_sha256 = serializers.CharField()
+    transformer = serializers.CharField()
+    seconds = serializers.FloatField(required=False, help_text="How long the conversion took.")
+    warning = serializers.CharField(required=False, help_text="E.g. no text was found (a scan would need OCR).")

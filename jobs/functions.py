@@ -8,10 +8,11 @@ from typing import Any
 from django.conf import settings
 
 from .registry import job_function
+from .serializers import EchoResultSerializer
 from .services import job_report_progress
 
 
-@job_function(job_type="ECHO")
+@job_function(job_type="ECHO", result=EchoResultSerializer)
 def echo(*, project_id: int, job_id: str, task_id: str, task_instance: Any, delay: float = 0, **params: Any) -> dict:
     """Diagnostic job: returns its params after an optional delay (seconds, at most ``ECHO_MAX_DELAY_SECONDS``:
     also for a job stored before the bound or submitted around the API)."""

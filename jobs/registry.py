@@ -27,17 +27,22 @@ class RegisteredFunction:
     function: JobFunction
     job_type: str
     atomic: bool = False
+    # The serializer documenting what the function returns (the job's ``result`` in the OpenAPI schema).
+    result: type | None = None
 
 
 _registry: dict[str, RegisteredFunction] = {}
 
 
-def job_function(*, job_type: str, atomic: bool = False) -> Callable[[JobFunction], JobFunction]:
+def job_function(
+    *, job_type: str, atomic: bool = False, result: type | None = None
+) -> Callable[[JobFunction], JobFunction]:
     """Register a job function under its dotted path (``module.function``).
 
     The function is called as ``fn(project_id=..., job_id=..., task_id=..., task_instance=..., **params)``.
     With ``atomic=True`` its database writes commit in the same transaction as the job's SUCCESS (exactly-once
     database effects); use it only for functions that do short database work, never for long I/O.
+    ``result`` is a serializer class describing the returned value, for the API schema.
     """
 
     def decorator(fn: JobFunction) -> JobFunction:
@@ -45,7 +50,7 @@ def job_function(*, job_type: str, atomic: bool = False) -> Callable[[JobFunctio
         existing = _registry.get(path)
         if existing is not None and existing.function is not fn:
             raise ValueError(f"job function {path!r} is already registered")
-        _registry[path] = RegisteredFunction(path=path, function=fn, job_type=job_type, atomic=atomic)
+        _registry[path] = RegisteredFunction(path=path, function=fn, job_type=job_type, atomic=atomic, result=result)
         return fn
 
     return decorator
@@ -61,3 +66,8 @@ def get_job_function(path: str) -> RegisteredFunction:
 
 def registered_paths() -> list[str]:
     return sorted(_registry)
+
+
+def result_serializers() -> dict[str, type]:
+    """The result serializer of each job type that documents one, by job type."""
+    return {entry.job_type: entry.result for _, entry in sorted(_registry.items()) if entry.result is not None}

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import re
 import uuid
+from datetime import datetime, timedelta
 
 from django.db import router
 from django.db.models import Count
@@ -8,7 +10,7 @@ from django.db.models import Count
 from kaapi.sql import PreparedQuery
 from tenancy.models import Project
 
-from .models import Job, JobQuerySet, JobStatus
+from .models import Job, JobQuerySet, JobStatus, WaitingReason
 
 _ATTNAMES = [field.attname for field in Job._meta.concrete_fields]
 
@@ -48,3 +50,15 @@ def batch_status_counts(*, project: Project, batch_id: uuid.UUID) -> dict[str, i
     if not found:
         return None
     return {status: found.get(status, 0) for status in JobStatus.values}
+
+
+# services.job_mark_retrying writes "retrying in <seconds> s after: <error>" when it puts a job back to PENDING.
+_RETRYING = re.compile(r"retrying in (?P<seconds>[0-9]+(?:\.[0-9]+)?) s after")
+
+
+def job_retry_at(*, job: Job) -> datetime | None:
+    """When a job waiting for its next attempt is due to run again; None for any other job."""
+    if job.status != JobStatus.PENDING or job.waiting_reason != WaitingReason.RETRY or job.updated_at is None:
+        return None
+    match = _RETRYING.match(job.error)
+    return job.updated_at + timedelta(seconds=float(match["seconds"])) if match else None

@@ -6,11 +6,13 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.utils import timezone
+from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema_field
 from rest_framework import serializers
 
 from kaapi.api import ModelSerializer, storable_json
 
 from .models import Job
+from .registry import result_serializers
 from .scheduled import schedule_horizon
 from .services import PRIORITY_LEVELS
 
@@ -20,8 +22,35 @@ class ProgressSerializer(serializers.Serializer):
     message = serializers.CharField(source="progress_message")
 
 
+class EchoResultSerializer(serializers.Serializer):
+    """The result of an ECHO job: its ``delay`` and the submitted params, each under its own key."""
+
+    delay = serializers.FloatField()
+
+
+# What a finished job's ``result`` is depends on its job_type: each registered job function names a serializer for
+# it (jobs.registry.job_function), and the schema offers them all. Read when the schema is built, after every app
+# has registered its functions.
+_JOB_RESULT = PolymorphicProxySerializer(
+    component_name="JobResult",
+    serializers=lambda: list(result_serializers().values()),
+    resource_type_field_name=None,
+)
+
+
+@extend_schema_field(_JOB_RESULT)
+class JobResultField(serializers.JSONField):
+    pass
+
+
 class JobSerializer(ModelSerializer):
     progress = ProgressSerializer(source="*", read_only=True)
+    result = JobResultField(
+        read_only=True,
+        allow_null=True,
+        help_text="What the job returned, once SUCCESS: its shape depends on job_type "
+        "(ECHO: EchoResult, LLM_API: LlmCallResult, DOC_TRANSFORM: DocumentTransformResult); null before.",
+    )
     callback_url = serializers.CharField(read_only=True, help_text="Where the webhook goes; empty for none.")
     waiting_reason = serializers.CharField(
         read_only=True,

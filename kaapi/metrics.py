@@ -164,6 +164,12 @@ class QueueDepthCollector:
                 self._depths, self._up = {}, 0
             self._read_at = time.monotonic()
 
+    def snapshot(self) -> tuple[bool, dict[str, tuple[int, int]]]:
+        """(broker reached, {queue: (messages ready, consumers)}), read at most every
+        ``METRICS_QUEUE_DEPTH_CACHE_SECONDS`` (the admin dashboard shows the same numbers as /metrics)."""
+        self._refresh()
+        return bool(self._up), dict(self._depths)
+
     def collect(self):
         self._refresh()
         up = GaugeMetricFamily("kaapi_broker_up", "1 when the last read of queue depths reached the broker.")

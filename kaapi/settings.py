@@ -109,6 +109,7 @@ INSTALLED_APPS = [
     "django_celery_results",
     "django_celery_beat",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI and ReDoc served from our static files, not from a CDN
     "tenancy",
     "jobs",
     "llm",
@@ -135,7 +136,7 @@ ASGI_APPLICATION = "kaapi.asgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [],
+        "DIRS": [BASE_DIR / "kaapi" / "templates"],  # the admin index with the dashboard link
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -156,6 +157,7 @@ USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "var" / "static"
+STATICFILES_DIRS = [BASE_DIR / "kaapi" / "static"]  # vendored JavaScript (Chart.js)
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # filled by `manage.py collectstatic` (the Docker image does)
 MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default=str(BASE_DIR / "var" / "media")))
 # The admin's login form refuses an address and user name (429) after this many failed attempts in this many seconds.
@@ -240,7 +242,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["kaapi.parsers.JSONParser"],
     "EXCEPTION_HANDLER": "kaapi.api.exception_handler",
     "UNAUTHENTICATED_USER": None,
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "kaapi.schema.AutoSchema",  # operations tagged by their app
     "DEFAULT_THROTTLE_CLASSES": [
         "kaapi.throttling.SubmitRateThrottle",
         "kaapi.throttling.ReadRateThrottle",
@@ -595,3 +597,25 @@ LLM_BATCH_MAX_CALLS = env.int("LLM_BATCH_MAX_CALLS", default=1000, minimum=1)
 JOB_SCHEDULE_HORIZON_DAYS = env.int("JOB_SCHEDULE_HORIZON_DAYS", default=30, minimum=1)
 # Seconds between two runs of the sweep that publishes due SCHEDULED jobs (its beat schedule's interval).
 JOB_SCHEDULED_SWEEP_SECONDS = env.int("JOB_SCHEDULED_SWEEP_SECONDS", default=1, minimum=1)
+
+# --- Operator's view: API docs, dashboard --------------------------------------------------------
+# Swagger UI and ReDoc from drf-spectacular-sidecar's static files (pinned in requirements.txt), not from a CDN.
+SPECTACULAR_SETTINGS |= {
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "TAGS": [
+        {"name": "jobs", "description": "Jobs of the project: poll, list, cancel, retry; the echo job."},
+        {"name": "llm", "description": "LLM configs, provider credentials and calls."},
+        {"name": "doctransform", "description": "Documents and their transformations."},
+        {"name": "webhooks", "description": "The project's webhook signing secret."},
+        {"name": "tenancy", "description": "Who the caller is."},
+        {"name": "operations", "description": "Health checks (no API key)."},
+    ],
+}
+# The admin dashboard (jobs/dashboard.py): the workers online are pinged at most this often (seconds), each ping
+# waiting this long for replies.
+DASHBOARD_WORKERS_CACHE_SECONDS = env.float("DASHBOARD_WORKERS_CACHE_SECONDS", default=15.0, minimum=0)
+DASHBOARD_WORKERS_PING_TIMEOUT_SECONDS = env.float("DASHBOARD_WORKERS_PING_TIMEOUT_SECONDS", default=0.5, minimum=0.05)
+# How often the dashboard page refreshes itself (seconds).
+DASHBOARD_REFRESH_SECONDS = env.float("DASHBOARD_REFRESH_SECONDS", default=10.0, minimum=1)

@@ -10,13 +10,14 @@ from jobs.registry import job_function
 
 from . import limits, selectors
 from .providers import ProviderError, get_provider
+from .serializers import LlmCallResultSerializer
 
 
 class CredentialsError(ProviderError):
     """The project's credentials for the provider are gone (deleted after submission) or unreadable."""
 
 
-@job_function(job_type="LLM_API")
+@job_function(job_type="LLM_API", result=LlmCallResultSerializer)
 def execute_job(
     *,
     project_id: int,

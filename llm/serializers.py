@@ -179,3 +179,30 @@ class LlmBatchSerializer(serializers.Serializer):
     counts = serializers.DictField(
         child=serializers.IntegerField(), help_text="Jobs per status (every status, 0 included)."
     )
+
+
+# --- The LLM_API job's result (documented in the schema of a job's `result`) ---------------------
+class _LlmOutputSerializer(serializers.Serializer):
+    text = serializers.CharField()
+
+
+class _LlmResponseSerializer(serializers.Serializer):
+    provider_response_id = serializers.CharField(help_text="The provider's id of the response.")
+    provider = serializers.CharField()
+    model = serializers.CharField(help_text="The model that answered, as the provider names it.")
+    output = _LlmOutputSerializer()
+
+
+class _LlmUsageSerializer(serializers.Serializer):
+    input_tokens = serializers.IntegerField()
+    output_tokens = serializers.IntegerField()
+    total_tokens = serializers.IntegerField()
+
+
+class LlmCallResultSerializer(serializers.Serializer):
+    """The result of an LLM_API job."""
+
+    response = _LlmResponseSerializer()
+    usage = _LlmUsageSerializer()
+    config = serializers.DictField(allow_null=True, help_text="The config reference of the call, as submitted.")
+    request_metadata = serializers.DictField(allow_null=True, help_text="The call's request_metadata, as submitted.")

@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.db.models import Max
 from django.http import Http404
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import exceptions, mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
@@ -36,6 +36,11 @@ BAD_REQUEST = OpenApiResponse(description="invalid input; the body names each ba
 NOT_FOUND = OpenApiResponse(description="no such config (or version) in your project")
 
 
+@extend_schema_view(
+    list=extend_schema(summary="List the project's LLM configs"),
+    retrieve=extend_schema(summary="One LLM config", responses={200: ConfigSerializer, 404: NOT_FOUND}),
+    destroy=extend_schema(summary="Delete an LLM config", responses={204: None, 404: NOT_FOUND}),
+)
 class ConfigViewSet(
     mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.DestroyModelMixin, viewsets.GenericViewSet
 ):
@@ -61,14 +66,22 @@ class ConfigViewSet(
     def _config_response(self, config: Config, code: int = status.HTTP_200_OK) -> Response:
         return Response(ConfigSerializer(self.get_queryset().get(id=config.id)).data, status=code)
 
-    @extend_schema(request=ConfigCreateSerializer, responses={201: ConfigSerializer, 400: BAD_REQUEST})
+    @extend_schema(
+        summary="Create an LLM config with its first version",
+        request=ConfigCreateSerializer,
+        responses={201: ConfigSerializer, 400: BAD_REQUEST},
+    )
     def create(self, request: Request) -> Response:
         serializer = ConfigCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         config = services.config_create(project=request_project(request), **serializer.validated_data)
         return self._config_response(config, status.HTTP_201_CREATED)
 
-    @extend_schema(request=ConfigUpdateSerializer, responses={200: ConfigSerializer, 400: BAD_REQUEST, 404: NOT_FOUND})
+    @extend_schema(
+        summary="Rename or describe an LLM config",
+        request=ConfigUpdateSerializer,
+        responses={200: ConfigSerializer, 400: BAD_REQUEST, 404: NOT_FOUND},
+    )
     def partial_update(self, request: Request, pk=None) -> Response:
         serializer = ConfigUpdateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -99,6 +112,7 @@ class ConfigViewSet(
         return self.get_paginated_response(ConfigVersionSerializer(page, many=True).data)
 
     @extend_schema(
+        summary="One version of an LLM config",
         responses={200: ConfigVersionSerializer},
         parameters=[OpenApiParameter("version", OpenApiTypes.INT, OpenApiParameter.PATH)],
     )
@@ -117,6 +131,11 @@ class ConfigViewSet(
         return Response(ConfigVersionSerializer(found).data)
 
 
+@extend_schema_view(
+    list=extend_schema(summary="The project's provider credentials (keys masked)"),
+    retrieve=extend_schema(summary="The project's credentials for one provider (key masked)"),
+    destroy=extend_schema(summary="Delete the project's credentials for one provider"),
+)
 class CredentialViewSet(viewsets.GenericViewSet):
     """The project's provider credentials; the API key is write-only and shown masked."""
 
@@ -143,6 +162,7 @@ class CredentialViewSet(viewsets.GenericViewSet):
         return Response(CredentialSerializer(credential).data)
 
     @extend_schema(
+        summary="Set the project's credentials for one provider",
         request=CredentialSetSerializer,
         responses={200: CredentialSerializer, 400: BAD_REQUEST, 404: OpenApiResponse(description="unknown provider")},
     )
@@ -165,6 +185,7 @@ class LlmCallView(APIView):
     """Submit an LLM call: 202 with the job id at once; the call runs on the high-priority queue."""
 
     @extend_schema(
+        summary="Submit an LLM call (202 with the job)",
         request=LlmCallSerializer,
         responses={
             202: JobSubmittedSerializer,
@@ -209,6 +230,7 @@ class LlmCallBatchView(APIView):
     each on the low-priority queue."""
 
     @extend_schema(
+        summary="Submit many LLM calls at once (a batch)",
         request=LlmCallBatchSerializer,
         responses={
             202: LlmBatchSubmittedSerializer,
@@ -237,6 +259,7 @@ class LlmBatchView(APIView):
     """A batch's progress: how many of its jobs are in each status."""
 
     @extend_schema(
+        summary="A batch's jobs counted per status",
         responses={200: LlmBatchSerializer, 404: OpenApiResponse(description="no such batch in your project")}
     )
     def get(self, request: Request, batch_id) -> Response:

@@ -49,8 +49,12 @@ done
 $PY manage.py run_worker --queues low_priority,default,cron --pool prefork --concurrency 2 --hostname low@%h \
   >var/log/worker-low.log 2>&1 & pids+=($!)
 $PY manage.py run_beat >var/log/beat.log 2>&1 & pids+=($!)
+# Flower's Broker page reads RabbitMQ's management API, which the dev node serves on its own port (services.sh).
+rabbit_credentials="${RABBITMQ_URL#amqp://}"; rabbit_credentials="${rabbit_credentials%%@*}"
+FLOWER_BROKER_API="http://$rabbit_credentials@127.0.0.1:$KAAPI_RABBITMQ_MANAGEMENT_PORT/api/"
 if $PY -c 'import flower' 2>/dev/null; then
-  .venv/bin/celery -A kaapi flower --address=127.0.0.1 --port="$FLOWER_PORT" >var/log/flower.log 2>&1 & pids+=($!)
+  .venv/bin/celery -A kaapi flower --address=127.0.0.1 --port="$FLOWER_PORT" --broker_api="$FLOWER_BROKER_API" \
+    >var/log/flower.log 2>&1 & pids+=($!)
 fi
 
 for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.2; done

@@ -34,8 +34,12 @@ class APIKeyAdmin(admin.ModelAdmin):
     search_fields = ("prefix", "name", "project__name")
     list_select_related = ("project__organization",)
     fields = ("project", "name", "prefix", "created_at", "revoked_at")
-    readonly_fields = ("prefix", "created_at", "revoked_at")
     actions = ("revoke_keys",)
+
+    def get_readonly_fields(self, request, obj=None):
+        # A key belongs to its project for good: moving it would hand one project's clients another's data.
+        readonly = ("prefix", "created_at", "revoked_at")
+        return ("project", *readonly) if obj else readonly
 
     def save_model(self, request, obj, form, change):
         if change:

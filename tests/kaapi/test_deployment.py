@@ -8,7 +8,9 @@ except the few that only the infrastructure containers read (COMPOSE_ONLY).
 
 import importlib
 import re
+import subprocess
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import click
 import pytest
@@ -214,3 +216,50 @@ def test_every_direct_pin_is_in_its_lock_at_the_same_version_with_hashes(inputs,
     blocks = re.split(r"\n(?=[A-Za-z0-9])", (ROOT / lock).read_text())
     unhashed = [block.split()[0] for block in blocks if "==" in block and "--hash=sha256:" not in block]
     assert not unhashed and len(blocks) > len(_pins(ROOT / inputs[-1]))
+
+
+def flower_broker_api(argv: list[str]) -> str:
+    """The value of Flower's --broker_api (tornado accepts it as --broker-api too), checked to be an option Flower
+    defines."""
+    from flower.options import options
+
+    assert options._normalize_name("broker_api") in options._options
+    values = [arg.split("=", 1)[1] for arg in argv if re.match(r"--broker[_-]api=", arg)]
+    assert len(values) == 1, argv
+    return values[0]
+
+
+def substituted(value: str) -> str:
+    """``value`` with each ``${NAME...}`` of docker-compose replaced by NAME."""
+    return re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)[^}]*\}", r"\1", value)
+
+
+def test_flower_in_compose_reads_the_brokers_management_api():
+    argv = SERVICES["flower"]["command"]
+    assert kind_of(argv) == "celery flower"
+    api = urlsplit(substituted(flower_broker_api(argv)))
+    broker = urlsplit(substituted(COMPOSE["x-app"]["environment"]["RABBITMQ_URL"]))
+    assert (api.scheme, api.hostname, api.path) == ("http", "rabbitmq", "/api/")
+    assert api.port == 15672 and SERVICES["rabbitmq"]["image"].endswith("-management")
+    assert (api.username, api.password) == (broker.username, broker.password)
+
+
+def test_make_run_gives_flower_the_dev_nodes_management_api():
+    run_sh = (ROOT / "scripts" / "run.sh").read_text()
+    [flower] = [line for line in run_sh.splitlines() if "kaapi flower" in line]
+    assert '--broker_api="$FLOWER_BROKER_API"' in flower
+    # The lines of run.sh that compute it, evaluated with the dev profile's environment.
+    computing = [line for line in run_sh.splitlines() if line.startswith(("rabbit_credentials=", "FLOWER_BROKER_API="))]
+    script = "\n".join(['eval "$(scripts/services.sh env dev)"', *computing, 'printf %s "$FLOWER_BROKER_API"'])
+    api = urlsplit(subprocess.run(["bash", "-c", script], cwd=ROOT, capture_output=True, text=True, check=True).stdout)
+    env = dict(re.findall(r"export (\w+)=(\S+)", scripts_env("dev")))
+    broker = urlsplit(env["RABBITMQ_URL"])
+    assert (api.scheme, api.hostname, api.path) == ("http", "127.0.0.1", "/api/")
+    assert api.port == int(env["KAAPI_RABBITMQ_MANAGEMENT_PORT"]) != 15672
+    assert (api.username, api.password) == (broker.username, broker.password)
+
+
+def scripts_env(profile: str) -> str:
+    return subprocess.run(
+        ["scripts/services.sh", "env", profile], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout

@@ -13,6 +13,7 @@ from celery import Task, states
 from celery.exceptions import Ignore, Reject, Retry, SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connections, transaction
+from django_celery_results.models import TaskResult
 
 from kaapi.celery import confirmed_producer, sent_events
 from kaapi.logging import log_context
@@ -91,12 +92,12 @@ def _call_and_record(
     if not registered.atomic:
         result = call()
         _ensure_json(result)
-        return result, services.job_mark_success(job_id=job_id, result=result, also=_result_row(task, result))
+        return result, services.job_mark_success(job_id=job_id, result=result, task_result=_result_row(task, result))
     try:
         with transaction.atomic():
             result = call()
             _ensure_json(result)
-            if not services.job_mark_success(job_id=job_id, result=result, also=_result_row(task, result)):
+            if not services.job_mark_success(job_id=job_id, result=result, task_result=_result_row(task, result)):
                 raise _NotRecorded(result)  # roll back the function's writes too
     except _NotRecorded as exc:
         _store_result(task, exc.result)  # the rollback took the result row with it
@@ -107,15 +108,15 @@ def _call_and_record(
 def _writes_own_result(task: Task) -> bool:
     """Whether the task writes its SUCCESS row itself: Celery does when the task does not ignore its result
     (jobs/tasks.py makes the generic tasks ignore theirs) or with another result backend."""
-    return task.ignore_result and hasattr(task.backend, "result_upsert")
+    return task.ignore_result and hasattr(task.backend, "result_row")
 
 
-def _result_row(task: Task, result: Any) -> tuple[str, tuple] | None:
-    """The statement writing the task's SUCCESS into the result table, for ``job_mark_success`` to run with the
-    job's own UPDATE (one round trip instead of two); None when Celery stores the result itself."""
+def _result_row(task: Task, result: Any) -> TaskResult | None:
+    """The task's SUCCESS row of the result table, for ``job_mark_success`` to write with the job's own UPDATE (one
+    round trip instead of two); None when Celery stores the result itself."""
     if not _writes_own_result(task):
         return None
-    return task.backend.result_upsert(task.request.id, result, states.SUCCESS, request=task.request)
+    return task.backend.result_row(task.request.id, result, states.SUCCESS, request=task.request)
 
 
 def _store_result(task: Task, result: Any) -> None:

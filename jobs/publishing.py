@@ -25,7 +25,6 @@ from django.utils import timezone
 
 from kaapi.celery import HIGH_PRIORITY, HIGH_PRIORITY_QUEUE, LOW_PRIORITY, app, confirmed_producer, sent_events
 
-from . import statements
 from .models import Job
 from .registry import get_job_function
 
@@ -240,7 +239,7 @@ def publish_and_record(jobs: list[Job], *, stop_at_failure: bool = False) -> int
     now = timezone.now()
     preassigned = [job.id for job in published if job.id not in fresh]
     for start in range(0, len(preassigned), BATCH_SIZE):
-        statements.record_dispatched(job_ids=preassigned[start : start + BATCH_SIZE], now=now)
+        Job.objects.filter(id__in=preassigned[start : start + BATCH_SIZE]).update(dispatched_at=now, waiting_reason="")
     for job in published:
         if job.id in fresh:
             Job.objects.filter(id=job.id).update(task_id=job.task_id, dispatched_at=now, waiting_reason="")

@@ -14,13 +14,14 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
+from django_celery_results.models import TaskResult
 
 from kaapi import metrics
 from kaapi.celery import HIGH_PRIORITY, HIGH_PRIORITY_QUEUE, LOW_PRIORITY, LOW_PRIORITY_QUEUE
 from kaapi.logging import current_trace_id, new_trace_id
 from tenancy.models import Project
 
-from . import statements
+from . import sql
 from .admission import admit, dispatch, slot_freed
 from .exceptions import JobStateError
 from .models import FINISHED_STATUSES, Job, JobStatus, WaitingReason
@@ -58,7 +59,7 @@ def job_create(
         job_type=job_type,
         callback_url=callback_url,
     )
-    statements.insert(job)
+    sql.insert(job)
     transaction.on_commit(partial(_submitted, [job]))
     return job
 
@@ -153,7 +154,7 @@ def job_claim(*, job_id: str, task_id: str, redelivered: bool) -> Claim:
     until ``JOB_MAX_WORKER_LOST`` lost deliveries, then it ends FAILED instead of looping forever.
     """
     now = timezone.now()
-    if statements.claim(job_id=job_id, task_id=task_id, now=now):
+    if sql.claim(job_id=job_id, task_id=task_id, now=now):
         return Claim.RUN
     if not redelivered:
         return Claim.SKIP
@@ -176,12 +177,12 @@ def job_claim(*, job_id: str, task_id: str, redelivered: bool) -> Claim:
         return Claim.RUN
 
 
-def job_mark_success(*, job_id: str, result: Any, also: tuple[str, tuple] | None = None) -> bool:
+def job_mark_success(*, job_id: str, result: Any, task_result: TaskResult | None = None) -> bool:
     """PROCESSING → SUCCESS. False when the job was cancelled meanwhile (the result is dropped).
 
-    ``also`` is a statement (SQL, params) written with it in one round trip: the task's Celery result row.
+    ``task_result``, the task's Celery result row (unsaved), is written with it in one round trip.
     """
-    job = statements.mark_success(job_id=job_id, result=result, now=timezone.now(), also=also)
+    job = sql.mark_success(job_id=job_id, result=result, now=timezone.now(), task_result=task_result)
     if job is not None:
         _job_finished(job=job)
     return job is not None
@@ -201,8 +202,8 @@ def _finish(*, job_id: str, from_statuses: list[str], **fields: Any) -> bool:
     """Move a job from one of ``from_statuses`` to a finished status (a conditional UPDATE), then run the
     finish hook once with the finished row."""
     now = timezone.now()
-    job = Job.objects.filter(id=job_id, status__in=from_statuses).update_returning(
-        finished_at=now, updated_at=now, waiting_reason="", **fields
+    job = sql.finish(
+        job_id=job_id, from_statuses=from_statuses, finished_at=now, updated_at=now, waiting_reason="", **fields
     )
     if job is not None:
         _job_finished(job=job)

@@ -108,7 +108,6 @@ def document_upload(
     target_format: str = transformers.MARKDOWN,
     transformer: str | None = None,
     callback_url: str = "",
-    trace_id: str = "",
 ) -> tuple[Document, Job]:
     """Store an uploaded document and create the job that transforms it (low priority).
 
@@ -136,7 +135,6 @@ def document_upload(
                 target_format=chosen.target_format,
                 transformer=chosen.name,
                 callback_url=callback_url,
-                trace_id=trace_id,
             )
     except BaseException:
         if document is not None:  # the rows were rolled back; the file was already written
@@ -146,7 +144,7 @@ def document_upload(
 
 
 def transformation_job_create(
-    *, document: Document, target_format: str, transformer: str, callback_url: str = "", trace_id: str = ""
+    *, document: Document, target_format: str, transformer: str, callback_url: str = ""
 ) -> Job:
     """A PENDING transformation job for ``document`` on the low-priority queue (published after commit)."""
     return job_create(
@@ -155,7 +153,6 @@ def transformation_job_create(
         params={"document_id": str(document.id), "target_format": target_format, "transformer": transformer},
         priority="low",
         callback_url=callback_url,
-        trace_id=trace_id,
     )
 
 

@@ -16,7 +16,6 @@ from django.db import InterfaceError, OperationalError, connections, transaction
 from django_celery_results.models import TaskResult
 
 from kaapi.celery import confirmed_producer, sent_events
-from kaapi.logging import log_context
 
 from . import green, services
 from .exceptions import JobDeferred, RetryableJobError
@@ -144,14 +143,13 @@ def message_params(params: Any, spread: dict[str, Any]) -> dict[str, Any]:
     return params if isinstance(params, dict) else {"params": params}
 
 
-def run_job_message(
-    task: Task, *, function_path: str, project_id: int, job_id: str, trace_id: str, kwargs: dict[str, Any]
-) -> Any:
-    with log_context(trace_id=trace_id or None, job_id=job_id, task_id=task.request.id):
-        try:
-            return _run(task, function_path=function_path, project_id=project_id, job_id=job_id, kwargs=kwargs)
-        except DATABASE_ERRORS as exc:
-            _requeue_after_database_error(exc)
+def run_job_message(task: Task, *, function_path: str, project_id: int, job_id: str, kwargs: dict[str, Any]) -> Any:
+    """Run one job message. Its logging context (trace id, job id, task id) is set by kaapi.logging's task_prerun
+    handler, as for every task."""
+    try:
+        return _run(task, function_path=function_path, project_id=project_id, job_id=job_id, kwargs=kwargs)
+    except DATABASE_ERRORS as exc:
+        _requeue_after_database_error(exc)
 
 
 def _requeue_after_database_error(exc: Exception) -> None:

@@ -69,17 +69,13 @@ def _publish(
         app.send_task(
             task_name,
             # The job's params travel under one argument of their own: spread into the message's keyword
-            # arguments, a param named like one of the others (task_id, trace_id, ...) would break the publish
+            # arguments, a param named like one of the others (task_id, job_id, ...) would break the publish
             # call or the task's signature.
-            kwargs={
-                "function_path": function_path,
-                "project_id": project_id,
-                "job_id": str(job_id),
-                "trace_id": trace_id,
-                "params": params,
-            },
+            kwargs={"function_path": function_path, "project_id": project_id, "job_id": str(job_id), "params": params},
             task_id=task_id,
             priority=priority,
+            # The trace id travels in a header only; the worker's task_prerun handler (kaapi.logging) puts it in
+            # the logging context, and retries carry the message's headers along.
             headers={"trace_id": trace_id},
             producer=producer,
             # The task writes its own SUCCESS row (jobs/tasks.py); since Celery 5.6 a message's own ignore_result

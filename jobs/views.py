@@ -9,7 +9,6 @@ from rest_framework.exceptions import APIException
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from kaapi.logging import current_trace_id
 from kaapi.schema import VALIDATION_ERRORS, ErrorSerializer
 from tenancy.authentication import request_project
 
@@ -126,6 +125,5 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
             params={"delay": data["delay"], **data["params"]},
             priority=data["priority"],
             callback_url=data.get("callback_url", ""),
-            trace_id=current_trace_id() or "",
         )
         return submitted_response(job, request)

@@ -20,3 +20,6 @@ def echo(*, project_id: int, job_id: str, task_id: str, task_instance: Any, dela
         job_report_progress(job_id=job_id, percent=0, message=f"sleeping {seconds} s")
         time.sleep(seconds)
     return {"delay": delay, **params}
+
+
+ECHO_PATH = f"{echo.__module__}.{echo.__qualname__}"  # what the echo endpoint and command submit

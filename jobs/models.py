@@ -155,10 +155,6 @@ class Job(models.Model):
     def __str__(self) -> str:
         return f"{self.job_type} {self.id} ({self.status})"
 
-    @property
-    def is_finished(self) -> bool:
-        return self.status in FINISHED_STATUSES
-
     @classmethod
     def from_row(cls, row: tuple, *, using: str, attnames: tuple[str, ...] | None = None) -> Job:
         """A job from a row of its concrete columns in model order (a RETURNING), converted as the ORM converts

@@ -19,11 +19,21 @@ from typing import Any
 
 import amqp.exceptions
 import kombu.exceptions
+from celery import Signature, Task
+from celery.exceptions import Retry
 from celery.result import AsyncResult
 from django.db import close_old_connections, connection
 from django.utils import timezone
 
-from kaapi.celery import HIGH_PRIORITY, HIGH_PRIORITY_QUEUE, LOW_PRIORITY, app, confirmed_producer, sent_events
+from kaapi.celery import (
+    HIGH_PRIORITY,
+    HIGH_PRIORITY_QUEUE,
+    LOW_PRIORITY,
+    LOW_PRIORITY_QUEUE,
+    app,
+    confirmed_producer,
+    sent_events,
+)
 
 from .models import Job
 from .registry import get_job_function
@@ -52,26 +62,37 @@ def message_summary(*, function_path: str, project_id: int, job_id: str) -> str:
     return repr({"function_path": function_path, "project_id": project_id, "job_id": str(job_id)})
 
 
-def _publish(
-    task_name: str,
-    *,
+# The generic task of each priority queue (routed to its queue by name: kaapi/celery.py).
+JOB_TASKS = {HIGH_PRIORITY_QUEUE: "execute_high_priority_task", LOW_PRIORITY_QUEUE: "execute_low_priority_task"}
+
+
+def publish_job_message(
+    queue: str,
     function_path: str,
     project_id: int,
     job_id: str,
-    trace_id: str,
-    task_id: str | None,
+    trace_id: str = "",
+    *,
+    task_id: str | None = None,
     priority: int,
-    params: dict[str, Any],
+    params: dict[str, Any] | None = None,
 ) -> str:
-    get_job_function(function_path)  # ValueError for an unregistered path: never publish it
-    task_id = task_id or str(uuid.uuid4())
+    """Publish ``function_path``'s message to the generic task of ``queue`` with the function's ``params``
+    (confirmed by the broker); returns the Celery task id. ValueError for a function that is not registered."""
+    get_job_function(function_path)  # never publish an unregistered path
+    task_id = task_id or new_task_id()
     with confirmed_producer() as producer:
         app.send_task(
-            task_name,
+            JOB_TASKS[queue],
             # The job's params travel under one argument of their own: spread into the message's keyword
             # arguments, a param named like one of the others (task_id, job_id, ...) would break the publish
             # call or the task's signature.
-            kwargs={"function_path": function_path, "project_id": project_id, "job_id": str(job_id), "params": params},
+            kwargs={
+                "function_path": function_path,
+                "project_id": project_id,
+                "job_id": str(job_id),
+                "params": params or {},
+            },
             task_id=task_id,
             priority=priority,
             # The trace id travels in a header only; the worker's task_prerun handler (kaapi.logging) puts it in
@@ -87,6 +108,37 @@ def _publish(
     return task_id
 
 
+def _summary_of(task: Task, job_id: str) -> str:
+    message = task.request.kwargs or {}
+    return message_summary(
+        function_path=message.get("function_path"), project_id=message.get("project_id"), job_id=job_id
+    )
+
+
+def publish_job_retry(task: Task, *, job_id: str, delay: float, exc: Exception) -> Retry:
+    """Publish the running job message again ``delay`` seconds later as its next attempt (``task.retry``: the
+    retry count goes up); returns the ``Retry`` for the task to raise."""
+    with confirmed_producer() as producer:
+        return task.retry(
+            countdown=delay,
+            exc=exc,
+            throw=False,
+            producer=producer,
+            event_dispatcher=sent_events(),
+            kwargsrepr=_summary_of(task, job_id),
+        )
+
+
+def publish_job_message_again(task: Task, *, job_id: str, delay: float) -> Signature:
+    """Publish the running job message again ``delay`` seconds later with the same retry count (a wait, not a
+    failed attempt); returns the message's signature."""
+    request = task.request
+    again = task.signature_from_request(request, countdown=delay, retries=request.retries)
+    with confirmed_producer() as producer:
+        again.apply_async(producer=producer, event_dispatcher=sent_events(), kwargsrepr=_summary_of(task, job_id))
+    return again
+
+
 def start_high_priority_job(
     function_path: str,
     project_id: int,
@@ -97,17 +149,16 @@ def start_high_priority_job(
     priority: int = HIGH_PRIORITY,
     params: dict[str, Any] | None = None,
 ) -> str:
-    """Publish ``function_path`` on the high_priority queue with the function's ``params``; returns the Celery task
-    id."""
-    return _publish(
-        "execute_high_priority_task",
-        function_path=function_path,
-        project_id=project_id,
-        job_id=job_id,
-        trace_id=trace_id,
+    """``publish_job_message`` to the high_priority queue."""
+    return publish_job_message(
+        HIGH_PRIORITY_QUEUE,
+        function_path,
+        project_id,
+        job_id,
+        trace_id,
         task_id=task_id,
         priority=priority,
-        params=params or {},
+        params=params,
     )
 
 
@@ -121,17 +172,16 @@ def start_low_priority_job(
     priority: int = LOW_PRIORITY,
     params: dict[str, Any] | None = None,
 ) -> str:
-    """Publish ``function_path`` on the low_priority queue with the function's ``params``; returns the Celery task
-    id."""
-    return _publish(
-        "execute_low_priority_task",
-        function_path=function_path,
-        project_id=project_id,
-        job_id=job_id,
-        trace_id=trace_id,
+    """``publish_job_message`` to the low_priority queue."""
+    return publish_job_message(
+        LOW_PRIORITY_QUEUE,
+        function_path,
+        project_id,
+        job_id,
+        trace_id,
         task_id=task_id,
         priority=priority,
-        params=params or {},
+        params=params,
     )
 
 
@@ -186,14 +236,12 @@ class JobNotPublishable(Exception):
     """Publishing this job failed for a reason of its own, not the broker's."""
 
 
-_STARTERS = {"high_priority": start_high_priority_job, "low_priority": start_low_priority_job}
-
-
 def publish_job(job: Job) -> bool:
     """Publish ``job``'s message under ``job.task_id`` (confirmed by the broker). False when the broker failed;
     ``JobNotPublishable`` when the job itself cannot be published."""
     try:
-        _STARTERS[job.queue](
+        publish_job_message(
+            job.queue,
             job.function_path,
             job.project_id,
             str(job.id),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from enum import Enum
 from functools import partial
 from typing import Any
@@ -162,13 +162,7 @@ def job_claim(*, job_id: str, task_id: str, redelivered: bool) -> Claim:
         job = Job.objects.select_for_update().filter(id=job_id, status=JobStatus.PROCESSING).first()
         if job is None:
             return Claim.SKIP
-        job.worker_lost_count += 1
-        if job.worker_lost_count >= settings.JOB_MAX_WORKER_LOST:
-            job.status = JobStatus.FAILED
-            job.error = f"the worker running this job was lost {job.worker_lost_count} times; giving up"
-            job.finished_at = now
-            job.save(update_fields=["worker_lost_count", "status", "error", "finished_at", "updated_at"])
-            transaction.on_commit(partial(_job_finished, job=job))
+        if _delivery_lost(job, now=now, giving_up="the worker running this job was lost {count} times; giving up"):
             return Claim.EXHAUSTED
         job.attempts += 1
         job.started_at = now
@@ -363,21 +357,13 @@ def jobs_recover_overdue(*, limit: int = 1000) -> dict[str, int]:
             job = Job.objects.select_for_update(skip_locked=True).overdue(older_than=overdue).filter(id=job_id).first()
             if job is None:
                 continue
-            job.worker_lost_count += 1
-            now = timezone.now()
-            if job.worker_lost_count >= settings.JOB_MAX_WORKER_LOST:
-                job.status = JobStatus.FAILED
-                job.error = (
-                    f"no worker finished this job within {int(overdue.total_seconds())} s, "
-                    f"{job.worker_lost_count} times; giving up"
-                )
-                job.finished_at = now
-                job.save(update_fields=["worker_lost_count", "status", "error", "finished_at", "updated_at"])
-                transaction.on_commit(partial(_job_finished, job=job))
+            seconds = int(overdue.total_seconds())
+            giving_up = f"no worker finished this job within {seconds} s, {{count}} times; giving up"
+            if _delivery_lost(job, now=timezone.now(), giving_up=giving_up):
                 counts["failed"] += 1
             else:
                 job.status = JobStatus.PENDING
-                job.error = f"requeued: no worker finished it within {int(overdue.total_seconds())} s"
+                job.error = f"requeued: no worker finished it within {seconds} s"
                 job.task_id = ""
                 job.dispatched_at = None
                 job.save(
@@ -387,6 +373,21 @@ def jobs_recover_overdue(*, limit: int = 1000) -> dict[str, int]:
                 counts["requeued"] += 1
             logger.warning("overdue PROCESSING job %s: %s", job.id, job.error)
     return counts
+
+
+def _delivery_lost(job: Job, *, now: datetime, giving_up: str) -> bool:
+    """Count one more delivery of the locked, PROCESSING ``job`` lost with its worker. True when that was one too
+    many (``JOB_MAX_WORKER_LOST``): the job is now FAILED with ``giving_up`` (``{count}``: the lost deliveries)
+    and its finish hook runs after commit. False: the caller runs or requeues it, and saves it."""
+    job.worker_lost_count += 1
+    if job.worker_lost_count < settings.JOB_MAX_WORKER_LOST:
+        return False
+    job.status = JobStatus.FAILED
+    job.error = giving_up.format(count=job.worker_lost_count)
+    job.finished_at = now
+    job.save(update_fields=["worker_lost_count", "status", "error", "finished_at", "updated_at"])
+    transaction.on_commit(partial(_job_finished, job=job))
+    return True
 
 
 def _job_finished(*, job: Job) -> None:

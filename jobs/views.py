@@ -15,23 +15,20 @@ from tenancy.authentication import request_project
 from . import selectors, services
 from .exceptions import JobStateError
 from .filters import JobFilter
-from .functions import echo
+from .functions import ECHO_PATH
 from .models import Job
-from .serializers import EchoJobSerializer, JobCancelSerializer, JobSerializer, JobSubmittedSerializer, submitted
-
-ECHO_PATH = f"{echo.__module__}.{echo.__qualname__}"
+from .serializers import (
+    EchoJobSerializer,
+    JobCancelSerializer,
+    JobSerializer,
+    JobSubmittedSerializer,
+    submitted_response,
+)
 
 
 class Conflict(APIException):
     status_code = status.HTTP_409_CONFLICT
     default_code = "conflict"
-
-
-def submitted_response(job: Job, request: Request, **extra) -> Response:
-    """202 with the body ``JobSubmittedSerializer`` documents (and ``extra`` fields), and the job's status URL in
-    ``Location`` as well, where HTTP clients look for the status monitor of an accepted request."""
-    body = {**submitted(job, request), **extra}
-    return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": body["status_url"]})
 
 
 # --- OpenAPI: the errors of these operations (401/403 and X-Request-ID: kaapi.schema) ------------

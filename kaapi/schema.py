@@ -94,6 +94,6 @@ def postprocess_common(result, generator, request, public):
                 responses.setdefault("404", {"description": "Not found in your project.", "content": _ERROR_BODY})
             for code, response in responses.items():
                 response.setdefault("headers", {})["X-Request-ID"] = _REQUEST_ID_HEADER
-                if code == "202":  # every 202 is a submitted job (jobs.views.submitted_response)
+                if code == "202":  # every 202 is a submitted job (jobs.serializers.submitted_response)
                     response["headers"]["Location"] = _LOCATION_HEADER
     return result

@@ -10,8 +10,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from jobs.serializers import JobSubmittedSerializer
-from jobs.views import submitted_response
+from jobs.serializers import JobSubmittedSerializer, submitted_response
 from tenancy.authentication import request_project
 
 from . import selectors, services

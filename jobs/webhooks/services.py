@@ -17,11 +17,12 @@ from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
 from standardwebhooks import Webhook
 
-from kaapi import outbound
+from kaapi import metrics, outbound
 from kaapi.logging import log_context
 from kaapi.middleware import REQUEST_ID_HEADER as TRACE_HEADER  # the trace id, as in API requests
 from tenancy.models import Project
 
+from ..backoff import backoff_delay
 from ..deadline import deadline
 from ..models import DeliveryStatus, Job, JobStatus, WebhookDelivery, WebhookEvent, WebhookSecret
 from ..publishing import publish_webhook_delivery
@@ -287,8 +288,6 @@ def _exchange(
 
 
 def _retry_delay(attempts: int, retry_after: float | None) -> float:
-    from ..execution import backoff_delay  # the job retries' backoff (full jitter); imported late: no cycle
-
     return backoff_delay(
         attempts - 1,
         base=settings.WEBHOOK_RETRY_BASE_DELAY,
@@ -356,13 +355,14 @@ def webhook_attempt(*, delivery_id: str) -> str:
             logger.warning(
                 "webhook attempt %s ended after its delivery moved on; outcome not recorded", delivery.attempts
             )
-            return "superseded"
+            outcome = "superseded"
+        metrics.count_webhook(outcome)
         if outcome == "retrying":
             logger.warning("webhook attempt %s failed (%s); retrying in %.1f s", delivery.attempts, error, delay)
             if delay <= COUNTDOWN_LIMIT_SECONDS:
                 publish_webhook_delivery(delivery.id, countdown=delay)
         elif outcome == "failed":
             logger.error("webhook delivery gave up after %s attempt(s): %s", delivery.attempts, error)
-        else:
+        elif outcome == "delivered":
             logger.info("webhook delivered (%s) after %s attempt(s)", code, delivery.attempts)
         return outcome

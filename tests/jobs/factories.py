@@ -3,8 +3,8 @@ from __future__ import annotations
 from django.db import transaction
 
 from jobs import services
+from jobs.functions import ECHO_PATH
 from jobs.models import Job
-from jobs.views import ECHO_PATH
 
 
 def make_job(project, *, function_path: str = ECHO_PATH, priority: str = "high", **params) -> Job:

@@ -4,8 +4,8 @@ from django.test import override_settings
 
 from jobs import services, sql
 from jobs.admission import dispatcher
+from jobs.backoff import backoff_delay
 from jobs.exceptions import JobStateError
-from jobs.execution import backoff_delay
 from jobs.models import Job, JobStatus
 from jobs.registry import get_job_function, job_function, registered_paths
 from tests.jobs.factories import make_job, set_status

@@ -17,7 +17,7 @@ from jobs.services import job_create
 from jobs.webhooks import webhook_attempt, webhook_payload, webhook_secret_get
 from jobs.webhooks.services import TRACE_HEADER, _claim
 from tests.conftest import wait_until
-from tests.fakes.webhook_receiver import WebhookReceiver
+from tests.fakes.webhook_receiver import Trickle, WebhookReceiver
 from tests.jobs.factories import job_row
 
 # The worker may deliver to the receiver on 127.0.0.1 over http, and retries quickly.
@@ -312,3 +312,28 @@ def test_an_http_callback_is_not_sent_once_http_is_no_longer_allowed(project, re
     assert receiver.requests() == []
     settings.WEBHOOK_ALLOW_HTTP = True
     assert webhook_attempt(delivery_id=str(delivery.id)) == "skipped"  # FAILED is final
+
+
+@pytest.mark.django_db
+def test_every_attempt_is_counted_by_its_outcome(project, receiver, local_callbacks, client):
+    """``kaapi_webhook_deliveries_total{outcome}`` on /metrics, as operations.md documents it."""
+    from tests.kaapi.test_metrics import scrape, value
+
+    def attempt(path: str) -> str:
+        delivery = WebhookDelivery.objects.create(
+            job=job_row(project, status=JobStatus.SUCCESS),
+            url=receiver.url(path),
+            event="job.succeeded",
+            payload={},
+            next_attempt_at=timezone.now(),
+        )
+        return webhook_attempt(delivery_id=str(delivery.id))
+
+    receiver.script("/gone", [Trickle(status=410)])
+    before = scrape(client)
+    assert attempt("/ok") == "delivered"
+    assert attempt("/gone") == "failed"
+    after = scrape(client)
+    for outcome in ("delivered", "failed"):
+        counted = value(after, "kaapi_webhook_deliveries_total", outcome=outcome)
+        assert counted - value(before, "kaapi_webhook_deliveries_total", outcome=outcome) == 1, outcome

@@ -7,6 +7,8 @@ from typing import Any
 
 from django.conf import settings
 
+from kaapi.registry import dotted_path
+
 from .registry import job_function
 from .services import job_report_progress
 
@@ -22,4 +24,4 @@ def echo(*, project_id: int, job_id: str, task_id: str, task_instance: Any, dela
     return {"delay": delay, **params}
 
 
-ECHO_PATH = f"{echo.__module__}.{echo.__qualname__}"  # what the echo endpoint and command submit
+ECHO_PATH = dotted_path(echo)  # what the echo endpoint and command submit

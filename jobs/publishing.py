@@ -15,6 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
+from functools import partial
 from typing import Any
 
 import amqp.exceptions
@@ -57,8 +58,9 @@ def new_task_id() -> str:
 def message_summary(*, function_path: str, project_id: int, job_id: str) -> str:
     """What task events, Flower and the result table show of a job message's arguments (its ``kwargsrepr``): which
     job, not its params (an LLM call's query is user data, and the Job row holds the params); also less to repr and
-    to send. Every message of a job carries it: the first delivery (``_publish``) and each retry
-    (``jobs.execution``), since Celery would otherwise repr the whole arguments again."""
+    to send. Every message of a job carries it: the first delivery (``publish_job_message``) and each retry or wait
+    (``publish_job_retry``, ``publish_job_message_again``), since Celery would otherwise repr the whole arguments
+    again."""
     return repr({"function_path": function_path, "project_id": project_id, "job_id": str(job_id)})
 
 
@@ -139,50 +141,11 @@ def publish_job_message_again(task: Task, *, job_id: str, delay: float) -> Signa
     return again
 
 
-def start_high_priority_job(
-    function_path: str,
-    project_id: int,
-    job_id: str,
-    trace_id: str = "",
-    *,
-    task_id: str | None = None,
-    priority: int = HIGH_PRIORITY,
-    params: dict[str, Any] | None = None,
-) -> str:
-    """``publish_job_message`` to the high_priority queue."""
-    return publish_job_message(
-        HIGH_PRIORITY_QUEUE,
-        function_path,
-        project_id,
-        job_id,
-        trace_id,
-        task_id=task_id,
-        priority=priority,
-        params=params,
-    )
-
-
-def start_low_priority_job(
-    function_path: str,
-    project_id: int,
-    job_id: str,
-    trace_id: str = "",
-    *,
-    task_id: str | None = None,
-    priority: int = LOW_PRIORITY,
-    params: dict[str, Any] | None = None,
-) -> str:
-    """``publish_job_message`` to the low_priority queue."""
-    return publish_job_message(
-        LOW_PRIORITY_QUEUE,
-        function_path,
-        project_id,
-        job_id,
-        trace_id,
-        task_id=task_id,
-        priority=priority,
-        params=params,
-    )
+# The scheduling API: ``start_high_priority_job(function_path, project_id, job_id, trace_id="", *, task_id=None,
+# priority=HIGH_PRIORITY, params=None)`` publishes a job message to that queue's generic task and returns the Celery
+# task id; ``start_low_priority_job`` likewise (priority LOW_PRIORITY).
+start_high_priority_job = partial(publish_job_message, HIGH_PRIORITY_QUEUE, priority=HIGH_PRIORITY)
+start_low_priority_job = partial(publish_job_message, LOW_PRIORITY_QUEUE, priority=LOW_PRIORITY)
 
 
 def get_task_status(task_id: str) -> dict[str, Any]:

@@ -13,7 +13,9 @@ from django.utils import timezone
 from django_celery_results.models import TaskResult
 
 from jobs import sql
+from jobs.functions import ECHO_PATH
 from jobs.models import Job, JobStatus
+from jobs.services import _new_jobs
 from kaapi.celery import app
 from tests.jobs.factories import job_row
 
@@ -36,17 +38,17 @@ def _row(job_id, *, without=("id", "task_id", "created_at")) -> dict:
 
 def test_the_insert_writes_what_save_writes(project):
     def new(task_id: str) -> Job:
-        return Job(
+        [job] = _new_jobs(
             project=project,
-            job_type="ECHO",
-            function_path="jobs.functions.echo",
-            queue="high_priority",
-            priority=9,
-            params=PARAMS,
+            function_path=ECHO_PATH,
+            params_list=[PARAMS],
+            priority="high",
             trace_id="t",
+            job_type=None,
             callback_url="https://hooks.example.com/k",
-            task_id=task_id,
         )
+        job.task_id = task_id
+        return job
 
     hand, orm = new("hand"), new("orm")
     sql.insert(hand)

@@ -167,14 +167,16 @@ def revoke_task(task_id: str, terminate: bool = False) -> None:
     app.control.revoke(task_id, terminate=terminate, signal="SIGTERM")
 
 
-def publish_webhook_delivery(delivery_id, *, countdown: float | None = None) -> None:
-    """Publish one attempt of a webhook delivery; never raises (the webhook sweep publishes what did not go out)."""
+def publish_webhook_delivery(delivery_id, *, trace_id: str = "", countdown: float | None = None) -> None:
+    """Publish one attempt of a webhook delivery, with its job's trace id in a header as a job message has it;
+    never raises (the webhook sweep publishes what did not go out)."""
     try:
         with confirmed_producer() as producer:
             app.send_task(
                 DELIVER_WEBHOOK_TASK,
                 kwargs={"delivery_id": str(delivery_id)},
                 countdown=countdown,
+                headers={"trace_id": trace_id},
                 producer=producer,
                 event_dispatcher=sent_events(),
             )

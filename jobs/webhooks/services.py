@@ -144,7 +144,7 @@ def webhook_enqueue_for_job(*, job: Job) -> WebhookDelivery | None:
         payload=webhook_payload(job),
         next_attempt_at=timezone.now(),
     )
-    transaction.on_commit(lambda: publish_webhook_delivery(delivery.id))
+    transaction.on_commit(lambda: publish_webhook_delivery(delivery.id, trace_id=job.trace_id))
     return delivery
 
 
@@ -166,7 +166,8 @@ def webhook_redeliver(*, delivery: WebhookDelivery) -> WebhookDelivery:
         next_attempt_at=Case(When(in_flight, then=F("next_attempt_at")), default=Value(now)),
         updated_at=now,
     )
-    transaction.on_commit(lambda: publish_webhook_delivery(delivery.id))
+    trace_id = delivery.job.trace_id
+    transaction.on_commit(lambda: publish_webhook_delivery(delivery.id, trace_id=trace_id))
     delivery.refresh_from_db()
     return delivery
 
@@ -182,14 +183,14 @@ def webhook_deliveries_publish_due(*, limit: int = 500) -> int:
     overdue = list(
         WebhookDelivery.objects.due(before=now - SWEEP_GRACE)
         .order_by("next_attempt_at")
-        .values_list("id", "next_attempt_at")[:limit]
+        .values_list("id", "next_attempt_at", "job__trace_id")[:limit]
     )
     published = 0
-    for delivery_id, due_at in overdue:
+    for delivery_id, due_at, trace_id in overdue:
         if WebhookDelivery.objects.filter(id=delivery_id, next_attempt_at=due_at).update(
             next_attempt_at=now, updated_at=now
         ):
-            publish_webhook_delivery(delivery_id)
+            publish_webhook_delivery(delivery_id, trace_id=trace_id)
             published += 1
     return published
 
@@ -336,7 +337,7 @@ def webhook_attempt(*, delivery_id: str) -> str:
     delivery = _claim(delivery_id)
     if delivery is None:
         return "skipped"
-    with log_context(trace_id=delivery.job.trace_id or None, job_id=str(delivery.job_id)):
+    with log_context(job_id=str(delivery.job_id)):  # its trace id: from the message's header (kaapi.logging)
         code, error, permanent, retry_after = _send(delivery)
         done = timezone.now()
         fields: dict[str, Any] = {"last_status_code": code, "last_error": outbound.short(error), "updated_at": done}
@@ -360,7 +361,7 @@ def webhook_attempt(*, delivery_id: str) -> str:
         if outcome == "retrying":
             logger.warning("webhook attempt %s failed (%s); retrying in %.1f s", delivery.attempts, error, delay)
             if delay <= COUNTDOWN_LIMIT_SECONDS:
-                publish_webhook_delivery(delivery.id, countdown=delay)
+                publish_webhook_delivery(delivery.id, trace_id=delivery.job.trace_id, countdown=delay)
         elif outcome == "failed":
             logger.error("webhook delivery gave up after %s attempt(s): %s", delivery.attempts, error)
         elif outcome == "delivered":

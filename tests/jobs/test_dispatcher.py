@@ -220,3 +220,17 @@ def test_a_job_message_carries_its_trace_id_once_in_a_header():
     _, kwargs, _ = message.decode()
     assert message.headers["trace_id"] == "trace-7"
     assert "trace_id" not in kwargs and kwargs["params"] == {"a": 1}
+
+
+def test_a_webhook_delivery_message_carries_its_job_s_trace_id_in_a_header():
+    from jobs import publishing
+    from kaapi.celery import app
+    from tests.conftest import purge_queues
+
+    purge_queues()
+    publishing.publish_webhook_delivery("00000000-0000-0000-0000-000000000001", trace_id="trace-8")
+    with app.connection_for_write() as conn:
+        message = app.amqp.queues["default"](conn.default_channel).get(no_ack=True)
+    assert message is not None and message.headers["trace_id"] == "trace-8"
+    _, kwargs, _ = message.decode()
+    assert kwargs == {"delivery_id": "00000000-0000-0000-0000-000000000001"}

@@ -113,7 +113,9 @@ def publish_job_message(
 def _summary_of(task: Task, job_id: str) -> str:
     message = task.request.kwargs or {}
     return message_summary(
-        function_path=message.get("function_path"), project_id=message.get("project_id"), job_id=job_id
+        function_path=message.get("function_path"),  # type: ignore[arg-type]  # every job message has both
+        project_id=message.get("project_id"),  # type: ignore[arg-type]
+        job_id=job_id,
     )
 
 

@@ -133,10 +133,10 @@ def finish(*, job_id: Any, from_statuses: list[str], using: str = "default", **f
     is the ORM's own; the RETURNING clause is added to it."""
     queryset = Job.objects.using(using).filter(id=job_id, status__in=from_statuses)
     query = queryset.query.chain(UpdateQuery)
-    query.add_update_values(fields)
+    query.add_update_values(fields)  # type: ignore[attr-defined]  # Django's, not in django-stubs
     sql, params = query.get_compiler(using).as_sql()
     connection = connections[using]
-    columns = ", ".join(connection.ops.quote_name(field.column) for field in Job._meta.concrete_fields)
+    columns = ", ".join(connection.ops.quote_name(str(field.column)) for field in Job._meta.concrete_fields)
     with connection.cursor() as cursor:
         cursor.execute(f"{sql} RETURNING {columns}", params)
         row = cursor.fetchone()

@@ -17,7 +17,7 @@ from jobs.services import job_create
 from jobs.webhooks import webhook_attempt, webhook_payload, webhook_secret_get
 from jobs.webhooks.services import TRACE_HEADER, _claim
 from tests.conftest import wait_until
-from tests.fakes.webhook_receiver import Trickle, WebhookReceiver
+from tests.fakes.webhook_receiver import WebhookReceiver
 from tests.jobs.factories import job_row
 
 # The worker may deliver to the receiver on 127.0.0.1 over http, and retries quickly.
@@ -329,7 +329,7 @@ def test_every_attempt_is_counted_by_its_outcome(project, receiver, local_callba
         )
         return webhook_attempt(delivery_id=str(delivery.id))
 
-    receiver.script("/gone", [Trickle(status=410)])
+    receiver.script("/gone", [(410, {})])
     before = scrape(client)
     assert attempt("/ok") == "delivered"
     assert attempt("/gone") == "failed"

@@ -20,7 +20,7 @@ client's, so that the capacity ratio can be read against the CPU each endpoint c
 PostgreSQL, RabbitMQ, the kernel).
 
 Each round ends with the durable minimum of an accepted job, measured in this process without HTTP or the API
-(--minimum-threads threads for --minimum-seconds): the job's INSERT (jobs.statements.insert, the statement the API runs)
+(--minimum-threads threads for --minimum-seconds): the job's INSERT (jobs.sql.insert, the statement the API runs)
 and its message published with a publisher confirm (jobs.publishing.publish_job, Celery's send_task as the
 dispatcher runs it). Its machine CPU per job bounds the ratio any implementation of these rules can reach here: a
 call that cost the trivial request plus exactly that minimum would reach trivial / (trivial + minimum).
@@ -369,7 +369,7 @@ def durable_minimum(project, params: dict, *, threads: int, seconds: float) -> t
 
     from jobs.models import Job
     from jobs.publishing import new_task_id, publish_job
-    from jobs.statements import insert
+    from jobs.sql import insert
 
     counts: list[int] = []
     failures: list[int] = []

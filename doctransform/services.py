@@ -108,7 +108,6 @@ def document_upload(
     target_format: str = transformers.MARKDOWN,
     transformer: str | None = None,
     callback_url: str = "",
-    trace_id: str = "",
     run_after: datetime | None = None,
 ) -> tuple[Document, Job]:
     """Store an uploaded document and create the job that transforms it (low priority).
@@ -137,7 +136,6 @@ def document_upload(
                 target_format=chosen.target_format,
                 transformer=chosen.name,
                 callback_url=callback_url,
-                trace_id=trace_id,
                 run_after=run_after,
             )
     except BaseException:
@@ -153,7 +151,6 @@ def transformation_job_create(
     target_format: str,
     transformer: str,
     callback_url: str = "",
-    trace_id: str = "",
     run_after: datetime | None = None,
 ) -> Job:
     """A PENDING transformation job for ``document`` on the low-priority queue (published after commit; SCHEDULED
@@ -164,7 +161,6 @@ def transformation_job_create(
         params={"document_id": str(document.id), "target_format": target_format, "transformer": transformer},
         priority="low",
         callback_url=callback_url,
-        trace_id=trace_id,
         run_after=run_after,
     )
 

@@ -18,6 +18,8 @@ from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
 
+from kaapi.registry import dotted_path, register
+
 from . import detection as ct
 from .exceptions import (
     DocumentEncrypted,
@@ -56,18 +58,19 @@ def register_transformer(
     *, name: str, source_types: tuple[str, ...], target_format: str = MARKDOWN, description: str = ""
 ) -> Callable[[ConversionFunction], ConversionFunction]:
     def decorator(fn: ConversionFunction) -> ConversionFunction:
-        path = f"{fn.__module__}.{fn.__qualname__}"
         for source_type in source_types:
-            by_name = _registry.setdefault((source_type, target_format), {})
-            existing = by_name.get(name)
-            if existing is not None and existing.function_path != path:
-                raise ValueError(f"transformer {name!r} for {source_type} -> {target_format} is already registered")
-            by_name[name] = Transformer(
+            transformer = Transformer(
                 name=name,
                 source_type=source_type,
                 target_format=target_format,
-                function_path=path,
+                function_path=dotted_path(fn),
                 description=description or (fn.__doc__ or "").strip().splitlines()[0],
+            )
+            register(
+                _registry.setdefault((source_type, target_format), {}),
+                name,
+                transformer,
+                what=f"transformer {name!r} for {source_type} -> {target_format}",
             )
         return fn
 

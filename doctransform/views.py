@@ -16,7 +16,8 @@ from rest_framework.parsers import MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from jobs.views import idempotent, submitted_response
+from jobs.serializers import submitted_response
+from jobs.views import idempotent
 from tenancy.authentication import request_project
 
 from . import selectors, services

@@ -28,7 +28,7 @@ from kaapi.celery import HIGH_PRIORITY_QUEUE, LOW_PRIORITY_QUEUE
 
 from . import selectors, services, webhooks
 from .exceptions import JobStateError
-from .models import Job, WebhookDelivery, WebhookSecret
+from .models import FINISHED_STATUSES, Job, WebhookDelivery, WebhookSecret
 from .registry import get_job_function, registered_paths
 
 logger = logging.getLogger(__name__)
@@ -275,7 +275,7 @@ class JobAdmin(OperateActionsMixin, ExactSearchMixin, admin.ModelAdmin):
         """From creation to the start of the last attempt; still counting while it waits."""
         if job.started_at:
             return format_duration(job.started_at - job.created_at)
-        if job.is_finished:
+        if job.status in FINISHED_STATUSES:
             return "—"
         return format_duration(timezone.now() - job.created_at) + " …"
 

@@ -13,13 +13,12 @@ from celery import Task, states
 from celery.exceptions import Ignore, Reject, Retry, SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connections, transaction
-
-from kaapi.celery import confirmed_producer, sent_events
-from kaapi.logging import log_context
+from django_celery_results.models import TaskResult
 
 from . import green, services
+from .backoff import job_retry_delay
 from .exceptions import JobDeferred, RetryableJobError
-from .publishing import message_summary
+from .publishing import publish_job_message_again, publish_job_retry
 from .registry import RegisteredFunction, get_job_function, reserved_param_names
 
 logger = logging.getLogger(__name__)
@@ -30,33 +29,6 @@ DATABASE_ERRORS = (OperationalError, InterfaceError)
 
 class JobFailed(Exception):
     """The job ended FAILED; raised so the Celery result records FAILURE too."""
-
-
-def backoff_delay(retries: int, *, base: float, cap: float, retry_after: float | None = None) -> float:
-    """Exponential backoff with full jitter; never shorter than the server's Retry-After."""
-    ceiling = min(cap, base * (2**retries))
-    delay = random.uniform(ceiling / 2, ceiling) if ceiling > 0 else 0.0
-    if retry_after is not None:
-        delay = max(delay, min(retry_after, cap))
-    return delay
-
-
-# Fraction of a Retry-After added at random (at least up to RETRY_AFTER_MIN_JITTER seconds).
-RETRY_AFTER_JITTER = 0.1
-RETRY_AFTER_MIN_JITTER = 0.1
-
-
-def job_retry_delay(retries: int, *, base: float, cap: float, retry_after: float | None = None) -> float:
-    """How long a job waits before its next attempt.
-
-    A Retry-After (or retry-after-ms) is the provider saying when it takes calls again: the job waits that long
-    plus a little jitter (so the calls it refused together do not all come back in the same instant), not the
-    generic backoff, which is for failures that say nothing of when they end and would wait minutes.
-    """
-    if retry_after is None:
-        return backoff_delay(retries, base=base, cap=cap)
-    wait = min(max(retry_after, 0.0), cap)
-    return wait + random.uniform(0, max(RETRY_AFTER_MIN_JITTER, RETRY_AFTER_JITTER * wait))
 
 
 class ResultNotJSON(Exception):
@@ -91,12 +63,12 @@ def _call_and_record(
     if not registered.atomic:
         result = call()
         _ensure_json(result)
-        return result, services.job_mark_success(job_id=job_id, result=result, also=_result_row(task, result))
+        return result, services.job_mark_success(job_id=job_id, result=result, task_result=_result_row(task, result))
     try:
         with transaction.atomic():
             result = call()
             _ensure_json(result)
-            if not services.job_mark_success(job_id=job_id, result=result, also=_result_row(task, result)):
+            if not services.job_mark_success(job_id=job_id, result=result, task_result=_result_row(task, result)):
                 raise _NotRecorded(result)  # roll back the function's writes too
     except _NotRecorded as exc:
         _store_result(task, exc.result)  # the rollback took the result row with it
@@ -107,15 +79,15 @@ def _call_and_record(
 def _writes_own_result(task: Task) -> bool:
     """Whether the task writes its SUCCESS row itself: Celery does when the task does not ignore its result
     (jobs/tasks.py makes the generic tasks ignore theirs) or with another result backend."""
-    return task.ignore_result and hasattr(task.backend, "result_upsert")
+    return task.ignore_result and hasattr(task.backend, "result_row")
 
 
-def _result_row(task: Task, result: Any) -> tuple[str, tuple] | None:
-    """The statement writing the task's SUCCESS into the result table, for ``job_mark_success`` to run with the
-    job's own UPDATE (one round trip instead of two); None when Celery stores the result itself."""
+def _result_row(task: Task, result: Any) -> TaskResult | None:
+    """The task's SUCCESS row of the result table, for ``job_mark_success`` to write with the job's own UPDATE (one
+    round trip instead of two); None when Celery stores the result itself."""
     if not _writes_own_result(task):
         return None
-    return task.backend.result_upsert(task.request.id, result, states.SUCCESS, request=task.request)
+    return task.backend.result_row(task.request.id, result, states.SUCCESS, request=task.request)
 
 
 def _store_result(task: Task, result: Any) -> None:
@@ -143,14 +115,13 @@ def message_params(params: Any, spread: dict[str, Any]) -> dict[str, Any]:
     return params if isinstance(params, dict) else {"params": params}
 
 
-def run_job_message(
-    task: Task, *, function_path: str, project_id: int, job_id: str, trace_id: str, kwargs: dict[str, Any]
-) -> Any:
-    with log_context(trace_id=trace_id or None, job_id=job_id, task_id=task.request.id):
-        try:
-            return _run(task, function_path=function_path, project_id=project_id, job_id=job_id, kwargs=kwargs)
-        except DATABASE_ERRORS as exc:
-            _requeue_after_database_error(exc)
+def run_job_message(task: Task, *, function_path: str, project_id: int, job_id: str, kwargs: dict[str, Any]) -> Any:
+    """Run one job message. Its logging context (trace id, job id, task id) is set by kaapi.logging's task_prerun
+    handler, as for every task."""
+    try:
+        return _run(task, function_path=function_path, project_id=project_id, job_id=job_id, kwargs=kwargs)
+    except DATABASE_ERRORS as exc:
+        _requeue_after_database_error(exc)
 
 
 def _requeue_after_database_error(exc: Exception) -> None:
@@ -170,19 +141,10 @@ def _requeue_after_database_error(exc: Exception) -> None:
 def _defer(task: Task, *, job_id: str, exc: JobDeferred) -> None:
     """Put the job back to PENDING and publish its message again ``exc.delay`` seconds later, with the same retry
     count: ``task.retry`` would count the wait as a failed attempt, and enough waiting would fail the job."""
-    request = task.request
     delay = max(0.0, exc.delay)
     logger.info("job waits %.1f s for its turn: %s", delay, exc)
     services.job_mark_retrying(job_id=job_id, error=f"waiting for its turn: {exc}", delay=delay)
-    again = task.signature_from_request(request, countdown=delay, retries=request.retries)
-    message = request.kwargs or {}
-    summary = message_summary(
-        function_path=message.get("function_path"),  # type: ignore[arg-type]  # every job message has both
-        project_id=message.get("project_id"),  # type: ignore[arg-type]
-        job_id=job_id,
-    )
-    with confirmed_producer() as producer:
-        again.apply_async(producer=producer, event_dispatcher=sent_events(), kwargsrepr=summary)
+    again = publish_job_message_again(task, job_id=job_id, delay=delay)
     services.job_mark_dispatched(job_id=job_id)
     raise Retry(exc=exc, when=delay, sig=again) from None
 
@@ -228,15 +190,7 @@ def _run(task: Task, *, function_path: str, project_id: int, job_id: str, kwargs
         )
         logger.warning("job will retry in %.1f s: %s", delay, exc)
         services.job_mark_retrying(job_id=job_id, error=str(exc), delay=delay)
-        with confirmed_producer() as producer:
-            retry = task.retry(
-                countdown=delay,
-                exc=exc,
-                throw=False,
-                producer=producer,
-                event_dispatcher=sent_events(),
-                kwargsrepr=message_summary(function_path=function_path, project_id=project_id, job_id=job_id),
-            )
+        retry = publish_job_retry(task, job_id=job_id, delay=delay, exc=exc)
         services.job_mark_dispatched(job_id=job_id)
         raise retry from None
     except ResultNotJSON as exc:

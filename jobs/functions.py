@@ -7,6 +7,8 @@ from typing import Any
 
 from django.conf import settings
 
+from kaapi.registry import dotted_path
+
 from .registry import job_function
 from .serializers import EchoResultSerializer
 from .services import job_report_progress
@@ -21,3 +23,6 @@ def echo(*, project_id: int, job_id: str, task_id: str, task_instance: Any, dela
         job_report_progress(job_id=job_id, percent=0, message=f"sleeping {seconds} s")
         time.sleep(seconds)
     return {"delay": delay, **params}
+
+
+ECHO_PATH = dotted_path(echo)  # what the echo endpoint and command submit

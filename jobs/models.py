@@ -5,7 +5,7 @@ from datetime import timedelta
 from functools import cache
 
 from django.db import connections, models
-from django.db.models.sql import Query, UpdateQuery
+from django.db.models.sql import Query
 from django.utils import timezone
 
 from kaapi.crypto import EncryptedCharField
@@ -59,20 +59,6 @@ class JobQuerySet(models.QuerySet):
     def overdue(self, *, older_than: timedelta) -> JobQuerySet:
         """PROCESSING jobs started more than ``older_than`` ago: no worker is running them any more."""
         return self.filter(status=JobStatus.PROCESSING, started_at__lt=timezone.now() - older_than)
-
-    def update_returning(self, **values) -> Job | None:
-        """``update(**values)`` of at most one row, returning the updated row in the same statement
-        (UPDATE ... RETURNING: PostgreSQL, and SQLite 3.35+); None when no row matched."""
-        query = self.query.chain(UpdateQuery)
-        query.add_update_values(values)  # type: ignore[attr-defined]  # Django's, not in django-stubs
-        sql, params = query.get_compiler(self.db).as_sql()
-        connection = connections[self.db]
-        fields = self.model._meta.concrete_fields
-        columns = ", ".join(connection.ops.quote_name(str(field.column)) for field in fields)
-        with connection.cursor() as cursor:
-            cursor.execute(f"{sql} RETURNING {columns}", params)
-            row = cursor.fetchone()
-        return None if row is None else Job.from_row(row, using=self.db)
 
 
 class Job(models.Model):
@@ -189,10 +175,6 @@ class Job(models.Model):
 
     def __str__(self) -> str:
         return f"{self.job_type} {self.id} ({self.status})"
-
-    @property
-    def is_finished(self) -> bool:
-        return self.status in FINISHED_STATUSES
 
     @classmethod
     def from_row(cls, row: tuple, *, using: str, attnames: tuple[str, ...] | None = None) -> Job:

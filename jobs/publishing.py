@@ -15,17 +15,27 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
+from functools import partial
 from typing import Any
 
 import amqp.exceptions
 import kombu.exceptions
+from celery import Signature, Task
+from celery.exceptions import Retry
 from celery.result import AsyncResult
 from django.db import close_old_connections, connection
 from django.utils import timezone
 
-from kaapi.celery import HIGH_PRIORITY, HIGH_PRIORITY_QUEUE, LOW_PRIORITY, app, confirmed_producer, sent_events
+from kaapi.celery import (
+    HIGH_PRIORITY,
+    HIGH_PRIORITY_QUEUE,
+    LOW_PRIORITY,
+    LOW_PRIORITY_QUEUE,
+    app,
+    confirmed_producer,
+    sent_events,
+)
 
-from . import statements
 from .models import Job
 from .registry import get_job_function
 
@@ -48,39 +58,47 @@ def new_task_id() -> str:
 def message_summary(*, function_path: str, project_id: int, job_id: str) -> str:
     """What task events, Flower and the result table show of a job message's arguments (its ``kwargsrepr``): which
     job, not its params (an LLM call's query is user data, and the Job row holds the params); also less to repr and
-    to send. Every message of a job carries it: the first delivery (``_publish``) and each retry
-    (``jobs.execution``), since Celery would otherwise repr the whole arguments again."""
+    to send. Every message of a job carries it: the first delivery (``publish_job_message``) and each retry or wait
+    (``publish_job_retry``, ``publish_job_message_again``), since Celery would otherwise repr the whole arguments
+    again."""
     return repr({"function_path": function_path, "project_id": project_id, "job_id": str(job_id)})
 
 
-def _publish(
-    task_name: str,
-    *,
+# The generic task of each priority queue (routed to its queue by name: kaapi/celery.py).
+JOB_TASKS = {HIGH_PRIORITY_QUEUE: "execute_high_priority_task", LOW_PRIORITY_QUEUE: "execute_low_priority_task"}
+
+
+def publish_job_message(
+    queue: str,
     function_path: str,
     project_id: int,
     job_id: str,
-    trace_id: str,
-    task_id: str | None,
+    trace_id: str = "",
+    *,
+    task_id: str | None = None,
     priority: int,
-    params: dict[str, Any],
+    params: dict[str, Any] | None = None,
 ) -> str:
-    get_job_function(function_path)  # ValueError for an unregistered path: never publish it
-    task_id = task_id or str(uuid.uuid4())
+    """Publish ``function_path``'s message to the generic task of ``queue`` with the function's ``params``
+    (confirmed by the broker); returns the Celery task id. ValueError for a function that is not registered."""
+    get_job_function(function_path)  # never publish an unregistered path
+    task_id = task_id or new_task_id()
     with confirmed_producer() as producer:
         app.send_task(
-            task_name,
+            JOB_TASKS[queue],
             # The job's params travel under one argument of their own: spread into the message's keyword
-            # arguments, a param named like one of the others (task_id, trace_id, ...) would break the publish
+            # arguments, a param named like one of the others (task_id, job_id, ...) would break the publish
             # call or the task's signature.
             kwargs={
                 "function_path": function_path,
                 "project_id": project_id,
                 "job_id": str(job_id),
-                "trace_id": trace_id,
-                "params": params,
+                "params": params or {},
             },
             task_id=task_id,
             priority=priority,
+            # The trace id travels in a header only; the worker's task_prerun handler (kaapi.logging) puts it in
+            # the logging context, and retries carry the message's headers along.
             headers={"trace_id": trace_id},
             producer=producer,
             # The task writes its own SUCCESS row (jobs/tasks.py); since Celery 5.6 a message's own ignore_result
@@ -92,52 +110,44 @@ def _publish(
     return task_id
 
 
-def start_high_priority_job(
-    function_path: str,
-    project_id: int,
-    job_id: str,
-    trace_id: str = "",
-    *,
-    task_id: str | None = None,
-    priority: int = HIGH_PRIORITY,
-    params: dict[str, Any] | None = None,
-) -> str:
-    """Publish ``function_path`` on the high_priority queue with the function's ``params``; returns the Celery task
-    id."""
-    return _publish(
-        "execute_high_priority_task",
-        function_path=function_path,
-        project_id=project_id,
+def _summary_of(task: Task, job_id: str) -> str:
+    message = task.request.kwargs or {}
+    return message_summary(
+        function_path=message.get("function_path"),  # type: ignore[arg-type]  # every job message has both
+        project_id=message.get("project_id"),  # type: ignore[arg-type]
         job_id=job_id,
-        trace_id=trace_id,
-        task_id=task_id,
-        priority=priority,
-        params=params or {},
     )
 
 
-def start_low_priority_job(
-    function_path: str,
-    project_id: int,
-    job_id: str,
-    trace_id: str = "",
-    *,
-    task_id: str | None = None,
-    priority: int = LOW_PRIORITY,
-    params: dict[str, Any] | None = None,
-) -> str:
-    """Publish ``function_path`` on the low_priority queue with the function's ``params``; returns the Celery task
-    id."""
-    return _publish(
-        "execute_low_priority_task",
-        function_path=function_path,
-        project_id=project_id,
-        job_id=job_id,
-        trace_id=trace_id,
-        task_id=task_id,
-        priority=priority,
-        params=params or {},
-    )
+def publish_job_retry(task: Task, *, job_id: str, delay: float, exc: Exception) -> Retry:
+    """Publish the running job message again ``delay`` seconds later as its next attempt (``task.retry``: the
+    retry count goes up); returns the ``Retry`` for the task to raise."""
+    with confirmed_producer() as producer:
+        return task.retry(
+            countdown=delay,
+            exc=exc,
+            throw=False,
+            producer=producer,
+            event_dispatcher=sent_events(),
+            kwargsrepr=_summary_of(task, job_id),
+        )
+
+
+def publish_job_message_again(task: Task, *, job_id: str, delay: float) -> Signature:
+    """Publish the running job message again ``delay`` seconds later with the same retry count (a wait, not a
+    failed attempt); returns the message's signature."""
+    request = task.request
+    again = task.signature_from_request(request, countdown=delay, retries=request.retries)
+    with confirmed_producer() as producer:
+        again.apply_async(producer=producer, event_dispatcher=sent_events(), kwargsrepr=_summary_of(task, job_id))
+    return again
+
+
+# The scheduling API: ``start_high_priority_job(function_path, project_id, job_id, trace_id="", *, task_id=None,
+# priority=HIGH_PRIORITY, params=None)`` publishes a job message to that queue's generic task and returns the Celery
+# task id; ``start_low_priority_job`` likewise (priority LOW_PRIORITY).
+start_high_priority_job = partial(publish_job_message, HIGH_PRIORITY_QUEUE, priority=HIGH_PRIORITY)
+start_low_priority_job = partial(publish_job_message, LOW_PRIORITY_QUEUE, priority=LOW_PRIORITY)
 
 
 def get_task_status(task_id: str) -> dict[str, Any]:
@@ -159,14 +169,16 @@ def revoke_task(task_id: str, terminate: bool = False) -> None:
     app.control.revoke(task_id, terminate=terminate, signal="SIGTERM")
 
 
-def publish_webhook_delivery(delivery_id, *, countdown: float | None = None) -> None:
-    """Publish one attempt of a webhook delivery; never raises (the webhook sweep publishes what did not go out)."""
+def publish_webhook_delivery(delivery_id, *, trace_id: str = "", countdown: float | None = None) -> None:
+    """Publish one attempt of a webhook delivery, with its job's trace id in a header as a job message has it;
+    never raises (the webhook sweep publishes what did not go out)."""
     try:
         with confirmed_producer() as producer:
             app.send_task(
                 DELIVER_WEBHOOK_TASK,
                 kwargs={"delivery_id": str(delivery_id)},
                 countdown=countdown,
+                headers={"trace_id": trace_id},
                 producer=producer,
                 event_dispatcher=sent_events(),
             )
@@ -191,14 +203,12 @@ class JobNotPublishable(Exception):
     """Publishing this job failed for a reason of its own, not the broker's."""
 
 
-_STARTERS = {"high_priority": start_high_priority_job, "low_priority": start_low_priority_job}
-
-
 def publish_job(job: Job) -> bool:
     """Publish ``job``'s message under ``job.task_id`` (confirmed by the broker). False when the broker failed;
     ``JobNotPublishable`` when the job itself cannot be published."""
     try:
-        _STARTERS[job.queue](
+        publish_job_message(
+            job.queue,
             job.function_path,
             job.project_id,
             str(job.id),
@@ -240,7 +250,7 @@ def publish_and_record(jobs: list[Job], *, stop_at_failure: bool = False) -> int
     now = timezone.now()
     preassigned = [job.id for job in published if job.id not in fresh]
     for start in range(0, len(preassigned), BATCH_SIZE):
-        statements.record_dispatched(job_ids=preassigned[start : start + BATCH_SIZE], now=now)
+        Job.objects.filter(id__in=preassigned[start : start + BATCH_SIZE]).update(dispatched_at=now, waiting_reason="")
     for job in published:
         if job.id in fresh:
             Job.objects.filter(id=job.id).update(task_id=job.task_id, dispatched_at=now, waiting_reason="")

@@ -10,6 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from kaapi.registry import dotted_path, register
+
 JobFunction = Callable[..., Any]
 
 # What the generic tasks pass every job function besides its params: no param may be named like one of them.
@@ -46,11 +48,9 @@ def job_function(
     """
 
     def decorator(fn: JobFunction) -> JobFunction:
-        path = f"{fn.__module__}.{fn.__qualname__}"
-        existing = _registry.get(path)
-        if existing is not None and existing.function is not fn:
-            raise ValueError(f"job function {path!r} is already registered")
-        _registry[path] = RegisteredFunction(path=path, function=fn, job_type=job_type, atomic=atomic, result=result)
+        path = dotted_path(fn)
+        entry = RegisteredFunction(path=path, function=fn, job_type=job_type, atomic=atomic, result=result)
+        register(_registry, path, entry, what=f"job function {path!r}")
         return fn
 
     return decorator

@@ -6,7 +6,7 @@ A periodic sweep (``jobs_cron_publish_scheduled``, every ``JOB_SCHEDULED_SWEEP_S
 SCHEDULED → PENDING, and hands them to admission as if they had just been submitted: the project's limits and
 fairness apply to them as to any job. The promotion locks the rows it reads (``SKIP LOCKED``: two sweeps never
 take the same job) and updates them only while still SCHEDULED (a job cancelled meanwhile stays cancelled); from
-PENDING on, admission publishes a job once (jobs/dispatcher.py). A sweep that dies between its commit and the
+PENDING on, admission publishes a job once (jobs/admission.py). A sweep that dies between its commit and the
 admission leaves the jobs PENDING, which the recovery sweep admits after ``JOB_DISPATCH_GRACE_SECONDS``.
 """
 

@@ -3,11 +3,15 @@ from __future__ import annotations
 import json
 import math
 from datetime import timedelta
+from typing import Any
 
 from django.conf import settings
 from django.utils import timezone
 from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema_field
 from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.status import HTTP_202_ACCEPTED
 
 from kaapi.api import ModelSerializer, storable_json
 
@@ -145,6 +149,13 @@ def submitted(job: Job, request=None) -> dict:
     """What ``JobSubmittedSerializer(job).data`` is, built directly: every submission answers with it, and the
     serializer's per-instance copies of its fields cost more than the rest of the answer."""
     return {"job_id": str(job.id), "status": str(job.status), "status_url": status_url(job, request)}
+
+
+def submitted_response(job: Job, request: Request, **extra: Any) -> Response:
+    """202 with the body ``JobSubmittedSerializer`` documents (and ``extra`` fields), and the job's status URL in
+    ``Location`` as well, where HTTP clients look for the status monitor of an accepted request."""
+    body = {**submitted(job, request), **extra}
+    return Response(body, status=HTTP_202_ACCEPTED, headers={"Location": body["status_url"]})
 
 
 class JobCancelSerializer(serializers.Serializer):

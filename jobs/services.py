@@ -14,13 +14,14 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
+from django_celery_results.models import TaskResult
 
 from kaapi import metrics
 from kaapi.celery import HIGH_PRIORITY, HIGH_PRIORITY_QUEUE, LOW_PRIORITY, LOW_PRIORITY_QUEUE
 from kaapi.logging import current_trace_id, new_trace_id
 from tenancy.models import Project
 
-from . import statements
+from . import sql
 from .admission import admit, dispatch, slot_freed
 from .exceptions import JobStateError
 from .models import FINISHED_STATUSES, Job, JobStatus, WaitingReason
@@ -62,7 +63,7 @@ def job_create(
         callback_url=callback_url,
     )
     due = schedule_jobs([job], run_afters=[run_after])
-    statements.insert(job)
+    sql.insert(job)
     if due:
         transaction.on_commit(partial(_submitted, due))
     return job
@@ -166,7 +167,7 @@ def job_claim(*, job_id: str, task_id: str, redelivered: bool) -> Claim:
     until ``JOB_MAX_WORKER_LOST`` lost deliveries, then it ends FAILED instead of looping forever.
     """
     now = timezone.now()
-    if statements.claim(job_id=job_id, task_id=task_id, now=now):
+    if sql.claim(job_id=job_id, task_id=task_id, now=now):
         return Claim.RUN
     if not redelivered:
         return Claim.SKIP
@@ -174,13 +175,7 @@ def job_claim(*, job_id: str, task_id: str, redelivered: bool) -> Claim:
         job = Job.objects.select_for_update().filter(id=job_id, status=JobStatus.PROCESSING).first()
         if job is None:
             return Claim.SKIP
-        job.worker_lost_count += 1
-        if job.worker_lost_count >= settings.JOB_MAX_WORKER_LOST:
-            job.status = JobStatus.FAILED
-            job.error = f"the worker running this job was lost {job.worker_lost_count} times; giving up"
-            job.finished_at = now
-            job.save(update_fields=["worker_lost_count", "status", "error", "finished_at", "updated_at"])
-            transaction.on_commit(partial(_job_finished, job=job))
+        if _delivery_lost(job, now=now, giving_up="the worker running this job was lost {count} times; giving up"):
             return Claim.EXHAUSTED
         job.attempts += 1
         job.started_at = now
@@ -189,12 +184,12 @@ def job_claim(*, job_id: str, task_id: str, redelivered: bool) -> Claim:
         return Claim.RUN
 
 
-def job_mark_success(*, job_id: str, result: Any, also: tuple[str, tuple] | None = None) -> bool:
+def job_mark_success(*, job_id: str, result: Any, task_result: TaskResult | None = None) -> bool:
     """PROCESSING → SUCCESS. False when the job was cancelled meanwhile (the result is dropped).
 
-    ``also`` is a statement (SQL, params) written with it in one round trip: the task's Celery result row.
+    ``task_result``, the task's Celery result row (unsaved), is written with it in one round trip.
     """
-    job = statements.mark_success(job_id=job_id, result=result, now=timezone.now(), also=also)
+    job = sql.mark_success(job_id=job_id, result=result, now=timezone.now(), task_result=task_result)
     if job is not None:
         _job_finished(job=job)
     return job is not None
@@ -214,8 +209,8 @@ def _finish(*, job_id: str, from_statuses: list[str], **fields: Any) -> bool:
     """Move a job from one of ``from_statuses`` to a finished status (a conditional UPDATE), then run the
     finish hook once with the finished row."""
     now = timezone.now()
-    job = Job.objects.filter(id=job_id, status__in=from_statuses).update_returning(
-        finished_at=now, updated_at=now, waiting_reason="", **fields
+    job = sql.finish(
+        job_id=job_id, from_statuses=from_statuses, finished_at=now, updated_at=now, waiting_reason="", **fields
     )
     if job is not None:
         _job_finished(job=job)
@@ -377,21 +372,13 @@ def jobs_recover_overdue(*, limit: int = 1000) -> dict[str, int]:
             job = Job.objects.select_for_update(skip_locked=True).overdue(older_than=overdue).filter(id=job_id).first()
             if job is None:
                 continue
-            job.worker_lost_count += 1
-            now = timezone.now()
-            if job.worker_lost_count >= settings.JOB_MAX_WORKER_LOST:
-                job.status = JobStatus.FAILED
-                job.error = (
-                    f"no worker finished this job within {int(overdue.total_seconds())} s, "
-                    f"{job.worker_lost_count} times; giving up"
-                )
-                job.finished_at = now
-                job.save(update_fields=["worker_lost_count", "status", "error", "finished_at", "updated_at"])
-                transaction.on_commit(partial(_job_finished, job=job))
+            seconds = int(overdue.total_seconds())
+            giving_up = f"no worker finished this job within {seconds} s, {{count}} times; giving up"
+            if _delivery_lost(job, now=timezone.now(), giving_up=giving_up):
                 counts["failed"] += 1
             else:
                 job.status = JobStatus.PENDING
-                job.error = f"requeued: no worker finished it within {int(overdue.total_seconds())} s"
+                job.error = f"requeued: no worker finished it within {seconds} s"
                 job.task_id = ""
                 job.dispatched_at = None
                 job.save(
@@ -401,6 +388,21 @@ def jobs_recover_overdue(*, limit: int = 1000) -> dict[str, int]:
                 counts["requeued"] += 1
             logger.warning("overdue PROCESSING job %s: %s", job.id, job.error)
     return counts
+
+
+def _delivery_lost(job: Job, *, now: datetime, giving_up: str) -> bool:
+    """Count one more delivery of the locked, PROCESSING ``job`` lost with its worker. True when that was one too
+    many (``JOB_MAX_WORKER_LOST``): the job is now FAILED with ``giving_up`` (``{count}``: the lost deliveries)
+    and its finish hook runs after commit. False: the caller runs or requeues it, and saves it."""
+    job.worker_lost_count += 1
+    if job.worker_lost_count < settings.JOB_MAX_WORKER_LOST:
+        return False
+    job.status = JobStatus.FAILED
+    job.error = giving_up.format(count=job.worker_lost_count)
+    job.finished_at = now
+    job.save(update_fields=["worker_lost_count", "status", "error", "finished_at", "updated_at"])
+    transaction.on_commit(partial(_job_finished, job=job))
+    return True
 
 
 def _job_finished(*, job: Job) -> None:

@@ -26,6 +26,8 @@ _OPTIONS = {
     "ignore_result": True,
     "store_errors_even_if_ignored": True,
 }
+# ``trace_id``: the trace id travels in the message's header (kaapi.logging sets the logging context from it);
+# messages published before carried it as an argument too, which is accepted and ignored.
 
 
 @worker_init.connect
@@ -52,12 +54,7 @@ def execute_high_priority_task(
     self, function_path: str, project_id: int, job_id: str, trace_id: str = "", params: Any = None, **spread: Any
 ) -> Any:
     return run_job_message(
-        self,
-        function_path=function_path,
-        project_id=project_id,
-        job_id=job_id,
-        trace_id=trace_id,
-        kwargs=message_params(params, spread),
+        self, function_path=function_path, project_id=project_id, job_id=job_id, kwargs=message_params(params, spread)
     )
 
 
@@ -66,12 +63,7 @@ def execute_low_priority_task(
     self, function_path: str, project_id: int, job_id: str, trace_id: str = "", params: Any = None, **spread: Any
 ) -> Any:
     return run_job_message(
-        self,
-        function_path=function_path,
-        project_id=project_id,
-        job_id=job_id,
-        trace_id=trace_id,
-        kwargs=message_params(params, spread),
+        self, function_path=function_path, project_id=project_id, job_id=job_id, kwargs=message_params(params, spread)
     )
 
 

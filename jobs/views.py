@@ -13,18 +13,21 @@ from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from kaapi.logging import current_trace_id
 from kaapi.schema import VALIDATION_ERRORS, ErrorSerializer
 from tenancy.authentication import request_project
 
 from . import idempotency, selectors, services
 from .exceptions import JobStateError
 from .filters import JobFilter
-from .functions import echo
+from .functions import ECHO_PATH
 from .models import Job
-from .serializers import EchoJobSerializer, JobCancelSerializer, JobSerializer, JobSubmittedSerializer, submitted
-
-ECHO_PATH = f"{echo.__module__}.{echo.__qualname__}"
+from .serializers import (
+    EchoJobSerializer,
+    JobCancelSerializer,
+    JobSerializer,
+    JobSubmittedSerializer,
+    submitted_response,
+)
 
 
 class Conflict(APIException):
@@ -81,13 +84,6 @@ def idempotent(view_method: Callable[..., Response]) -> Callable[..., Response]:
             raise Conflict(f"a request with this {idempotency.HEADER} was processed meanwhile; retry") from None
 
     return view
-
-
-def submitted_response(job: Job, request: Request, **extra) -> Response:
-    """202 with the body ``JobSubmittedSerializer`` documents (and ``extra`` fields), and the job's status URL in
-    ``Location`` as well, where HTTP clients look for the status monitor of an accepted request."""
-    body = {**submitted(job, request), **extra}
-    return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": body["status_url"]})
 
 
 # --- OpenAPI: the errors of these operations (401/403 and X-Request-ID: kaapi.schema) ------------
@@ -183,7 +179,6 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
             params={"delay": data["delay"], **data["params"]},
             priority=data["priority"],
             callback_url=data.get("callback_url", ""),
-            trace_id=current_trace_id() or "",
             run_after=data["run_after"],
         )
         return submitted_response(job, request)

@@ -9,6 +9,7 @@ still names provider credentials, their first use: changing it would make stored
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from functools import lru_cache
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
@@ -48,6 +49,21 @@ def decrypt(token: str) -> str:
         raise CredentialDecryptionError(
             "the stored secret cannot be decrypted with the configured CREDENTIALS_ENCRYPTION_KEYS"
         ) from None
+
+
+# How each app re-encrypts the secrets it stores with these keys (registered in its AppConfig.ready), by what they
+# are: a key rotation (``manage.py rotate_llm_credentials``) runs them all.
+_reencrypters: dict[str, Callable[[], int]] = {}
+
+
+def register_reencryption(what: str, reencrypt: Callable[[], int]) -> None:
+    """``reencrypt()`` stores every secret of one kind again under the newest key and returns how many."""
+    _reencrypters[what] = reencrypt
+
+
+def reencrypt_all() -> dict[str, int]:
+    """Re-encrypt every registered kind of secret under the newest key; how many of each."""
+    return {what: reencrypt() for what, reencrypt in _reencrypters.items()}
 
 
 def rotate(token: str) -> str:

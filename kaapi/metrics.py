@@ -87,10 +87,6 @@ def count_job_submitted(*, job_type: str, queue: str, count: int = 1) -> None:
     _safely(lambda: JOBS_SUBMITTED.labels(job_type=job_type, queue=queue).inc(count))
 
 
-# What observe_job_finished needs of a Job.
-JOB_FIELDS = ("job_type", "status", "queue", "created_at", "started_at", "finished_at")
-
-
 def observe_job_finished(
     *,
     job_type: str,
@@ -117,7 +113,8 @@ def observe_job_finished(
 
 
 def count_webhook(outcome: str) -> None:
-    """One webhook delivery attempt: e.g. "delivered", "retrying", "failed", "blocked"."""
+    """One webhook delivery attempt, by its outcome: "delivered", "retrying", "failed" (given up: permanently
+    refused, or the last attempt), "superseded" (a redelivery took the delivery over meanwhile)."""
     _safely(lambda: WEBHOOK_DELIVERIES.labels(outcome=outcome).inc())
 
 

@@ -32,7 +32,6 @@ class RequestIdMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         supplied = request.META.get(_META_KEY)
         trace_id = supplied if is_valid_trace_id(supplied) else new_trace_id()
-        request.trace_id = trace_id  # type: ignore[attr-defined]  # an attribute of our own
         started = time.monotonic()
         with log_context(trace_id=trace_id):
             if supplied is not None and supplied != trace_id:

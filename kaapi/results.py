@@ -7,44 +7,28 @@ queries), with two changes.
   and decompressed on read. Smaller ones stay plain JSON: gzip's header and base64 would make them longer, not
   shorter, and cost CPU on every job (an echo job's result and meta are a few dozen bytes). Rows written before
   stay readable.
-* A result is written with one ``INSERT ... ON CONFLICT (task_id) DO UPDATE`` instead of the library's
-  SELECT + INSERT/UPDATE in a transaction: four database round trips fewer per task, measured by
-  bench/job_overhead.py.
+* A result is written with one ``INSERT ... ON CONFLICT (task_id) DO UPDATE`` (``kaapi.sql.task_result_upsert``)
+  instead of the library's SELECT + INSERT/UPDATE in a transaction: four database round trips fewer per task.
 
-``result_upsert`` gives that statement without running it, so the generic job tasks write a job's SUCCESS and
-its result row in one statement (jobs/execution.py).
+``result_row`` gives the row without writing it, so the generic job tasks write a job's SUCCESS and its result row
+in one statement (jobs/execution.py, jobs/sql.py).
 """
 
 from __future__ import annotations
 
 import gzip
 from base64 import b64decode, b64encode
-from functools import cache
 
 from celery import states
 from django.db import connections, router
-from django.db.models.constants import OnConflict
-from django.db.models.sql import InsertQuery
 from django.utils import timezone
 from django_celery_results.backends.database import DatabaseBackend as DjangoDatabaseBackend
 from django_celery_results.models import TaskResult
 
+from .sql import task_result_upsert
+
 COMPRESSED = "gzip+base64"
 COMPRESS_MIN_BYTES = 1024  # below about a kilobyte, gzip + base64 saves little or nothing and costs CPU on every job
-_UPDATE_FIELDS = [
-    "status",
-    "result",
-    "meta",
-    "traceback",
-    "content_type",
-    "content_encoding",
-    "task_name",
-    "task_args",
-    "task_kwargs",
-    "worker",
-    "periodic_task_name",
-    "date_done",
-]
 
 
 class DatabaseBackend(DjangoDatabaseBackend):
@@ -68,8 +52,8 @@ class DatabaseBackend(DjangoDatabaseBackend):
             return self.decode(gzip.decompress(b64decode(content)))
         return super().decode_content(obj, content)
 
-    def result_row(self, task_id, result, status, traceback=None, request=None) -> tuple[TaskResult, list[str]]:
-        """The unsaved row Celery stores for this outcome, and the fields an existing row takes from it."""
+    def result_row(self, task_id, result, status, traceback=None, request=None) -> TaskResult:
+        """The unsaved row Celery stores for this outcome."""
         content_type, content_encoding, encoded = self._encoded(result)
         meta = {**self._get_meta_from_request(request), "children": self.current_task_children(request)}
         # One content_encoding column for both: the meta is compressed exactly when the result is.
@@ -84,45 +68,13 @@ class DatabaseBackend(DjangoDatabaseBackend):
             "content_encoding": content_encoding,
             **self._get_extended_properties(request, traceback),
         }
-        update_fields = list(_UPDATE_FIELDS)
         if status == states.STARTED:
             fields["date_started"] = timezone.now()
-            update_fields.append("date_started")
-        return TaskResult(**fields), update_fields
-
-    def result_upsert(self, task_id, result, status, traceback=None, request=None, using=None) -> tuple[str, tuple]:
-        """SQL and parameters of the statement ``store_result`` would run, for the caller to run."""
-        row, update_fields = self.result_row(task_id, result, status, traceback, request)
-        return upsert_sql(row, update_fields, using=using or router.db_for_write(TaskResult))
+        return TaskResult(**fields)
 
     def _store_result(self, task_id, result, status, traceback=None, request=None, using=None):
         using = using or router.db_for_write(TaskResult)
+        row = self.result_row(task_id, result, status, traceback, request)
         with connections[using].cursor() as cursor:
-            cursor.execute(*self.result_upsert(task_id, result, status, traceback, request, using=using))
+            cursor.execute(*task_result_upsert(row, using=using))
         return result
-
-
-def upsert_sql(row: TaskResult, update_fields: list[str], *, using: str) -> tuple[str, tuple]:
-    """``INSERT ... ON CONFLICT (task_id) DO UPDATE`` of ``row``, as ``bulk_create(update_conflicts=True)`` would
-    run it: the SQL is compiled once per field set, the parameters are prepared by the model fields as the ORM
-    prepares them."""
-    connection = connections[using]
-    values = (field.get_db_prep_save(field.pre_save(row, add=True), connection) for field in _INSERT_FIELDS)
-    return _upsert_sql(using, tuple(update_fields)), tuple(values)
-
-
-_INSERT_FIELDS = [field for field in TaskResult._meta.concrete_fields if not field.primary_key]
-
-
-@cache
-def _upsert_sql(using: str, update_fields: tuple[str, ...]) -> str:
-    opts = TaskResult._meta
-    query = InsertQuery(
-        TaskResult,
-        on_conflict=OnConflict.UPDATE,
-        update_fields=[opts.get_field(name) for name in update_fields],
-        unique_fields=[opts.get_field("task_id")],
-    )
-    query.insert_values(_INSERT_FIELDS, [TaskResult(task_id="")])
-    [(sql, _)] = query.get_compiler(using=using).as_sql()
-    return sql

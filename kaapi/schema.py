@@ -134,7 +134,7 @@ def postprocess_common(result, generator, request, public):
                 responses.setdefault("404", {"description": "Not found in your project.", "content": _ERROR_BODY})
             for code, response in responses.items():
                 response.setdefault("headers", {})["X-Request-ID"] = _REQUEST_ID_HEADER
-                if code == "202":  # every 202 is a submission (jobs.views.submitted_response, or a batch)
+                if code == "202":  # every 202 is a submission (jobs.serializers.submitted_response, or a batch)
                     response["headers"]["Location"] = _LOCATION_HEADER
                     response["headers"]["Idempotent-Replayed"] = _REPLAYED_HEADER
     return result

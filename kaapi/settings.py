@@ -200,8 +200,8 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
     _db["CONN_MAX_AGE"] = 0
 else:
     _db["CONN_HEALTH_CHECKS"] = True
-# The statements every job runs (its INSERT, its dispatch record, the claim, the SUCCESS) and the hot-path lookups
-# are prepared on the server (jobs/statements.py, kaapi/sql.py); turn it off behind a pooler that cannot keep
+# The statements every job runs (its INSERT, the claim, the SUCCESS) and the hot-path lookups
+# are prepared on the server (jobs/sql.py, kaapi/sql.py); turn it off behind a pooler that cannot keep
 # prepared statements (PgBouncer in transaction mode before 1.21).
 DATABASE_PREPARED_STATEMENTS = env.bool("DATABASE_PREPARED_STATEMENTS", default=True)
 if _db["ENGINE"] == "django.db.backends.postgresql":

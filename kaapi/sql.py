@@ -8,6 +8,9 @@ and ``POST /api/v1/llm/call`` are measured in bench/). Two tools, both keeping D
   connection's own, and the statement is recorded in DEBUG's query log like any query.
 - ``PreparedQuery``: a read queryset composed once per process and database by the ORM itself, then run again
   with other values through ``run``, its rows converted as the ORM converts them.
+
+and one statement: ``task_result_upsert``, the write of a Celery result row (django-celery-results' table).
+tests/kaapi/test_sql.py holds each to what the ORM or the library does.
 """
 
 from __future__ import annotations
@@ -17,12 +20,16 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 import psycopg
 from django.core.exceptions import EmptyResultSet, FullResultSet
 from django.db import connections
 from django.db.models import QuerySet
+from django.db.models.constants import OnConflict
+from django.db.models.sql import InsertQuery
+from django_celery_results.models import TaskResult
 
 
 def run(sql: str, params: tuple | list, *, using: str, fetch: str = "") -> tuple[int, Any]:
@@ -162,3 +169,33 @@ class PreparedQuery:
         _, rows = run(compiled.sql, params, using=using, fetch="all")
         connection = connections[using]
         return [convert_row(row, compiled.converters, connection) for row in rows]
+
+
+# --- The result table -----------------------------------------------------------------------------------
+_RESULT_INSERT_FIELDS = [field for field in TaskResult._meta.concrete_fields if not field.primary_key]
+# What a stored outcome leaves of an existing row, as django-celery-results' ``TaskResultManager.store_result``
+# does: its task id and creation time; its start time unless the outcome carries one (STARTED).
+_RESULT_KEPT = ("task_id", "date_created")
+
+
+def task_result_upsert(row: TaskResult, *, using: str) -> tuple[str, tuple]:
+    """SQL and parameters of ``INSERT ... ON CONFLICT (task_id) DO UPDATE`` of the unsaved ``row``, as
+    ``bulk_create(update_conflicts=True)`` would run it: the SQL is compiled once per field set, the parameters are
+    prepared by the model fields as the ORM prepares them."""
+    connection = connections[using]
+    values = (field.get_db_prep_save(field.pre_save(row, add=True), connection) for field in _RESULT_INSERT_FIELDS)
+    return _task_result_upsert_sql(using, row.date_started is not None), tuple(values)
+
+
+@cache
+def _task_result_upsert_sql(using: str, started: bool) -> str:
+    kept = _RESULT_KEPT if started else (*_RESULT_KEPT, "date_started")
+    query = InsertQuery(
+        TaskResult,
+        on_conflict=OnConflict.UPDATE,
+        update_fields=[field for field in _RESULT_INSERT_FIELDS if field.name not in kept],
+        unique_fields=[TaskResult._meta.get_field("task_id")],
+    )
+    query.insert_values(_RESULT_INSERT_FIELDS, [TaskResult(task_id="")])
+    [(sql, _)] = query.get_compiler(using=using).as_sql()
+    return sql

@@ -7,4 +7,9 @@ class LlmConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from kaapi import crypto
+
         from . import jobs  # noqa: F401  registers llm.jobs.execute_job
+        from .services import credentials_rotate
+
+        crypto.register_reencryption("credential", credentials_rotate)

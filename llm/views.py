@@ -11,8 +11,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from jobs import selectors as job_selectors
-from jobs.serializers import JobSubmittedSerializer
-from jobs.views import idempotent, submitted_response
+from jobs.serializers import JobSubmittedSerializer, submitted_response
+from jobs.views import idempotent
 from tenancy.authentication import request_project
 
 from . import selectors, services
@@ -260,7 +260,7 @@ class LlmBatchView(APIView):
 
     @extend_schema(
         summary="A batch's jobs counted per status",
-        responses={200: LlmBatchSerializer, 404: OpenApiResponse(description="no such batch in your project")}
+        responses={200: LlmBatchSerializer, 404: OpenApiResponse(description="no such batch in your project")},
     )
     def get(self, request: Request, batch_id) -> Response:
         counts = job_selectors.batch_status_counts(project=request_project(request), batch_id=batch_id)

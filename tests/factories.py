@@ -10,8 +10,8 @@ import factory
 from django.db import transaction
 
 from jobs import services
+from jobs.functions import ECHO_PATH
 from jobs.models import Job, JobStatus, WebhookDelivery, WebhookEvent
-from jobs.views import ECHO_PATH
 from tenancy.models import Organization, Project
 
 

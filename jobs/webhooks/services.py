@@ -17,11 +17,12 @@ from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
 from standardwebhooks import Webhook
 
-from kaapi import outbound
+from kaapi import metrics, outbound
 from kaapi.logging import log_context
 from kaapi.middleware import REQUEST_ID_HEADER as TRACE_HEADER  # the trace id, as in API requests
 from tenancy.models import Project
 
+from ..backoff import backoff_delay
 from ..deadline import deadline
 from ..models import DeliveryStatus, Job, JobStatus, WebhookDelivery, WebhookEvent, WebhookSecret
 from ..publishing import publish_webhook_delivery
@@ -143,7 +144,7 @@ def webhook_enqueue_for_job(*, job: Job) -> WebhookDelivery | None:
         payload=webhook_payload(job),
         next_attempt_at=timezone.now(),
     )
-    transaction.on_commit(lambda: publish_webhook_delivery(delivery.id))
+    transaction.on_commit(lambda: publish_webhook_delivery(delivery.id, trace_id=job.trace_id))
     return delivery
 
 
@@ -165,7 +166,8 @@ def webhook_redeliver(*, delivery: WebhookDelivery) -> WebhookDelivery:
         next_attempt_at=Case(When(in_flight, then=F("next_attempt_at")), default=Value(now)),
         updated_at=now,
     )
-    transaction.on_commit(lambda: publish_webhook_delivery(delivery.id))
+    trace_id = delivery.job.trace_id
+    transaction.on_commit(lambda: publish_webhook_delivery(delivery.id, trace_id=trace_id))
     delivery.refresh_from_db()
     return delivery
 
@@ -181,14 +183,14 @@ def webhook_deliveries_publish_due(*, limit: int = 500) -> int:
     overdue = list(
         WebhookDelivery.objects.due(before=now - SWEEP_GRACE)
         .order_by("next_attempt_at")
-        .values_list("id", "next_attempt_at")[:limit]
+        .values_list("id", "next_attempt_at", "job__trace_id")[:limit]
     )
     published = 0
-    for delivery_id, due_at in overdue:
+    for delivery_id, due_at, trace_id in overdue:
         if WebhookDelivery.objects.filter(id=delivery_id, next_attempt_at=due_at).update(
             next_attempt_at=now, updated_at=now
         ):
-            publish_webhook_delivery(delivery_id)
+            publish_webhook_delivery(delivery_id, trace_id=trace_id)
             published += 1
     return published
 
@@ -287,8 +289,6 @@ def _exchange(
 
 
 def _retry_delay(attempts: int, retry_after: float | None) -> float:
-    from ..execution import backoff_delay  # the job retries' backoff (full jitter); imported late: no cycle
-
     return backoff_delay(
         attempts - 1,
         base=settings.WEBHOOK_RETRY_BASE_DELAY,
@@ -337,7 +337,7 @@ def webhook_attempt(*, delivery_id: str) -> str:
     delivery = _claim(delivery_id)
     if delivery is None:
         return "skipped"
-    with log_context(trace_id=delivery.job.trace_id or None, job_id=str(delivery.job_id)):
+    with log_context(job_id=str(delivery.job_id)):  # its trace id: from the message's header (kaapi.logging)
         code, error, permanent, retry_after = _send(delivery)
         done = timezone.now()
         fields: dict[str, Any] = {"last_status_code": code, "last_error": outbound.short(error), "updated_at": done}
@@ -356,13 +356,14 @@ def webhook_attempt(*, delivery_id: str) -> str:
             logger.warning(
                 "webhook attempt %s ended after its delivery moved on; outcome not recorded", delivery.attempts
             )
-            return "superseded"
+            outcome = "superseded"
+        metrics.count_webhook(outcome)
         if outcome == "retrying":
             logger.warning("webhook attempt %s failed (%s); retrying in %.1f s", delivery.attempts, error, delay)
             if delay <= COUNTDOWN_LIMIT_SECONDS:
-                publish_webhook_delivery(delivery.id, countdown=delay)
+                publish_webhook_delivery(delivery.id, trace_id=delivery.job.trace_id, countdown=delay)
         elif outcome == "failed":
             logger.error("webhook delivery gave up after %s attempt(s): %s", delivery.attempts, error)
-        else:
+        elif outcome == "delivered":
             logger.info("webhook delivered (%s) after %s attempt(s)", code, delivery.attempts)
         return outcome

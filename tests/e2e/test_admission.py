@@ -141,7 +141,7 @@ def test_a_job_that_keeps_killing_its_worker_frees_its_slot_when_it_fails(start_
         timeout=30,
         message="the second job to wait",
     )
-    wait_until(lambda: Job.objects.get(id=normal.id).is_finished, timeout=120, message="the second job")
+    wait_until(lambda: Job.objects.filter(id=normal.id).finished().exists(), timeout=120, message="the second job")
     poison.refresh_from_db()
     normal.refresh_from_db()
     assert poison.status == JobStatus.FAILED and "lost 3 times" in poison.error

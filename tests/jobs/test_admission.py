@@ -7,9 +7,9 @@ from django.utils import timezone
 
 from jobs import services
 from jobs.admission import RATE_WINDOW, admit
+from jobs.functions import ECHO_PATH
 from jobs.models import Job, WaitingReason
 from jobs.services import _new_jobs
-from jobs.views import ECHO_PATH
 from tests.conftest import purge_queues
 
 pytestmark = pytest.mark.django_db

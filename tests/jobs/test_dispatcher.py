@@ -245,3 +245,34 @@ def test_a_forked_process_gets_its_own_sent_events_dispatcher():
     os.waitpid(pid, 0)
     assert os.read(read, 16) == b"own"
     assert sent_events() is parent
+
+
+def test_a_job_message_carries_its_trace_id_once_in_a_header():
+    from jobs import publishing
+    from kaapi.celery import app
+    from tests.conftest import purge_queues
+
+    purge_queues()
+    task_id = publishing.start_low_priority_job(
+        "jobs.functions.echo", 1, "00000000-0000-0000-0000-000000000000", "trace-7", params={"a": 1}
+    )
+    with app.connection_for_write() as conn:
+        message = app.amqp.queues["low_priority"](conn.default_channel).get(no_ack=True)
+    assert message is not None and message.headers["id"] == task_id
+    _, kwargs, _ = message.decode()
+    assert message.headers["trace_id"] == "trace-7"
+    assert "trace_id" not in kwargs and kwargs["params"] == {"a": 1}
+
+
+def test_a_webhook_delivery_message_carries_its_job_s_trace_id_in_a_header():
+    from jobs import publishing
+    from kaapi.celery import app
+    from tests.conftest import purge_queues
+
+    purge_queues()
+    publishing.publish_webhook_delivery("00000000-0000-0000-0000-000000000001", trace_id="trace-8")
+    with app.connection_for_write() as conn:
+        message = app.amqp.queues["default"](conn.default_channel).get(no_ack=True)
+    assert message is not None and message.headers["trace_id"] == "trace-8"
+    _, kwargs, _ = message.decode()
+    assert kwargs == {"delivery_id": "00000000-0000-0000-0000-000000000001"}

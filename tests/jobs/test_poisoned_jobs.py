@@ -7,11 +7,11 @@ import pytest
 from django.utils import timezone
 
 from jobs.admission import admit
+from jobs.functions import ECHO_PATH
 from jobs.models import Job, JobStatus
 from jobs.publishing import BackgroundDispatcher
 from jobs.registry import STANDARD_PARAMETERS
 from jobs.services import _new_jobs, jobs_dispatch_stalled
-from jobs.views import ECHO_PATH
 from kaapi.celery import app
 from tests.conftest import wait_until
 from tests.factories import job_row

@@ -16,7 +16,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from jobs import statements
+from jobs import sql as job_sql
 from jobs.models import FINISHED_STATUSES, DeliveryStatus, Job, JobStatus, WebhookDelivery
 from jobs.services import _new_jobs
 from jobs.webhooks import webhook_attempt
@@ -62,7 +62,7 @@ def backlog_after_stale_statistics(project):
 def test_the_claim_finds_its_job_by_primary_key(backlog_after_stale_statistics):
     job = backlog_after_stale_statistics[250]
     params = (JobStatus.PROCESSING.value, timezone.now(), job.task_id, timezone.now(), job.id, JobStatus.PENDING.value)
-    plan = _plan(statements._claim_sql("default"), params)
+    plan = _plan(job_sql._claim_sql("default"), params)
     assert "jobs_job_pkey" in plan, plan
 
 
@@ -70,7 +70,7 @@ def test_the_success_finds_its_job_by_primary_key(project, backlog_after_stale_s
     running = _jobs(project, 500, JobStatus.PROCESSING)  # none were running when the statistics were gathered
     now = timezone.now()
     params = (JobStatus.SUCCESS.value, '{"ok": true}', "", 100, now, now, running[0].id, JobStatus.PROCESSING.value)
-    plan = _plan(statements._success_sql("default"), params)
+    plan = _plan(job_sql._success_sql("default"), params)
     assert "jobs_job_pkey" in plan, plan
 
 

@@ -1,4 +1,4 @@
-from jobs.execution import job_retry_delay
+from jobs.backoff import job_retry_delay
 
 
 def test_a_retry_after_is_the_delay_plus_small_jitter_not_the_backoff():

@@ -121,8 +121,8 @@ def test_concurrent_sweeps_hand_each_due_job_over_once(project, monkeypatch):
 
     from django.db import connection
 
+    from jobs.functions import ECHO_PATH
     from jobs.services import job_create_many
-    from jobs.views import ECHO_PATH
 
     monkeypatch.setattr(scheduled, "PROMOTE_BATCH", 7)
     handed: list = []

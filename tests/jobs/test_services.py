@@ -2,10 +2,10 @@ import pytest
 from django.db import transaction
 from django.test import override_settings
 
-from jobs import services
+from jobs import services, sql
 from jobs.admission import dispatcher
+from jobs.backoff import backoff_delay
 from jobs.exceptions import JobStateError
-from jobs.execution import backoff_delay
 from jobs.models import Job, JobStatus
 from jobs.registry import get_job_function, job_function, registered_paths
 from tests.factories import make_job, set_status
@@ -131,20 +131,25 @@ def test_registry_refuses_a_second_function_under_the_same_path():
 
 def test_update_returning_gives_the_updated_row_in_python_types(project):
     job = make_job(project, a=1)
-    updated = Job.objects.filter(id=job.id, status=JobStatus.PENDING).update_returning(
-        status=JobStatus.FAILED, error="x", result={"k": [1, "two"]}, finished_at=job.created_at
+    updated = sql.finish(
+        job_id=job.id,
+        from_statuses=[JobStatus.PENDING],
+        status=JobStatus.FAILED,
+        error="x",
+        result={"k": [1, "two"]},
+        finished_at=job.created_at,
     )
     assert updated.pk == job.pk and isinstance(updated.pk, type(job.pk))
     assert updated.status == JobStatus.FAILED and updated.error == "x" and updated.result == {"k": [1, "two"]}
     assert updated.params == {"a": 1} and updated.finished_at == job.created_at and updated.created_at == job.created_at
     assert updated.project_id == project.id
-    assert Job.objects.filter(id=job.id, status=JobStatus.PENDING).update_returning(error="y") is None
+    assert sql.finish(job_id=job.id, from_statuses=[JobStatus.PENDING], error="y") is None
     assert Job.objects.get(id=job.id).error == "x"
 
 
 @pytest.mark.parametrize("vendor", ["postgresql", "other"])
 def test_success_writes_the_celery_result_row_with_the_job(project, vendor, monkeypatch):
-    """The worker writes a job's SUCCESS and its Celery result row together (jobs/statements.py): on PostgreSQL
+    """The worker writes a job's SUCCESS and its Celery result row together (jobs/sql.py): on PostgreSQL
     one prepared statement, on other databases (SQLite under `make run`) two in one transaction. AsyncResult
     reads the row back."""
     from django.db import connection
@@ -158,15 +163,15 @@ def test_success_writes_the_celery_result_row_with_the_job(project, vendor, monk
     job = make_job(project)
     assert services.job_claim(job_id=str(job.id), task_id=job.task_id, redelivered=False) is services.Claim.RUN
     assert services.job_claim(job_id=str(job.id), task_id=job.task_id, redelivered=False) is services.Claim.SKIP
-    also = app.backend.result_upsert(job.task_id, {"answer": 42}, "SUCCESS")
-    assert services.job_mark_success(job_id=str(job.id), result={"answer": 42}, also=also)
+    row = app.backend.result_row(job.task_id, {"answer": 42}, "SUCCESS")
+    assert services.job_mark_success(job_id=str(job.id), result={"answer": 42}, task_result=row)
     job.refresh_from_db()
     assert job.status == JobStatus.SUCCESS and job.result == {"answer": 42} and job.attempts == 1
     assert job.progress_percent == 100 and job.finished_at >= job.started_at
     assert get_task_status(job.task_id)["result"] == {"answer": 42}
     # the job is no longer PROCESSING: not recorded, and the result row is still written (as Celery would)
-    also = app.backend.result_upsert(job.task_id, {"answer": 43}, "SUCCESS")
-    assert not services.job_mark_success(job_id=str(job.id), result={"answer": 43}, also=also)
+    row = app.backend.result_row(job.task_id, {"answer": 43}, "SUCCESS")
+    assert not services.job_mark_success(job_id=str(job.id), result={"answer": 43}, task_result=row)
     assert Job.objects.get(id=job.id).result == {"answer": 42}
     assert get_task_status(job.task_id)["result"] == {"answer": 43} and TaskResult.objects.count() == 1
 
@@ -180,9 +185,9 @@ def test_the_prepared_job_statements_are_counted_like_any_query(project, django_
         job = services.job_create(project=project, function_path="jobs.functions.echo")
     with django_assert_num_queries(1):
         assert services.job_claim(job_id=str(job.id), task_id=job.task_id, redelivered=False) is services.Claim.RUN
-    also = app.backend.result_upsert(job.task_id, {"ok": True}, "SUCCESS")
+    row = app.backend.result_row(job.task_id, {"ok": True}, "SUCCESS")
     with django_assert_num_queries(1) as captured:
-        assert services.job_mark_success(job_id=str(job.id), result={"ok": True}, also=also)
+        assert services.job_mark_success(job_id=str(job.id), result={"ok": True}, task_result=row)
     assert "django_celery_results_taskresult" in captured.captured_queries[0]["sql"]
 
 
@@ -193,13 +198,13 @@ def test_the_success_returns_the_job_without_sending_back_its_params_or_result(p
     from django.test.utils import CaptureQueriesContext
     from django.utils import timezone
 
-    from jobs import statements
+    from jobs import sql
 
     prompt = {"query": "x" * 50_000, "request_metadata": {"conversation": 7}}
     job = make_job(project, **prompt)
     services.job_claim(job_id=str(job.id), task_id=job.task_id, redelivered=False)
     with CaptureQueriesContext(connection) as captured:
-        finished = statements.mark_success(job_id=job.id, result=["an", "answer"], now=timezone.now())
+        finished = sql.mark_success(job_id=job.id, result=["an", "answer"], now=timezone.now())
     [query] = captured.captured_queries
     returning = query["sql"].rsplit("RETURNING", 1)[1]
     assert '"params"' not in returning and '"result"' not in returning and '"callback_url"' in returning

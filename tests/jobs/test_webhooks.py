@@ -312,3 +312,47 @@ def test_an_http_callback_is_not_sent_once_http_is_no_longer_allowed(project, re
     assert receiver.requests() == []
     settings.WEBHOOK_ALLOW_HTTP = True
     assert webhook_attempt(delivery_id=str(delivery.id)) == "skipped"  # FAILED is final
+
+
+@pytest.mark.django_db
+def test_every_attempt_is_counted_by_its_outcome(project, receiver, local_callbacks, client):
+    """``kaapi_webhook_deliveries_total{outcome}`` on /metrics, as operations.md documents it."""
+    from tests.kaapi.test_metrics import scrape, value
+
+    def attempt(path: str) -> str:
+        delivery = WebhookDelivery.objects.create(
+            job=job_row(project, status=JobStatus.SUCCESS),
+            url=receiver.url(path),
+            event="job.succeeded",
+            payload={},
+            next_attempt_at=timezone.now(),
+        )
+        return webhook_attempt(delivery_id=str(delivery.id))
+
+    receiver.script("/gone", [(410, {})])
+    before = scrape(client)
+    assert attempt("/ok") == "delivered"
+    assert attempt("/gone") == "failed"
+    after = scrape(client)
+    for outcome in ("delivered", "failed"):
+        counted = value(after, "kaapi_webhook_deliveries_total", outcome=outcome)
+        assert counted - value(before, "kaapi_webhook_deliveries_total", outcome=outcome) == 1, outcome
+
+
+@pytest.mark.django_db
+def test_every_delivery_message_carries_the_job_s_trace_id(project, monkeypatch, django_capture_on_commit_callbacks):
+    """The first one, a redelivery's and the sweep's: the worker sets its logging context from the header."""
+    from jobs.webhooks import services as webhook_services
+    from jobs.webhooks import webhook_deliveries_publish_due, webhook_enqueue_for_job, webhook_redeliver
+
+    sent = []
+    monkeypatch.setattr(
+        webhook_services, "publish_webhook_delivery", lambda delivery_id, **options: sent.append(options)
+    )
+    job = job_row(project, status=JobStatus.SUCCESS, callback_url="https://hooks.example.com/k", trace_id="trace-9")
+    with django_capture_on_commit_callbacks(execute=True):
+        delivery = webhook_enqueue_for_job(job=job)
+        webhook_redeliver(delivery=delivery)
+    WebhookDelivery.objects.filter(id=delivery.id).update(next_attempt_at=timezone.now() - timedelta(hours=1))
+    assert webhook_deliveries_publish_due() == 1
+    assert sent == [{"trace_id": "trace-9"}] * 3

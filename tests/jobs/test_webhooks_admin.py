@@ -19,7 +19,7 @@ pytestmark = pytest.mark.django_db
 def published(monkeypatch) -> list[str]:
     sent: list[str] = []
     monkeypatch.setattr(
-        webhook_services, "publish_webhook_delivery", lambda delivery_id, countdown=None: sent.append(str(delivery_id))
+        webhook_services, "publish_webhook_delivery", lambda delivery_id, **options: sent.append(str(delivery_id))
     )
     return sent
 

@@ -107,3 +107,37 @@ def test_uuid_values_as_uuids_or_text(project):
     assert query.rows(job_id=uuid.uuid4()) == []
     with pytest.raises(ValueError):
         query.rows(job_id="not-a-uuid")
+
+
+def test_the_result_upsert_writes_what_django_celery_results_writes():
+    """kaapi.sql.task_result_upsert against the library's own backend, outcome after outcome on the same task id,
+    each from another worker with other arguments: a new row, a STARTED with its start time, a FAILURE with its
+    traceback, a SUCCESS over it. A release of django-celery-results that writes other columns, or keeps others of
+    an existing row, shows up here."""
+    from celery.app.task import Context
+    from django_celery_results.backends.database import DatabaseBackend as LibraryBackend
+    from django_celery_results.models import TaskResult
+
+    from kaapi.celery import app
+
+    library = LibraryBackend(app=app)
+    timestamps = ("id", "task_id", "date_created", "date_done", "date_started")
+    outcomes = [
+        ("PENDING", None, None),
+        ("STARTED", {"pid": 1}, None),
+        ("FAILURE", ValueError("boom"), "Traceback: boom"),
+        ("SUCCESS", {"answer": [42, "é"]}, None),
+    ]
+    for step, (status, result, traceback) in enumerate(outcomes):
+        request = Context(
+            task=f"task.{step}", hostname=f"worker-{step}", args=[step], kwargs={"step": step}, delivery_info={}
+        )
+        app.backend.store_result("ours", result, status, traceback=traceback, request=request)
+        library.store_result("library", result, status, traceback=traceback, request=request)
+        rows = {row["task_id"]: row for row in TaskResult.objects.values()}
+        assert rows["ours"]["worker"] == f"worker-{step}"
+        assert {k: v for k, v in rows["ours"].items() if k not in timestamps} == {
+            k: v for k, v in rows["library"].items() if k not in timestamps
+        }, status
+        assert (rows["ours"]["date_started"] is None) == (rows["library"]["date_started"] is None), status
+    assert TaskResult.objects.count() == 2

@@ -69,8 +69,8 @@ def test_a_request_without_id_gets_a_new_one_each_time(client):
 def test_jobs_created_in_a_context_inherit_its_trace_id(project):
     from django.db import transaction
 
+    from jobs.functions import ECHO_PATH
     from jobs.services import job_create
-    from jobs.views import ECHO_PATH
 
     with transaction.atomic(), log_context(trace_id="outer-trace"):
         assert current_trace_id() == "outer-trace"

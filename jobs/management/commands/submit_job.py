@@ -5,7 +5,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from jobs import services
-from jobs.views import ECHO_PATH
+from jobs.functions import ECHO_PATH
 from tenancy.models import Project
 
 

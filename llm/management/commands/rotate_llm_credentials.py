@@ -1,7 +1,6 @@
 from django.core.management.base import BaseCommand
 
-from jobs.webhooks.services import webhook_secrets_reencrypt
-from llm.services import credentials_rotate
+from kaapi import crypto
 
 
 class Command(BaseCommand):
@@ -11,7 +10,5 @@ class Command(BaseCommand):
     )
 
     def handle(self, *args, **options):
-        count = credentials_rotate()
-        self.stdout.write(f"re-encrypted {count} credential(s)")
-        count = webhook_secrets_reencrypt()
-        self.stdout.write(f"re-encrypted {count} webhook secret(s)")
+        for what, count in crypto.reencrypt_all().items():
+            self.stdout.write(f"re-encrypted {count} {what}(s)")

@@ -1,12 +1,14 @@
-"""The statements every job runs, written out once per process and prepared on the server.
+"""The jobs app's hand-written SQL: the statements every job runs, written out once per process and prepared on the
+server. Every other job query goes through the ORM.
 
-A job costs four statements: its INSERT when it is submitted, the record of its publication (one statement per
-batch of published jobs), then in the worker the claim (PENDING → PROCESSING) and the SUCCESS, which writes the
-task's Celery result row in the same statement. Built through the ORM on every call they cost more CPU than the
-database spends running them (bench/job_overhead.py measures the job path against raw Celery): here their SQL is
-composed once from the model's own columns, their parameters are prepared by the model fields as the ORM
-prepares them, and they run through ``kaapi.sql.run`` (prepared statements on PostgreSQL, Django's errors and
-transactions). Every other job query goes through the ORM.
+Three of them: a job's INSERT when it is submitted, then in the worker the claim (PENDING → PROCESSING) and the
+SUCCESS, which writes the task's Celery result row in the same statement; a job that ends otherwise is finished
+with one UPDATE … RETURNING (the ORM's UPDATE with a RETURNING clause added).
+Built through the ORM on every call they cost more CPU than the database spends running them
+(bench/job_statements.py times each beside its ORM form): here their SQL is composed once from the model's own
+columns, their parameters are prepared by the model fields as the ORM prepares them, and they run through
+``kaapi.sql.run`` (prepared statements on PostgreSQL, Django's errors and transactions). tests/jobs/test_sql.py
+holds each one to the row its ORM form writes.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ from functools import cache
 from typing import Any
 
 from django.db import connections, transaction
+from django.db.models.sql import UpdateQuery
+from django_celery_results.models import TaskResult
 
-from kaapi.sql import run
+from kaapi.sql import run, task_result_upsert
 
 from .models import Job, JobStatus
 
@@ -28,7 +32,6 @@ def _field(name: str) -> Any:  # one of Job's concrete fields (get_field's type 
 
 
 _ID, _STATUS, _STARTED_AT, _UPDATED_AT = Job._meta.pk, _field("status"), _field("started_at"), _field("updated_at")
-_DISPATCHED_AT = _field("dispatched_at")
 _SUCCESS_FIELDS = [
     _field(name) for name in ("status", "result", "error", "progress_percent", "finished_at", "updated_at")
 ]
@@ -86,25 +89,6 @@ def claim(*, job_id: Any, task_id: str, now: datetime, using: str = "default") -
 
 
 @cache
-def _dispatched_sql(using: str) -> str:
-    quote: Callable[[Any], str] = connections[using].ops.quote_name
-    return (
-        f"UPDATE {quote(Job._meta.db_table)} SET {quote(_DISPATCHED_AT.column)} = %s, "
-        f"{quote(_field('waiting_reason').column)} = '' WHERE {quote(_ID.column)} = ANY(%s)"
-    )
-
-
-def record_dispatched(*, job_ids: list, now: datetime, using: str = "default") -> None:
-    """Record that the broker confirmed the messages of ``job_ids`` (one statement for the whole batch)."""
-    connection = connections[using]
-    if connection.vendor != "postgresql":  # no array parameter: the ORM writes the IN list
-        Job.objects.using(using).filter(id__in=job_ids).update(dispatched_at=now, waiting_reason="")
-        return
-    ids = [_ID.get_db_prep_save(job_id, connection) for job_id in job_ids]
-    run(_dispatched_sql(using), (_DISPATCHED_AT.get_db_prep_save(now, connection), ids), using=using)
-
-
-@cache
 def _success_sql(using: str) -> str:
     quote: Callable[[Any], str] = connections[using].ops.quote_name
     assignments = ", ".join(f"{quote(field.column)} = %s" for field in _SUCCESS_FIELDS)
@@ -116,13 +100,13 @@ def _success_sql(using: str) -> str:
 
 
 def mark_success(
-    *, job_id: Any, result: Any, now: datetime, also: tuple[str, tuple] | None = None, using: str = "default"
+    *, job_id: Any, result: Any, now: datetime, task_result: TaskResult | None = None, using: str = "default"
 ) -> Job | None:
     """PROCESSING → SUCCESS with ``result``; the finished job (its params deferred: read on first access), or None
     when the job was not PROCESSING.
 
-    ``also`` (SQL, params), another data-modifying statement, runs whether or not the job matched: on PostgreSQL
-    in the same statement (a data-modifying WITH: one round trip), elsewhere right after it in one transaction.
+    ``task_result``, the task's Celery result row, is written whether or not the job matched: on PostgreSQL in the
+    same statement (a data-modifying WITH: one round trip), elsewhere right after it in one transaction.
     """
     connection = connections[using]
     values = (JobStatus.SUCCESS.value, result, "", 100, now, now)
@@ -131,17 +115,34 @@ def mark_success(
     )
     params += (_ID.get_db_prep_save(job_id, connection), JobStatus.PROCESSING.value)
     sql = _success_sql(using)
-    if also is None:
+    if task_result is None:
         _, row = run(sql, params, using=using, fetch="one")
     elif connection.vendor == "postgresql":
-        with_also = f'WITH "updated" AS ({sql}), "also" AS ({also[0]}) SELECT * FROM "updated"'
-        _, row = run(with_also, params + also[1], using=using, fetch="one")
+        upsert, upsert_params = task_result_upsert(task_result, using=using)
+        with_also = f'WITH "updated" AS ({sql}), "also" AS ({upsert}) SELECT * FROM "updated"'
+        _, row = run(with_also, params + upsert_params, using=using, fetch="one")
     else:
         with transaction.atomic(using=using):
             _, row = run(sql, params, using=using, fetch="one")
-            run(*also, using=using)
+            run(*task_result_upsert(task_result, using=using), using=using)
     if row is None:
         return None
     job = Job.from_row(row, using=using, attnames=_SUCCESS_RETURNING)
     job.result = result
     return job
+
+
+def finish(*, job_id: Any, from_statuses: list[str], using: str = "default", **fields: Any) -> Job | None:
+    """Set ``fields`` on the job if its status is one of ``from_statuses``; the updated job, read back in the same
+    statement (UPDATE … RETURNING: PostgreSQL, and SQLite 3.35+), or None when it was in none of them. The UPDATE
+    is the ORM's own; the RETURNING clause is added to it."""
+    queryset = Job.objects.using(using).filter(id=job_id, status__in=from_statuses)
+    query = queryset.query.chain(UpdateQuery)
+    query.add_update_values(fields)  # type: ignore[attr-defined]  # Django's, not in django-stubs
+    sql, params = query.get_compiler(using).as_sql()
+    connection = connections[using]
+    columns = ", ".join(connection.ops.quote_name(str(field.column)) for field in Job._meta.concrete_fields)
+    with connection.cursor() as cursor:
+        cursor.execute(f"{sql} RETURNING {columns}", params)
+        row = cursor.fetchone()
+    return None if row is None else Job.from_row(row, using=using)

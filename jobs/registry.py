@@ -11,6 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 
 JobFunction = Callable[..., Any]
+# What a job function's result says about an AI call, for the job's own columns (jobs.models.Job: provider, model,
+# input_tokens, output_tokens, cost): written by the SUCCESS itself, so they count once per SUCCESS.
+Accounting = Callable[[Any], dict[str, Any]]
 
 # What the generic tasks pass every job function besides its params: no param may be named like one of them.
 STANDARD_PARAMETERS = frozenset({"project_id", "job_id", "task_id", "task_instance"})
@@ -27,12 +30,15 @@ class RegisteredFunction:
     function: JobFunction
     job_type: str
     atomic: bool = False
+    accounting: Accounting | None = None
 
 
 _registry: dict[str, RegisteredFunction] = {}
 
 
-def job_function(*, job_type: str, atomic: bool = False) -> Callable[[JobFunction], JobFunction]:
+def job_function(
+    *, job_type: str, atomic: bool = False, accounting: Accounting | None = None
+) -> Callable[[JobFunction], JobFunction]:
     """Register a job function under its dotted path (``module.function``).
 
     The function is called as ``fn(project_id=..., job_id=..., task_id=..., task_instance=..., **params)``.
@@ -45,7 +51,9 @@ def job_function(*, job_type: str, atomic: bool = False) -> Callable[[JobFunctio
         existing = _registry.get(path)
         if existing is not None and existing.function is not fn:
             raise ValueError(f"job function {path!r} is already registered")
-        _registry[path] = RegisteredFunction(path=path, function=fn, job_type=job_type, atomic=atomic)
+        _registry[path] = RegisteredFunction(
+            path=path, function=fn, job_type=job_type, atomic=atomic, accounting=accounting
+        )
         return fn
 
     return decorator

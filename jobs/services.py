@@ -43,10 +43,12 @@ def job_create(
     trace_id: str = "",
     callback_url: str = "",
     job_type: str | None = None,
+    labels: dict[str, Any] | None = None,
 ) -> Job:
     """Create a PENDING job and publish it once the surrounding transaction commits.
 
     Call it inside the transaction that writes the job's domain rows, so both exist or neither does.
+    ``labels``: usage columns known at submission (``provider``, ``model``, ``config_id`` of an AI call).
     """
     validate_callback_url(callback_url)  # ValidationError (a 400 in the API) for a URL never deliverable
     [job] = _new_jobs(
@@ -58,6 +60,10 @@ def job_create(
         job_type=job_type,
         callback_url=callback_url,
     )
+    for name, value in (labels or {}).items():
+        if name not in ("provider", "model", "config_id"):
+            raise ValueError(f"{name!r} is not a job label")
+        setattr(job, name, value)
     statements.insert(job)
     transaction.on_commit(partial(_submitted, [job]))
     return job
@@ -176,12 +182,16 @@ def job_claim(*, job_id: str, task_id: str, redelivered: bool) -> Claim:
         return Claim.RUN
 
 
-def job_mark_success(*, job_id: str, result: Any, also: tuple[str, tuple] | None = None) -> bool:
+def job_mark_success(
+    *, job_id: str, result: Any, also: tuple[str, tuple] | None = None, usage: dict[str, Any] | None = None
+) -> bool:
     """PROCESSING → SUCCESS. False when the job was cancelled meanwhile (the result is dropped).
 
     ``also`` is a statement (SQL, params) written with it in one round trip: the task's Celery result row.
+    ``usage``: the job's usage columns (who served it, tokens, cost), written by the same conditional UPDATE, so
+    spend is counted once per SUCCESS whatever the redeliveries (jobs.statements.USAGE_COLUMNS).
     """
-    job = statements.mark_success(job_id=job_id, result=result, now=timezone.now(), also=also)
+    job = statements.mark_success(job_id=job_id, result=result, now=timezone.now(), also=also, usage=usage)
     if job is not None:
         _job_finished(job=job)
     return job is not None

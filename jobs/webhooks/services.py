@@ -162,6 +162,16 @@ def webhook_enqueue_for_job(*, job: Job) -> WebhookDelivery | None:
     return delivery
 
 
+def webhook_enqueue_for_project(*, project: Project, url: str, event: str, payload: dict[str, Any]) -> WebhookDelivery:
+    """Record the delivery of an event about a project (not a job), signed with the project's secret like job
+    webhooks and delivered, retried and recorded the same way; published after commit."""
+    delivery = WebhookDelivery.objects.create(
+        project=project, url=url, event=event, payload=payload, next_attempt_at=timezone.now()
+    )
+    transaction.on_commit(lambda: _publish(delivery.id))
+    return delivery
+
+
 def webhook_redeliver(*, delivery: WebhookDelivery) -> WebhookDelivery:
     """Send a delivery again (same webhook-id and body), with a fresh set of attempts.
 
@@ -241,6 +251,7 @@ def _send(delivery: WebhookDelivery) -> tuple[int | None, str, bool, float | Non
     however slowly the receiver trickles its answer: timeouts alone bound each read, not the sum of them.
     """
     job = delivery.job
+    project = job.project if job is not None else delivery.project
     try:
         validate_callback_url(delivery.url)  # the settings may have changed since the job was submitted
     except ValidationError as exc:
@@ -254,13 +265,14 @@ def _send(delivery: WebhookDelivery) -> tuple[int | None, str, bool, float | Non
         "webhook-id": msg_id,
         "webhook-timestamp": str(int(now.timestamp())),
         "webhook-signature": sign(
-            secrets=signing_secrets(webhook_secret_get(project=job.project), now=now),
+            secrets=signing_secrets(webhook_secret_get(project=project), now=now),
             msg_id=msg_id,
             timestamp=now,
             body=body,
         ),
-        TRACE_HEADER: job.trace_id,
     }
+    if job is not None:
+        headers[TRACE_HEADER] = job.trace_id
     limit = settings.WEBHOOK_ATTEMPT_DEADLINE_SECONDS
     try:
         with deadline(limit, AttemptDeadlineExceeded):
@@ -322,7 +334,7 @@ def _claim(delivery_id: str) -> WebhookDelivery | None:
     """
     with transaction.atomic():
         delivery = (
-            WebhookDelivery.objects.select_related("job__project")
+            WebhookDelivery.objects.select_related("job__project", "project")
             .select_for_update(of=("self",))
             .filter(id=delivery_id)
             .first()
@@ -352,7 +364,8 @@ def webhook_attempt(*, delivery_id: str) -> str:
     delivery = _claim(delivery_id)
     if delivery is None:
         return "skipped"
-    with log_context(trace_id=delivery.job.trace_id or None, job_id=str(delivery.job_id)):
+    job = delivery.job
+    with log_context(trace_id=(job.trace_id if job else "") or None, job_id=str(delivery.job_id or "")):
         code, error, permanent, retry_after = _send(delivery)
         done = timezone.now()
         fields: dict[str, Any] = {"last_status_code": code, "last_error": outbound.short(error), "updated_at": done}

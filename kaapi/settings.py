@@ -568,3 +568,9 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {"JobStatusEnum": "jobs.models.JobStatus"},
     "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "kaapi.schema.postprocess_common"],
 }
+
+# --- LLM gateway: budgets and usage reports -------------------------------------------------------
+# Share of a monthly budget (project or organization) at which one budget.threshold webhook is sent that month.
+LLM_BUDGET_THRESHOLD_PERCENT = env_int("LLM_BUDGET_THRESHOLD_PERCENT", 80, minimum=1)
+# The longest period GET /api/v1/usage/ reports on at once, in days.
+LLM_USAGE_MAX_DAYS = env_int("LLM_USAGE_MAX_DAYS", 366, minimum=1)

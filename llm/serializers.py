@@ -2,11 +2,14 @@ from __future__ import annotations
 
 import json
 
+from django.conf import settings
+from django.utils import timezone
 from rest_framework import serializers
 
 from kaapi.api import ModelSerializer
 
 from .models import Config, ConfigVersion, ProviderCredential
+from .usage import GROUP_BY
 
 MAX_QUERY_LENGTH = 200_000
 MAX_METADATA_BYTES = 16_384
@@ -129,3 +132,62 @@ class LlmCallSerializer(serializers.Serializer):
         if value is not None and len(json.dumps(value)) > MAX_METADATA_BYTES:
             raise serializers.ValidationError(f"must be at most {MAX_METADATA_BYTES} bytes of JSON")
         return value
+
+
+class UsageQuerySerializer(serializers.Serializer):
+    """The query string of ``GET /api/v1/usage/``: two days (both included, UTC) and a grouping."""
+
+    # "from" is a Python keyword: the field is declared under it below.
+    to = serializers.DateField(required=False, help_text="Last day included (UTC); default: today.")
+    group_by = serializers.ChoiceField(choices=GROUP_BY, required=False, default="day")
+
+    def get_fields(self):
+        fields = super().get_fields()
+        fields["from"] = serializers.DateField(
+            required=False, help_text="First day included (UTC); default: the first day of the current month."
+        )
+        return fields
+
+    def validate(self, attrs):
+        today = timezone.now().date()
+        last = attrs.get("to") or today
+        first = attrs.get("from") or last.replace(day=1)
+        if first > last:
+            raise serializers.ValidationError({"from": ["must not be after 'to'"]})
+        if (last - first).days >= settings.LLM_USAGE_MAX_DAYS:
+            raise serializers.ValidationError(
+                {"from": [f"the period may be at most {settings.LLM_USAGE_MAX_DAYS} days (LLM_USAGE_MAX_DAYS)"]}
+            )
+        return {"from": first, "to": last, "group_by": attrs["group_by"]}
+
+
+class UsageGroupSerializer(serializers.Serializer):
+    key = serializers.JSONField(
+        help_text="The day (YYYY-MM-DD), month (YYYY-MM), provider, model or config id (null: inline configs)."
+    )
+    calls = serializers.IntegerField(help_text="Finished calls (succeeded, failed or cancelled).")
+    failures = serializers.IntegerField()
+    input_tokens = serializers.IntegerField()
+    output_tokens = serializers.IntegerField()
+    cost = serializers.CharField(help_text="USD, a decimal; calls of models without a price count 0.")
+
+
+class UsageTotalSerializer(serializers.Serializer):
+    calls = serializers.IntegerField()
+    failures = serializers.IntegerField()
+    input_tokens = serializers.IntegerField()
+    output_tokens = serializers.IntegerField()
+    cost = serializers.CharField()
+
+
+class UsageReportSerializer(serializers.Serializer):
+    to = serializers.DateTimeField(help_text="End of the period (exclusive).")
+    group_by = serializers.CharField()
+    currency = serializers.CharField()
+    groups = UsageGroupSerializer(many=True)
+    total = UsageTotalSerializer()
+
+    def get_fields(self):
+        fields = super().get_fields()
+        fields["from"] = serializers.DateTimeField(help_text="Start of the period (inclusive).")
+        return fields

@@ -17,11 +17,11 @@ from jobs.services import job_create
 from kaapi import crypto, outbound
 from tenancy.models import Project
 
-from . import selectors
+from . import selectors, usage
 from .exceptions import ConfigNotFound, CredentialsMissing
 from .models import Config, ConfigVersion, Provider, ProviderCredential
 from .providers.base import base_url_problem
-from .validation import validate_blob
+from .validation import blob_providers, validate_blob
 
 EXECUTE_JOB_PATH = "llm.jobs.execute_job"
 API_KEY_HINT_MIN_LENGTH = 16  # shorter keys show no hint at all
@@ -211,7 +211,12 @@ def llm_call_start(
             f"this project has no credentials for provider {provider!r}; set them with "
             f"PUT /api/v1/credentials/{provider}/"
         )
+    _check_fallback_credentials(project=project, blob=blob)
+    usage.budget_check(project=project)  # BudgetExceeded (402); no query without a budget
     params = {"blob": blob, "query": query, "config": reference, "request_metadata": request_metadata}
+    # The intended provider and model, in the job's own columns for the usage reports (a fallback that answers
+    # replaces them at SUCCESS).
+    labels = {"provider": provider, "model": blob["completion"]["params"]["model"], "config_id": config_id}
     # The job row is the only write: its INSERT is its own transaction, and the job is published after it.
     return job_create(
         project=project,
@@ -219,4 +224,23 @@ def llm_call_start(
         params=params,
         priority="high",
         callback_url=callback_url,
+        labels=labels,
     )
+
+
+def _check_fallback_credentials(*, project: Project, blob: dict[str, Any]) -> None:
+    """A fallback without credentials is refused at submission like the primary, naming the entry."""
+    fallbacks = blob.get("fallbacks") or []
+    if not fallbacks:
+        return
+    present = selectors.providers_with_credentials(project=project, providers=blob_providers(blob))
+    errors = {
+        f"fallbacks[{i}].provider": [
+            f"this project has no credentials for provider {entry['provider']!r}; set them with "
+            f"PUT /api/v1/credentials/{entry['provider']}/"
+        ]
+        for i, entry in enumerate(fallbacks)
+        if entry["provider"] not in present
+    }
+    if errors:
+        raise ValidationError(errors)

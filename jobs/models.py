@@ -186,7 +186,9 @@ class Job(models.Model):
             models.Index(
                 fields=["project", "finished_at"],
                 include=["status", "provider", "model", "config_id", "input_tokens", "output_tokens", "cost"],
-                condition=models.Q(finished_at__isnull=False) & ~models.Q(provider=""),
+                # provider > '' rather than NOT provider = '': PostgreSQL proves a query's "provider > ''" implies
+                # the former, while its NOT (=) and a query's <> do not match.
+                condition=models.Q(finished_at__isnull=False, provider__gt=""),
                 name="job_usage",
             ),
             models.Index(fields=["trace_id"], name="job_trace_id"),

@@ -49,22 +49,24 @@ def next_month_start(now: datetime) -> datetime:
 def _calls(*, project_ids: list[int], start: datetime, end: datetime) -> QuerySet[Job]:
     """The finished AI calls of the projects in [start, end): the job_usage index's rows (its condition is
     repeated here, so the planner can use it)."""
+    return Job.objects.filter(
+        project_id__in=project_ids, finished_at__gte=start, finished_at__lt=end, provider__gt=""
+    ).order_by()
+
+
+def spend_query(*, project_ids: list[int], now: datetime) -> QuerySet:
     return (
-        Job.objects.filter(project_id__in=project_ids, finished_at__gte=start, finished_at__lt=end)
-        .exclude(provider="")
-        .order_by()
+        _calls(project_ids=project_ids, start=month_start(now), end=next_month_start(now))
+        .filter(status=JobStatus.SUCCESS)
+        .values("project_id")
+        .annotate(cost=Sum("cost"))
     )
 
 
 def spend(*, project_ids: list[int], now: datetime | None = None) -> Decimal:
     """USD spent by the projects in ``now``'s calendar month (UTC)."""
-    now = now or timezone.now()
-    total = (
-        _calls(project_ids=project_ids, start=month_start(now), end=next_month_start(now))
-        .filter(status=JobStatus.SUCCESS)
-        .aggregate(cost=Sum("cost"))["cost"]
-    )
-    return total or Decimal(0)
+    rows = spend_query(project_ids=project_ids, now=now or timezone.now())
+    return sum((row["cost"] or Decimal(0) for row in rows), Decimal(0))
 
 
 def _group_expression(group_by: str):

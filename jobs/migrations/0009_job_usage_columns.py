@@ -59,7 +59,7 @@ class Migration(migrations.Migration):
         AddIndex(
             model_name="job",
             index=models.Index(
-                condition=models.Q(("finished_at__isnull", False), models.Q(("provider", ""), _negated=True)),
+                condition=models.Q(("finished_at__isnull", False), ("provider__gt", "")),
                 fields=["project", "finished_at"],
                 include=("status", "provider", "model", "config_id", "input_tokens", "output_tokens", "cost"),
                 name="job_usage",

@@ -3,6 +3,8 @@ from __future__ import annotations
 from django.db import models
 from django.db.models import Q
 
+from tenancy.models import Project
+
 
 class Provider(models.TextChoices):
     OPENAI = "openai", "OpenAI (Responses API)"
@@ -255,3 +257,12 @@ class BudgetAlert(models.Model):
 
     def __str__(self) -> str:
         return f"budget alert {self.month:%Y-%m} ({self.project or self.organization})"
+
+
+class ProjectUsage(Project):
+    """Admin's LLM usage page (llm/admin.py): a project seen through its calls' usage and cost."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "LLM usage"
+        verbose_name_plural = "LLM usage"

@@ -46,12 +46,11 @@ def next_month_start(now: datetime) -> datetime:
 
 
 # --- Reads -----------------------------------------------------------------------------------------------
-def _calls(*, project_ids: list[int], start: datetime, end: datetime) -> QuerySet[Job]:
-    """The finished AI calls of the projects in [start, end): the job_usage index's rows (its condition is
-    repeated here, so the planner can use it)."""
-    return Job.objects.filter(
-        project_id__in=project_ids, finished_at__gte=start, finished_at__lt=end, provider__gt=""
-    ).order_by()
+def _calls(*, project_ids: list[int] | None, start: datetime, end: datetime) -> QuerySet[Job]:
+    """The finished AI calls of the projects (None: of all projects) in [start, end): the job_usage index's rows
+    (its condition is repeated here, so the planner can use it)."""
+    calls = Job.objects.filter(finished_at__gte=start, finished_at__lt=end, provider__gt="").order_by()
+    return calls if project_ids is None else calls.filter(project_id__in=project_ids)
 
 
 def spend_query(*, project_ids: list[int], now: datetime) -> QuerySet:
@@ -79,7 +78,7 @@ def _group_expression(group_by: str):
     }[group_by]
 
 
-def usage_report_query(*, project_ids: list[int], start: datetime, end: datetime, group_by: str) -> QuerySet:
+def usage_report_query(*, project_ids: list[int] | None, start: datetime, end: datetime, group_by: str) -> QuerySet:
     """Calls, failures, tokens and cost per group (one row each), ordered by group."""
     return (
         _calls(project_ids=project_ids, start=start, end=end)
@@ -104,7 +103,7 @@ def _key(group_by: str, value: Any) -> Any:
     return value
 
 
-def usage_report(*, project_ids: list[int], start: datetime, end: datetime, group_by: str) -> dict[str, Any]:
+def usage_report(*, project_ids: list[int] | None, start: datetime, end: datetime, group_by: str) -> dict[str, Any]:
     """The report of ``GET /api/v1/usage/`` and of the admin page: groups and their total; costs as strings."""
     if group_by not in GROUP_BY:
         raise ValueError(f"group_by must be one of {', '.join(GROUP_BY)}")

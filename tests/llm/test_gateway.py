@@ -335,3 +335,29 @@ def _key(project) -> str:
 
     project.refresh_from_db()
     return api_key_create(project=project).plaintext
+
+
+# --- Admin ------------------------------------------------------------------------------------------------
+def test_admin_edits_prices_and_shows_usage_per_organization_and_project(admin_client, calls, project):
+    assert admin_client.get("/admin/llm/modelprice/").status_code == 200
+    row = ModelPrice.objects.get(provider="openai", model="gpt-4o")
+    resp = admin_client.get(f"/admin/llm/modelprice/{row.pk}/change/")
+    assert resp.status_code == 200 and row.source_url.encode() in resp.content
+    assert admin_client.get("/admin/llm/budgetalert/").status_code == 200
+
+    resp = admin_client.get("/admin/llm/projectusage/")  # this month, every project
+    assert resp.status_code == 200
+    assert b"chart.js/4.4.9/chart.umd.min.js" in resp.content and b'id="cost-per-day"' in resp.content
+    query = "start=2026-03-01&end=2026-03-31&group_by=provider"
+    for scope in (f"project={project.pk}", f"organization={project.organization_id}"):
+        resp = admin_client.get(f"/admin/llm/projectusage/?{query}&{scope}")
+        assert resp.status_code == 200
+        report = resp.context["report"]
+        assert [(g["key"], g["calls"]) for g in report["groups"]] == [
+            ("anthropic", 1),
+            ("openai", 2),
+            ("openai-chat", 1),
+        ]
+        assert resp.context["chart"] == {"labels": ["2026-03-01", "2026-03-02"], "cost": ["0.03000000", "0"]}
+    resp = admin_client.get("/admin/llm/projectusage/?start=2026-03-05&end=2026-03-01")
+    assert resp.status_code == 200 and resp.context["report"] is None

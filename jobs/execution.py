@@ -63,17 +63,26 @@ def _call_and_record(
     if not registered.atomic:
         result = call()
         _ensure_json(result)
-        return result, services.job_mark_success(job_id=job_id, result=result, task_result=_result_row(task, result))
+        return result, services.job_mark_success(
+            job_id=job_id, result=result, task_result=_result_row(task, result), usage=_usage(registered, result)
+        )
     try:
         with transaction.atomic():
             result = call()
             _ensure_json(result)
-            if not services.job_mark_success(job_id=job_id, result=result, task_result=_result_row(task, result)):
+            if not services.job_mark_success(
+                job_id=job_id, result=result, task_result=_result_row(task, result), usage=_usage(registered, result)
+            ):
                 raise _NotRecorded(result)  # roll back the function's writes too
     except _NotRecorded as exc:
         _store_result(task, exc.result)  # the rollback took the result row with it
         return exc.result, False
     return result, True
+
+
+def _usage(registered: RegisteredFunction, result: Any) -> dict[str, Any] | None:
+    """The usage columns the function's ``accounting`` reads from its result (written with the SUCCESS)."""
+    return registered.accounting(result) if registered.accounting else None
 
 
 def _writes_own_result(task: Task) -> bool:

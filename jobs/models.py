@@ -108,6 +108,24 @@ class Job(models.Model):
     batch_id = models.UUIDField(
         "batch", null=True, blank=True, help_text="The bulk submission that created this job; empty for one alone."
     )
+    # Who served an AI call, its tokens and what it cost: written at submission (the intended provider and model)
+    # and by the SUCCESS itself (who answered, the usage, the cost) from the function's registered ``accounting``.
+    # Usage reports and budgets read these columns (the job_usage index), never the result's JSON.
+    provider = models.CharField("provider", max_length=32, blank=True, default="")
+    model = models.CharField("model", max_length=200, blank=True, default="")
+    config_id = models.PositiveIntegerField(
+        "config", null=True, blank=True, help_text="The config the call was made with; empty: an inline one."
+    )
+    input_tokens = models.PositiveIntegerField("input tokens", null=True, blank=True)
+    output_tokens = models.PositiveIntegerField("output tokens", null=True, blank=True)
+    cost = models.DecimalField(
+        "cost (USD)",
+        max_digits=18,
+        decimal_places=8,
+        null=True,
+        blank=True,
+        help_text="From the price table at the time of the call; empty: unknown model or not an AI call.",
+    )
     created_at = models.DateTimeField("created at", auto_now_add=True)
     dispatched_at = models.DateTimeField(
         "dispatched at", null=True, blank=True, help_text="When the broker confirmed the message."
@@ -170,6 +188,16 @@ class Job(models.Model):
             # plain indexes: db_index on a CharField adds a second, LIKE-only index on PostgreSQL that every
             # status change would update too (the job path is measured by bench/job_overhead.py)
             models.Index(fields=["task_id"], name="job_task_id"),
+            # Usage reports and budget spend (llm/usage.py): a project's finished AI calls by finish time, with
+            # every column they add up, so a month's report is an index-only scan.
+            models.Index(
+                fields=["project", "finished_at"],
+                include=["status", "provider", "model", "config_id", "input_tokens", "output_tokens", "cost"],
+                # provider > '' rather than NOT provider = '': PostgreSQL proves a query's "provider > ''" implies
+                # the former, while its NOT (=) and a query's <> do not match.
+                condition=models.Q(finished_at__isnull=False, provider__gt=""),
+                name="job_usage",
+            ),
             models.Index(fields=["trace_id"], name="job_trace_id"),
         ]
 
@@ -232,6 +260,7 @@ class WebhookEvent(models.TextChoices):
     SUCCEEDED = "job.succeeded", "job succeeded"
     FAILED = "job.failed", "job failed"
     CANCELLED = "job.cancelled", "job cancelled"
+    BUDGET_THRESHOLD = "budget.threshold", "budget threshold reached"
 
 
 class DeliveryStatus(models.TextChoices):
@@ -249,14 +278,26 @@ class WebhookDeliveryQuerySet(models.QuerySet):
 
 
 class WebhookDelivery(models.Model):
-    """One webhook message about one job event, and how its delivery went.
+    """One webhook message about one job event (or one project event), and how its delivery went.
 
     Its id is the ``webhook-id`` header: the same on every attempt and redelivery, so receivers can drop
     duplicates. The body is frozen when the job finishes.
     """
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="webhook_deliveries", verbose_name="job")
+    # A job's event has its job; a project's own event (budget.threshold) has its project and no job.
+    job = models.ForeignKey(
+        Job, on_delete=models.CASCADE, related_name="webhook_deliveries", verbose_name="job", null=True, blank=True
+    )
+    project = models.ForeignKey(
+        "tenancy.Project",
+        on_delete=models.CASCADE,
+        related_name="webhook_deliveries",
+        verbose_name="project",
+        null=True,
+        blank=True,
+        help_text="For an event about the project rather than a job; the job's project otherwise.",
+    )
     url = models.URLField("URL", max_length=2048)
     event = models.CharField("event", max_length=32, choices=WebhookEvent.choices)
     payload = models.JSONField("payload", help_text="The JSON body sent on every attempt.")

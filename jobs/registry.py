@@ -13,6 +13,9 @@ from typing import Any
 from kaapi.registry import dotted_path, register
 
 JobFunction = Callable[..., Any]
+# What a job function's result says about an AI call, for the job's own columns (jobs.models.Job: provider, model,
+# input_tokens, output_tokens, cost): written by the SUCCESS itself, so they count once per SUCCESS.
+Accounting = Callable[[Any], dict[str, Any]]
 
 # What the generic tasks pass every job function besides its params: no param may be named like one of them.
 STANDARD_PARAMETERS = frozenset({"project_id", "job_id", "task_id", "task_instance"})
@@ -31,13 +34,14 @@ class RegisteredFunction:
     atomic: bool = False
     # The serializer documenting what the function returns (the job's ``result`` in the OpenAPI schema).
     result: type | None = None
+    accounting: Accounting | None = None
 
 
 _registry: dict[str, RegisteredFunction] = {}
 
 
 def job_function(
-    *, job_type: str, atomic: bool = False, result: type | None = None
+    *, job_type: str, atomic: bool = False, result: type | None = None, accounting: Accounting | None = None
 ) -> Callable[[JobFunction], JobFunction]:
     """Register a job function under its dotted path (``module.function``).
 
@@ -49,7 +53,9 @@ def job_function(
 
     def decorator(fn: JobFunction) -> JobFunction:
         path = dotted_path(fn)
-        entry = RegisteredFunction(path=path, function=fn, job_type=job_type, atomic=atomic, result=result)
+        entry = RegisteredFunction(
+            path=path, function=fn, job_type=job_type, atomic=atomic, result=result, accounting=accounting
+        )
         register(_registry, path, entry, what=f"job function {path!r}")
         return fn
 

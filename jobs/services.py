@@ -46,11 +46,13 @@ def job_create(
     callback_url: str = "",
     job_type: str | None = None,
     run_after: datetime | None = None,
+    labels: dict[str, Any] | None = None,
 ) -> Job:
     """Create a PENDING job and publish it once the surrounding transaction commits; with a future ``run_after``
     a SCHEDULED job instead, published when it is due (``jobs.scheduled``).
 
     Call it inside the transaction that writes the job's domain rows, so both exist or neither does.
+    ``labels``: usage columns known at submission (``provider``, ``model``, ``config_id`` of an AI call).
     """
     validate_callback_url(callback_url)  # ValidationError (a 400 in the API) for a URL never deliverable
     [job] = _new_jobs(
@@ -62,6 +64,7 @@ def job_create(
         job_type=job_type,
         callback_url=callback_url,
     )
+    _label(job, labels)
     due = schedule_jobs([job], run_afters=[run_after])
     sql.insert(job)
     if due:
@@ -80,6 +83,7 @@ def job_create_many(
     callback_urls: list[str] | None = None,
     run_afters: list[datetime | None] | None = None,
     batch_id: uuid.UUID | None = None,
+    labels_list: list[dict[str, Any]] | None = None,
 ) -> list[Job]:
     """Create many PENDING jobs in one INSERT and publish them after commit (batch submissions); each with its
     callback URL and run_after (SCHEDULED when in the future) when given, all with ``batch_id``."""
@@ -95,11 +99,24 @@ def job_create_many(
         job.callback_url = url
     for job in jobs:
         job.batch_id = batch_id
+    for job, labels in zip(jobs, labels_list or [], strict=False):
+        _label(job, labels)
     due = schedule_jobs(jobs, run_afters=run_afters or [])
     jobs = Job.objects.bulk_create(jobs)
     if due:
         transaction.on_commit(partial(_submitted, due))
     return jobs
+
+
+_LABELS = ("provider", "model", "config_id")
+
+
+def _label(job: Job, labels: dict[str, Any] | None) -> None:
+    """Set the job's usage columns known at submission (``provider``, ``model``, ``config_id`` of an AI call)."""
+    for name, value in (labels or {}).items():
+        if name not in _LABELS:
+            raise ValueError(f"{name!r} is not a job label")
+        setattr(job, name, value)
 
 
 def _new_jobs(
@@ -184,12 +201,16 @@ def job_claim(*, job_id: str, task_id: str, redelivered: bool) -> Claim:
         return Claim.RUN
 
 
-def job_mark_success(*, job_id: str, result: Any, task_result: TaskResult | None = None) -> bool:
+def job_mark_success(
+    *, job_id: str, result: Any, task_result: TaskResult | None = None, usage: dict[str, Any] | None = None
+) -> bool:
     """PROCESSING → SUCCESS. False when the job was cancelled meanwhile (the result is dropped).
 
-    ``task_result``, the task's Celery result row (unsaved), is written with it in one round trip.
+    ``task_result``, the task's Celery result row (unsaved), is written with it in one round trip. ``usage``: the
+    job's usage columns (who served it, tokens, cost), written by the same conditional UPDATE, so spend is counted
+    once per SUCCESS whatever the redeliveries (jobs.sql.USAGE_COLUMNS).
     """
-    job = sql.mark_success(job_id=job_id, result=result, now=timezone.now(), task_result=task_result)
+    job = sql.mark_success(job_id=job_id, result=result, now=timezone.now(), task_result=task_result, usage=usage)
     if job is not None:
         _job_finished(job=job)
     return job is not None

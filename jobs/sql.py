@@ -36,6 +36,11 @@ _SUCCESS_FIELDS = [
     _field(name) for name in ("status", "result", "error", "progress_percent", "finished_at", "updated_at")
 ]
 _INSERT_FIELDS = list(Job._meta.concrete_fields)
+# Usage columns the SUCCESS writes from the function's ``accounting`` (jobs.registry): in the conditional UPDATE
+# itself, so a redelivered or concurrent SUCCESS can never count a call's cost twice. Each keeps its value when
+# not given (COALESCE): provider and model were written at submission and stay unless a fallback answered.
+USAGE_COLUMNS = ("provider", "model", "input_tokens", "output_tokens", "cost")
+_USAGE_FIELDS = [_field(name) for name in USAGE_COLUMNS]
 # The SUCCESS returns the finished row without its params and result: the worker has the result, and the params
 # (an LLM call's whole prompt) are read again only by a webhook, for its metadata. Neither is sent back, parsed and
 # decoded on every job.
@@ -92,6 +97,7 @@ def claim(*, job_id: Any, task_id: str, now: datetime, using: str = "default") -
 def _success_sql(using: str) -> str:
     quote: Callable[[Any], str] = connections[using].ops.quote_name
     assignments = ", ".join(f"{quote(field.column)} = %s" for field in _SUCCESS_FIELDS)
+    assignments += "".join(f", {quote(field.column)} = COALESCE(%s, {quote(field.column)})" for field in _USAGE_FIELDS)
     returning = ", ".join(quote(_field(attname).column) for attname in _SUCCESS_RETURNING)
     return (
         f"UPDATE {quote(Job._meta.db_table)} SET {assignments} "
@@ -100,7 +106,13 @@ def _success_sql(using: str) -> str:
 
 
 def mark_success(
-    *, job_id: Any, result: Any, now: datetime, task_result: TaskResult | None = None, using: str = "default"
+    *,
+    job_id: Any,
+    result: Any,
+    now: datetime,
+    task_result: TaskResult | None = None,
+    usage: dict[str, Any] | None = None,
+    using: str = "default",
 ) -> Job | None:
     """PROCESSING → SUCCESS with ``result``; the finished job (its params deferred: read on first access), or None
     when the job was not PROCESSING.
@@ -112,6 +124,11 @@ def mark_success(
     values = (JobStatus.SUCCESS.value, result, "", 100, now, now)
     params = tuple(
         field.get_db_prep_save(value, connection) for field, value in zip(_SUCCESS_FIELDS, values, strict=True)
+    )
+    usage = usage or {}
+    params += tuple(
+        None if usage.get(field.name) is None else field.get_db_prep_save(usage[field.name], connection)
+        for field in _USAGE_FIELDS
     )
     params += (_ID.get_db_prep_save(job_id, connection), JobStatus.PROCESSING.value)
     sql = _success_sql(using)

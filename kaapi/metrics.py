@@ -74,6 +74,15 @@ PROVIDER_ERRORS = Counter(
     ["provider", "kind"],
 )
 
+BUDGET_THRESHOLDS = Counter(
+    "kaapi_budget_threshold_reached",
+    "LLM budgets whose soft threshold was reached (once per budget and month), by scope (project, organization).",
+    ["scope"],
+)
+BUDGET_REFUSALS = Counter(
+    "kaapi_budget_refusals", "LLM calls refused (402) because a monthly budget was spent, by scope.", ["scope"]
+)
+
 
 # --- Recording (called by the apps; never raises) -------------------------------------------------
 def _safely(record, *args) -> None:
@@ -121,6 +130,14 @@ def count_webhook(outcome: str) -> None:
 def count_provider_error(provider: str, kind: str) -> None:
     """One error from an external provider, e.g. ("openai", "rate_limited"), ("openai", "timeout")."""
     _safely(lambda: PROVIDER_ERRORS.labels(provider=provider, kind=kind).inc())
+
+
+def count_budget_threshold(scope: str) -> None:
+    _safely(lambda: BUDGET_THRESHOLDS.labels(scope=scope).inc())
+
+
+def count_budget_refusal(scope: str) -> None:
+    _safely(lambda: BUDGET_REFUSALS.labels(scope=scope).inc())
 
 
 # --- Queue depth, read from the broker at scrape time ---------------------------------------------

@@ -619,3 +619,9 @@ DASHBOARD_WORKERS_CACHE_SECONDS = env.float("DASHBOARD_WORKERS_CACHE_SECONDS", d
 DASHBOARD_WORKERS_PING_TIMEOUT_SECONDS = env.float("DASHBOARD_WORKERS_PING_TIMEOUT_SECONDS", default=0.5, minimum=0.05)
 # How often the dashboard page refreshes itself (seconds).
 DASHBOARD_REFRESH_SECONDS = env.float("DASHBOARD_REFRESH_SECONDS", default=10.0, minimum=1)
+
+# --- LLM gateway: budgets and usage reports -------------------------------------------------------
+# Share of a monthly budget (project or organization) at which one budget.threshold webhook is sent that month.
+LLM_BUDGET_THRESHOLD_PERCENT = env.int("LLM_BUDGET_THRESHOLD_PERCENT", default=80, minimum=1)
+# The longest period GET /api/v1/usage/ reports on at once, in days.
+LLM_USAGE_MAX_DAYS = env.int("LLM_USAGE_MAX_DAYS", default=366, minimum=1)

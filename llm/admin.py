@@ -1,10 +1,14 @@
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.template.response import TemplateResponse
 from django.utils import timezone
 
-from . import services
-from .models import LIMIT_FIELDS, Config, ConfigVersion, ProviderCredential
+from tenancy.models import Organization, Project
+
+from . import services, usage
+from .models import LIMIT_FIELDS, BudgetAlert, Config, ConfigVersion, ModelPrice, ProjectUsage, ProviderCredential
 from .validation import validate_blob
 
 
@@ -150,3 +154,105 @@ class ProviderCredentialAdmin(admin.ModelAdmin):
         else:
             obj.updated_at = timezone.now()
             obj.save(update_fields=["project", "provider", "base_url", "organization", *LIMIT_FIELDS, "updated_at"])
+
+
+@admin.register(ModelPrice)
+class ModelPriceAdmin(admin.ModelAdmin):
+    """The price table: list prices per million tokens, with where and when they were read (check them there)."""
+
+    list_display = (
+        "provider",
+        "model",
+        "aliases",
+        "input_per_million",
+        "cached_input_per_million",
+        "output_per_million",
+        "price_date",
+        "source_url",
+    )
+    list_filter = ("provider",)
+    search_fields = ("model", "aliases")
+    readonly_fields = ("updated_at",)
+
+
+@admin.register(BudgetAlert)
+class BudgetAlertAdmin(admin.ModelAdmin):
+    """The budget.threshold alerts sent, one per budget and month."""
+
+    list_display = ("month", "project", "organization", "budget", "spend", "created_at")
+    list_filter = ("month",)
+    list_select_related = ("project__organization", "organization")
+    readonly_fields = ("project", "organization", "month", "budget", "spend", "created_at")
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+class UsageFilterForm(forms.Form):
+    organization = forms.ModelChoiceField(queryset=Organization.objects.order_by("name"), required=False)
+    project = forms.ModelChoiceField(
+        queryset=Project.objects.select_related("organization").order_by("organization__name", "name"),
+        required=False,
+        help_text="A project of the organization (or any, without one).",
+    )
+    start = forms.DateField(label="from", required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    end = forms.DateField(label="to", required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    group_by = forms.ChoiceField(choices=[(g, g) for g in usage.GROUP_BY], initial="day", required=False)
+
+    def clean(self):
+        data = super().clean() or {}
+        today = timezone.now().date()
+        data["end"] = data.get("end") or today
+        data["start"] = data.get("start") or data["end"].replace(day=1)
+        if data["start"] > data["end"]:
+            raise ValidationError("'from' must not be after 'to'")
+        if (data["end"] - data["start"]).days >= settings.LLM_USAGE_MAX_DAYS:
+            raise ValidationError(f"the period may be at most {settings.LLM_USAGE_MAX_DAYS} days")
+        data["group_by"] = data.get("group_by") or "day"
+        return data
+
+
+@admin.register(ProjectUsage)
+class ProjectUsageAdmin(admin.ModelAdmin):
+    """LLM calls, failures, tokens and cost per organization or project, with a chart of the cost per day: the
+    report of ``GET /api/v1/usage/`` (llm.usage) for operators."""
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    def changelist_view(self, request, extra_context=None):
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        form = UsageFilterForm(request.GET)  # every field is optional: no query is this month, by day, every project
+        report = per_day = None
+        if form.is_valid():
+            data = form.cleaned_data
+            project_ids = None
+            if data.get("project"):
+                project_ids = [data["project"].pk]
+            elif data.get("organization"):
+                project_ids = list(data["organization"].projects.values_list("pk", flat=True))
+            start, end = usage.day_range(data["start"], data["end"])
+            report = usage.usage_report(project_ids=project_ids, start=start, end=end, group_by=data["group_by"])
+            per_day = usage.usage_report(project_ids=project_ids, start=start, end=end, group_by="day")
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "LLM usage",
+            "form": form,
+            "report": report,
+            "chart": None
+            if per_day is None
+            else {"labels": [g["key"] for g in per_day["groups"]], "cost": [g["cost"] for g in per_day["groups"]]},
+            **(extra_context or {}),
+        }
+        return TemplateResponse(request, "admin/llm/usage.html", context)

@@ -3,6 +3,8 @@ from __future__ import annotations
 from django.db import models
 from django.db.models import Q
 
+from tenancy.models import Project
+
 
 class Provider(models.TextChoices):
     OPENAI = "openai", "OpenAI (Responses API)"
@@ -162,3 +164,105 @@ class CredentialUsage(models.Model):
 
     def __str__(self) -> str:
         return f"usage of credential {self.credential_id}"
+
+
+class ModelPriceQuerySet(models.QuerySet):
+    def for_provider(self, provider: str) -> ModelPriceQuerySet:
+        return self.filter(provider=provider)
+
+
+class ModelPrice(models.Model):
+    """The list price of one model of one provider, per million tokens (llm/pricing.py matches a call's model to
+    a row by name, alias or prefix)."""
+
+    provider = models.CharField(
+        "provider",
+        max_length=32,
+        help_text="openai (also used for openai-chat) or anthropic; another name prices calls of that provider.",
+    )
+    model = models.CharField(
+        "model",
+        max_length=200,
+        help_text="The model's name; it also prices dated versions (gpt-4o prices gpt-4o-2024-08-06).",
+    )
+    aliases = models.CharField(
+        "aliases",
+        max_length=500,
+        blank=True,
+        default="",
+        help_text="Other names of the same model, comma separated (each also matches its dated versions).",
+    )
+    input_per_million = models.DecimalField(
+        "input (USD per 1M tokens)", max_digits=12, decimal_places=6, help_text="Uncached input tokens."
+    )
+    cached_input_per_million = models.DecimalField(
+        "cached input (USD per 1M tokens)",
+        max_digits=12,
+        decimal_places=6,
+        null=True,
+        blank=True,
+        help_text="Input tokens read from the provider's prompt cache; empty: priced as input.",
+    )
+    output_per_million = models.DecimalField(
+        "output (USD per 1M tokens)",
+        max_digits=12,
+        decimal_places=6,
+        help_text="Output tokens, reasoning tokens included.",
+    )
+    price_date = models.DateField("price date", help_text="When these prices were read from the source.")
+    source_url = models.URLField("source", max_length=500, help_text="Where the prices were read.")
+    updated_at = models.DateTimeField("updated at", auto_now=True)
+
+    objects = ModelPriceQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = "LLM model price"
+        ordering = ["provider", "model"]
+        constraints = [models.UniqueConstraint(fields=["provider", "model"], name="llm_model_price_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.provider} {self.model}"
+
+    @property
+    def names(self) -> list[str]:
+        return [self.model, *(alias.strip() for alias in self.aliases.split(",") if alias.strip())]
+
+
+class BudgetAlert(models.Model):
+    """A soft-threshold alert sent for one budget in one month: its unique row makes it once per month."""
+
+    project = models.ForeignKey(
+        "tenancy.Project", on_delete=models.CASCADE, null=True, blank=True, related_name="budget_alerts"
+    )
+    organization = models.ForeignKey(
+        "tenancy.Organization", on_delete=models.CASCADE, null=True, blank=True, related_name="budget_alerts"
+    )
+    month = models.DateField("month", help_text="The first day of the month (UTC) the alert is about.")
+    budget = models.DecimalField("budget (USD)", max_digits=14, decimal_places=2)
+    spend = models.DecimalField("spend (USD)", max_digits=18, decimal_places=8, help_text="When the alert was made.")
+    created_at = models.DateTimeField("created at", auto_now_add=True)
+
+    class Meta:
+        verbose_name = "LLM budget alert"
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "month"], name="llm_budget_alert_project_month"),
+            models.UniqueConstraint(fields=["organization", "month"], name="llm_budget_alert_org_month"),
+            models.CheckConstraint(
+                condition=Q(project__isnull=False, organization__isnull=True)
+                | Q(project__isnull=True, organization__isnull=False),
+                name="llm_budget_alert_one_scope",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"budget alert {self.month:%Y-%m} ({self.project or self.organization})"
+
+
+class ProjectUsage(Project):
+    """Admin's LLM usage page (llm/admin.py): a project seen through its calls' usage and cost."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "LLM usage"
+        verbose_name_plural = "LLM usage"

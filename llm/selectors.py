@@ -73,6 +73,15 @@ def credential_exists(*, project: Project, provider: str) -> bool:
     return ProviderCredential.objects.filter(project=project, provider=provider).exists()
 
 
+def providers_with_credentials(*, project: Project, providers: list[str]) -> set[str]:
+    """Which of ``providers`` the project has credentials for (one query)."""
+    return set(
+        ProviderCredential.objects.filter(project=project, provider__in=providers)
+        .order_by()
+        .values_list("provider", flat=True)
+    )
+
+
 def _credentials_for_call(*, project_id: int, provider: str):
     # No ordering: the model's default one joins project and organization, on every LLM call.
     return (

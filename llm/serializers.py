@@ -3,12 +3,14 @@ from __future__ import annotations
 import json
 
 from django.conf import settings
+from django.utils import timezone
 from rest_framework import serializers
 
 from jobs.serializers import ScheduledSubmissionSerializer
 from kaapi.api import ModelSerializer
 
 from .models import Config, ConfigVersion, ProviderCredential
+from .usage import GROUP_BY
 
 MAX_QUERY_LENGTH = 200_000
 MAX_METADATA_BYTES = 16_384
@@ -195,14 +197,85 @@ class _LlmResponseSerializer(serializers.Serializer):
 
 class _LlmUsageSerializer(serializers.Serializer):
     input_tokens = serializers.IntegerField()
+    cached_input_tokens = serializers.IntegerField(allow_null=True)
     output_tokens = serializers.IntegerField()
+    reasoning_tokens = serializers.IntegerField(allow_null=True)
     total_tokens = serializers.IntegerField()
+    cost = serializers.CharField(allow_null=True, help_text="USD, a decimal string; null for a model without a price.")
+
+
+class _LlmAttemptSerializer(serializers.Serializer):
+    provider = serializers.CharField()
+    model = serializers.CharField()
+    error = serializers.CharField(allow_null=True, help_text="Null for the attempt that answered.")
+    seconds = serializers.FloatField()
 
 
 class LlmCallResultSerializer(serializers.Serializer):
     """The result of an LLM_API job."""
 
-    response = _LlmResponseSerializer()
+    response = _LlmResponseSerializer(help_text="What answered: the primary, or the fallback that served the call.")
     usage = _LlmUsageSerializer()
+    attempts = _LlmAttemptSerializer(many=True, help_text="Each provider tried, in order (fallbacks).")
+    warnings = serializers.ListField(child=serializers.CharField(), help_text="E.g. no price for the model.")
     config = serializers.DictField(allow_null=True, help_text="The config reference of the call, as submitted.")
     request_metadata = serializers.DictField(allow_null=True, help_text="The call's request_metadata, as submitted.")
+
+
+class UsageQuerySerializer(serializers.Serializer):
+    """The query string of ``GET /api/v1/usage/``: two days (both included, UTC) and a grouping."""
+
+    # "from" is a Python keyword: the field is declared under it below.
+    to = serializers.DateField(required=False, help_text="Last day included (UTC); default: today.")
+    group_by = serializers.ChoiceField(choices=GROUP_BY, required=False, default="day")
+
+    def get_fields(self):
+        fields = super().get_fields()
+        fields["from"] = serializers.DateField(
+            required=False, help_text="First day included (UTC); default: the first day of the current month."
+        )
+        return fields
+
+    def validate(self, attrs):
+        today = timezone.now().date()
+        last = attrs.get("to") or today
+        first = attrs.get("from") or last.replace(day=1)
+        if first > last:
+            raise serializers.ValidationError({"from": ["must not be after 'to'"]})
+        if (last - first).days >= settings.LLM_USAGE_MAX_DAYS:
+            raise serializers.ValidationError(
+                {"from": [f"the period may be at most {settings.LLM_USAGE_MAX_DAYS} days (LLM_USAGE_MAX_DAYS)"]}
+            )
+        return {"from": first, "to": last, "group_by": attrs["group_by"]}
+
+
+class UsageGroupSerializer(serializers.Serializer):
+    key = serializers.JSONField(
+        help_text="The day (YYYY-MM-DD), month (YYYY-MM), provider, model or config id (null: inline configs)."
+    )
+    calls = serializers.IntegerField(help_text="Finished calls (succeeded, failed or cancelled).")
+    failures = serializers.IntegerField()
+    input_tokens = serializers.IntegerField()
+    output_tokens = serializers.IntegerField()
+    cost = serializers.CharField(help_text="USD, a decimal; calls of models without a price count 0.")
+
+
+class UsageTotalSerializer(serializers.Serializer):
+    calls = serializers.IntegerField()
+    failures = serializers.IntegerField()
+    input_tokens = serializers.IntegerField()
+    output_tokens = serializers.IntegerField()
+    cost = serializers.CharField()
+
+
+class UsageReportSerializer(serializers.Serializer):
+    to = serializers.DateTimeField(help_text="End of the period (exclusive).")
+    group_by = serializers.CharField()
+    currency = serializers.CharField()
+    groups = UsageGroupSerializer(many=True)
+    total = UsageTotalSerializer()
+
+    def get_fields(self):
+        fields = super().get_fields()
+        fields["from"] = serializers.DateTimeField(help_text="Start of the period (inclusive).")
+        return fields

@@ -20,11 +20,11 @@ from jobs.webhooks import validate_callback_url
 from kaapi import crypto, outbound
 from tenancy.models import Project
 
-from . import selectors
+from . import selectors, usage
 from .exceptions import ConfigNotFound, CredentialsMissing
 from .models import Config, ConfigVersion, Provider, ProviderCredential
 from .providers.base import base_url_problem
-from .validation import validate_blob
+from .validation import blob_providers, validate_blob
 
 EXECUTE_JOB_PATH = "llm.jobs.execute_job"
 API_KEY_HINT_MIN_LENGTH = 16  # shorter keys show no hint at all
@@ -206,6 +206,7 @@ def llm_call_start(
         blob=blob,
         request_metadata=request_metadata,
     )
+    usage.budget_check(project=project)  # BudgetExceeded (402); no query without a budget
     # The job row is the only write: its INSERT is its own transaction, and the job is published after it.
     return job_create(
         project=project,
@@ -214,6 +215,7 @@ def llm_call_start(
         priority="high",
         callback_url=callback_url,
         run_after=run_after,
+        labels=_labels(params),
     )
 
 
@@ -260,7 +262,19 @@ def _call_params(
             f"this project has no credentials for provider {provider!r}; set them with "
             f"PUT /api/v1/credentials/{provider}/"
         )
+    _check_fallback_credentials(project=project, blob=blob)
     return {"blob": blob, "query": query, "config": reference, "request_metadata": request_metadata}
+
+
+def _labels(params: dict[str, Any]) -> dict[str, Any]:
+    """The intended provider, model and config in the job's own columns, for the usage reports (a fallback that
+    answers replaces provider and model at SUCCESS)."""
+    completion = params["blob"]["completion"]
+    return {
+        "provider": completion["provider"],
+        "model": completion["params"]["model"],
+        "config_id": (params["config"] or {}).get("id"),
+    }
 
 
 class BatchInvalid(Exception):
@@ -307,6 +321,7 @@ def llm_call_batch_start(*, project: Project, calls: list[dict[str, Any]]) -> tu
             errors[index] = exc.message_dict
     if errors:
         raise BatchInvalid(errors)
+    usage.budget_check(project=project)  # BudgetExceeded (402) for the whole batch
     batch_id = uuid.uuid4()
     jobs = job_create_many(
         project=project,
@@ -316,5 +331,24 @@ def llm_call_batch_start(*, project: Project, calls: list[dict[str, Any]]) -> tu
         callback_urls=[call.get("callback_url", "") for call in calls],
         run_afters=[call.get("run_after") for call in calls],
         batch_id=batch_id,
+        labels_list=[_labels(params) for params in params_list],
     )
     return batch_id, jobs
+
+
+def _check_fallback_credentials(*, project: Project, blob: dict[str, Any]) -> None:
+    """A fallback without credentials is refused at submission like the primary, naming the entry."""
+    fallbacks = blob.get("fallbacks") or []
+    if not fallbacks:
+        return
+    present = selectors.providers_with_credentials(project=project, providers=blob_providers(blob))
+    errors = {
+        f"fallbacks[{i}].provider": [
+            f"this project has no credentials for provider {entry['provider']!r}; set them with "
+            f"PUT /api/v1/credentials/{entry['provider']}/"
+        ]
+        for i, entry in enumerate(fallbacks)
+        if entry["provider"] not in present
+    }
+    if errors:
+        raise ValidationError(errors)

@@ -15,7 +15,7 @@ from jobs.serializers import JobSubmittedSerializer, submitted_response
 from jobs.views import idempotent
 from tenancy.authentication import request_project
 
-from . import selectors, services
+from . import selectors, services, usage
 from .exceptions import ConfigNotFound, CredentialsMissing
 from .models import Config, Provider, ProviderCredential
 from .serializers import (
@@ -30,7 +30,15 @@ from .serializers import (
     LlmBatchSubmittedSerializer,
     LlmCallBatchSerializer,
     LlmCallSerializer,
+    UsageQuerySerializer,
+    UsageReportSerializer,
 )
+
+
+class BudgetSpent(exceptions.APIException):
+    status_code = status.HTTP_402_PAYMENT_REQUIRED
+    default_code = "budget_spent"
+
 
 BAD_REQUEST = OpenApiResponse(description="invalid input; the body names each bad field")
 NOT_FOUND = OpenApiResponse(description="no such config (or version) in your project")
@@ -190,6 +198,7 @@ class LlmCallView(APIView):
         responses={
             202: JobSubmittedSerializer,
             400: OpenApiResponse(description="invalid request, invalid inline config or no provider credentials"),
+            402: OpenApiResponse(description="a monthly budget of the project or its organization is spent"),
             404: OpenApiResponse(description="the config or its version does not exist in your project"),
         },
     )
@@ -214,6 +223,8 @@ class LlmCallView(APIView):
             raise exceptions.NotFound(str(exc)) from None
         except CredentialsMissing as exc:
             raise exceptions.ValidationError({"credentials": [str(exc)]}) from None
+        except usage.BudgetExceeded as exc:
+            raise BudgetSpent(str(exc)) from None
         return submitted_response(job, request)
 
 
@@ -267,3 +278,29 @@ class LlmBatchView(APIView):
         if counts is None:
             raise Http404("No batch with this id in your project.")
         return Response({"batch_id": str(batch_id), "total": sum(counts.values()), "counts": counts})
+
+
+class UsageView(APIView):
+    """LLM usage of the caller's project: calls, failures, tokens and cost per day, month, provider, model or
+    config, over finished calls (by the time they finished, UTC)."""
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("from", OpenApiTypes.DATE, description="First day included (UTC); default: 1st of month"),
+            OpenApiParameter("to", OpenApiTypes.DATE, description="Last day included (UTC); default: today"),
+            OpenApiParameter("group_by", OpenApiTypes.STR, enum=list(usage.GROUP_BY), description="default: day"),
+        ],
+        responses={200: UsageReportSerializer, 400: BAD_REQUEST},
+        summary="Usage and cost of LLM calls",
+    )
+    def get(self, request: Request) -> Response:
+        query = UsageQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        start, end = usage.day_range(query.validated_data["from"], query.validated_data["to"])
+        report = usage.usage_report(
+            project_ids=[request_project(request).pk],
+            start=start,
+            end=end,
+            group_by=query.validated_data["group_by"],
+        )
+        return Response(UsageReportSerializer(report).data)

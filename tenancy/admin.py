@@ -7,7 +7,7 @@ from .services import api_key_create
 
 @admin.register(Organization)
 class OrganizationAdmin(admin.ModelAdmin):
-    list_display = ("name", "is_active", "created_at")
+    list_display = ("name", "is_active", "monthly_budget", "created_at")
     list_filter = ("is_active",)
     search_fields = ("name",)
 
@@ -20,6 +20,7 @@ class ProjectAdmin(admin.ModelAdmin):
         "is_active",
         "max_concurrent_jobs",
         "max_submissions_per_minute",
+        "monthly_budget",
         "created_at",
     )
     list_filter = ("is_active", "organization")

@@ -11,6 +11,16 @@ class Organization(models.Model):
     is_active = models.BooleanField(
         "active", default=True, help_text="Requests of an inactive organization are refused."
     )
+    monthly_budget = models.DecimalField(
+        "monthly budget (USD)",
+        max_digits=14,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0)],
+        help_text="LLM spend of all its projects in a calendar month (UTC); once reached, new LLM calls are "
+        "refused (402) until the month ends. Empty: no budget.",
+    )
     created_at = models.DateTimeField("created at", auto_now_add=True)
 
     class Meta:
@@ -39,6 +49,24 @@ class Project(models.Model):
         validators=[MinValueValidator(1)],
         help_text="Jobs of this project admitted to the workers in any 60 seconds, both queues together; the others "
         "wait PENDING. Empty: the JOB_MAX_SUBMISSIONS_PER_MINUTE setting (0 there: no limit).",
+    )
+    monthly_budget = models.DecimalField(
+        "monthly budget (USD)",
+        max_digits=14,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0)],
+        help_text="LLM spend of this project in a calendar month (UTC); once reached, new LLM calls are refused "
+        "(402) until the month ends. Empty: no budget.",
+    )
+    budget_callback_url = models.URLField(
+        "budget callback URL",
+        max_length=2048,
+        blank=True,
+        default="",
+        help_text="Receives the signed budget.threshold webhook (once a month, when spend passes "
+        "LLM_BUDGET_THRESHOLD_PERCENT of a budget). Empty: none sent.",
     )
     created_at = models.DateTimeField("created at", auto_now_add=True)
 

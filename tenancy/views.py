@@ -24,6 +24,18 @@ class WhoAmISerializer(serializers.Serializer):
         allow_null=True,
         help_text="Jobs of the project admitted in any 60 seconds; the others wait PENDING. null: no limit.",
     )
+    monthly_budget = serializers.DecimalField(
+        max_digits=14,
+        decimal_places=2,
+        allow_null=True,
+        help_text="USD of LLM calls the project may spend per calendar month (UTC); set by an operator. null: none.",
+    )
+    organization_monthly_budget = serializers.DecimalField(
+        max_digits=14,
+        decimal_places=2,
+        allow_null=True,
+        help_text="USD of LLM calls all the organization's projects may spend per calendar month (UTC). null: none.",
+    )
 
 
 class WhoAmIView(APIView):
@@ -43,6 +55,8 @@ class WhoAmIView(APIView):
                     "api_key_name": api_key.name,
                     "max_concurrent_jobs": project.effective_max_concurrent_jobs,
                     "max_submissions_per_minute": project.effective_max_submissions_per_minute,
+                    "monthly_budget": project.monthly_budget,
+                    "organization_monthly_budget": project.organization.monthly_budget,
                 }
             ).data
         )

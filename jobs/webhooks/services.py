@@ -148,6 +148,16 @@ def webhook_enqueue_for_job(*, job: Job) -> WebhookDelivery | None:
     return delivery
 
 
+def webhook_enqueue_for_project(*, project: Project, url: str, event: str, payload: dict[str, Any]) -> WebhookDelivery:
+    """Record the delivery of an event about a project (not a job), signed with the project's secret like job
+    webhooks and delivered, retried and recorded the same way; published after commit."""
+    delivery = WebhookDelivery.objects.create(
+        project=project, url=url, event=event, payload=payload, next_attempt_at=timezone.now()
+    )
+    transaction.on_commit(lambda: publish_webhook_delivery(delivery.id))
+    return delivery
+
+
 def webhook_redeliver(*, delivery: WebhookDelivery) -> WebhookDelivery:
     """Send a delivery again (same webhook-id and body), with a fresh set of attempts.
 
@@ -166,7 +176,7 @@ def webhook_redeliver(*, delivery: WebhookDelivery) -> WebhookDelivery:
         next_attempt_at=Case(When(in_flight, then=F("next_attempt_at")), default=Value(now)),
         updated_at=now,
     )
-    trace_id = delivery.job.trace_id
+    trace_id = delivery.job.trace_id if delivery.job else ""  # a project's delivery (budget alert) has no job
     transaction.on_commit(lambda: publish_webhook_delivery(delivery.id, trace_id=trace_id))
     delivery.refresh_from_db()
     return delivery
@@ -190,7 +200,7 @@ def webhook_deliveries_publish_due(*, limit: int = 500) -> int:
         if WebhookDelivery.objects.filter(id=delivery_id, next_attempt_at=due_at).update(
             next_attempt_at=now, updated_at=now
         ):
-            publish_webhook_delivery(delivery_id, trace_id=trace_id)
+            publish_webhook_delivery(delivery_id, trace_id=trace_id or "")
             published += 1
     return published
 
@@ -228,6 +238,8 @@ def _send(delivery: WebhookDelivery) -> tuple[int | None, str, bool, float | Non
     however slowly the receiver trickles its answer: timeouts alone bound each read, not the sum of them.
     """
     job = delivery.job
+    project = job.project if job is not None else delivery.project
+    assert project is not None  # a delivery is made for a job or, without one, for a project (webhook_enqueue_for_*)
     try:
         validate_callback_url(delivery.url)  # the settings may have changed since the job was submitted
     except ValidationError as exc:
@@ -241,13 +253,14 @@ def _send(delivery: WebhookDelivery) -> tuple[int | None, str, bool, float | Non
         "webhook-id": msg_id,
         "webhook-timestamp": str(int(now.timestamp())),
         "webhook-signature": sign(
-            secrets=signing_secrets(webhook_secret_get(project=job.project), now=now),
+            secrets=signing_secrets(webhook_secret_get(project=project), now=now),
             msg_id=msg_id,
             timestamp=now,
             body=body,
         ),
-        TRACE_HEADER: job.trace_id,
     }
+    if job is not None:
+        headers[TRACE_HEADER] = job.trace_id
     limit = settings.WEBHOOK_ATTEMPT_DEADLINE_SECONDS
     try:
         with deadline(limit, AttemptDeadlineExceeded):
@@ -307,7 +320,7 @@ def _claim(delivery_id: str) -> WebhookDelivery | None:
     """
     with transaction.atomic():
         delivery = (
-            WebhookDelivery.objects.select_related("job__project")
+            WebhookDelivery.objects.select_related("job__project", "project")
             .select_for_update(of=("self",))
             .filter(id=delivery_id)
             .first()
@@ -337,7 +350,7 @@ def webhook_attempt(*, delivery_id: str) -> str:
     delivery = _claim(delivery_id)
     if delivery is None:
         return "skipped"
-    with log_context(job_id=str(delivery.job_id)):  # its trace id: from the message's header (kaapi.logging)
+    with log_context(job_id=str(delivery.job_id or "")):  # its trace id: from the message's header (kaapi.logging)
         code, error, permanent, retry_after = _send(delivery)
         done = timezone.now()
         fields: dict[str, Any] = {"last_status_code": code, "last_error": outbound.short(error), "updated_at": done}
@@ -361,7 +374,8 @@ def webhook_attempt(*, delivery_id: str) -> str:
         if outcome == "retrying":
             logger.warning("webhook attempt %s failed (%s); retrying in %.1f s", delivery.attempts, error, delay)
             if delay <= COUNTDOWN_LIMIT_SECONDS:
-                publish_webhook_delivery(delivery.id, trace_id=delivery.job.trace_id, countdown=delay)
+                trace_id = delivery.job.trace_id if delivery.job else ""
+                publish_webhook_delivery(delivery.id, trace_id=trace_id, countdown=delay)
         elif outcome == "failed":
             logger.error("webhook delivery gave up after %s attempt(s): %s", delivery.attempts, error)
         elif outcome == "delivered":

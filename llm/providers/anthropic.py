@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import Completion, Credentials, Param, Provider, require_int, require_str
+from .base import Completion, Credentials, Param, Provider, optional_int, require_int, require_str
 
 ANTHROPIC_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 1024
@@ -47,7 +47,10 @@ class AnthropicMessages(Provider):
             require_str(block["text"], "content.text") for block in data["content"] if block["type"] == "text"
         )
         usage = data["usage"]
-        input_tokens = require_int(usage["input_tokens"], "usage.input_tokens")
+        # Anthropic counts cache reads and writes apart from input_tokens: all three are the prompt's tokens.
+        cached = optional_int(usage, "cache_read_input_tokens", "usage.cache_read_input_tokens")
+        cache_writes = optional_int(usage, "cache_creation_input_tokens", "usage.cache_creation_input_tokens")
+        input_tokens = require_int(usage["input_tokens"], "usage.input_tokens") + cached + cache_writes
         output_tokens = require_int(usage["output_tokens"], "usage.output_tokens")
         return Completion(
             provider_response_id=require_str(data["id"], "id"),
@@ -56,4 +59,5 @@ class AnthropicMessages(Provider):
             input_tokens=input_tokens,
             output_tokens=output_tokens,
             total_tokens=input_tokens + output_tokens,
+            cached_input_tokens=cached,
         )

@@ -101,6 +101,17 @@ class Completion:
     input_tokens: int
     output_tokens: int
     total_tokens: int
+    # Parts of the above, as the providers report them: input tokens read from the prompt cache, output tokens
+    # spent reasoning. Both priced by llm.pricing (cached input at its own price, reasoning as output).
+    cached_input_tokens: int = 0
+    reasoning_tokens: int = 0
+
+
+def optional_int(container: Any, key: str, name: str) -> int:
+    """A token count that a provider may leave out (0 then); present, it must be an integer."""
+    if not isinstance(container, dict) or container.get(key) is None:
+        return 0
+    return require_int(container[key], name)
 
 
 # --- HTTP -----------------------------------------------------------------------------------------------

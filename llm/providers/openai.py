@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import Completion, Credentials, Param, Provider, ProviderError, require_int, require_str
+from .base import Completion, Credentials, Param, Provider, ProviderError, optional_int, require_int, require_str
 
 _EFFORTS = ("minimal", "low", "medium", "high")
 _SERVICE_TIERS = ("auto", "default", "flex", "scale", "priority")
@@ -70,6 +70,12 @@ class OpenAIResponses(OpenAIAuth, Provider):
             input_tokens=require_int(usage["input_tokens"], "usage.input_tokens"),
             output_tokens=require_int(usage["output_tokens"], "usage.output_tokens"),
             total_tokens=require_int(usage["total_tokens"], "usage.total_tokens"),
+            cached_input_tokens=optional_int(
+                usage.get("input_tokens_details"), "cached_tokens", "usage.input_tokens_details.cached_tokens"
+            ),
+            reasoning_tokens=optional_int(
+                usage.get("output_tokens_details"), "reasoning_tokens", "usage.output_tokens_details.reasoning_tokens"
+            ),
         )
 
 
@@ -113,4 +119,12 @@ class OpenAIChat(OpenAIAuth, Provider):
             input_tokens=require_int(usage["prompt_tokens"], "usage.prompt_tokens"),
             output_tokens=require_int(usage["completion_tokens"], "usage.completion_tokens"),
             total_tokens=require_int(usage["total_tokens"], "usage.total_tokens"),
+            cached_input_tokens=optional_int(
+                usage.get("prompt_tokens_details"), "cached_tokens", "usage.prompt_tokens_details.cached_tokens"
+            ),
+            reasoning_tokens=optional_int(
+                usage.get("completion_tokens_details"),
+                "reasoning_tokens",
+                "usage.completion_tokens_details.reasoning_tokens",
+            ),
         )

@@ -55,7 +55,14 @@ def test_each_provider_succeeds_and_errors_retry_or_fail(start_worker, api_clien
         assert result["response"]["output"]["text"].startswith("Echo: What is AI?")
         assert result["response"]["provider_response_id"]
         assert result["response"]["model"].startswith(BLOBS[provider]["completion"]["params"]["model"])
-        assert set(result["usage"]) == {"input_tokens", "output_tokens", "total_tokens"}
+        assert set(result["usage"]) == {
+            "input_tokens",
+            "cached_input_tokens",
+            "output_tokens",
+            "reasoning_tokens",
+            "total_tokens",
+            "cost",
+        }
         assert result["request_metadata"] == {"p": provider}
         assert job.attempts == 1
 

@@ -8,7 +8,10 @@
   ``status`` (an HTTP error status), ``times`` (how many calls fail; default all), ``retry_after``,
   ``retry_after_ms`` (sent as the ``retry-after-ms`` header, as OpenAI does),
   ``error=timeout`` (wait ``sleep`` seconds, default 5, before answering), ``error=malformed`` (200 with a
-  body that is not JSON), ``error=shape`` (200 JSON without the documented fields), ``latency`` (seconds).
+  body that is not JSON), ``error=shape`` (200 JSON without the documented fields), ``latency`` (seconds),
+  ``model`` (the directive applies only to calls for that model: ``[fake:status=503,model=gpt-4o]`` is one model
+  down while the others answer, as when a fallback serves).
+- ``down = 503`` (or any status) makes the whole server answer that status to every call until set back to None.
 
 - ``rate_limit=N`` (with ``rate_window`` seconds, default 60) makes it a provider with a quota: per API key, a
   call beyond N in the last ``rate_window`` seconds (a sliding window, as the real ones count) gets 429 with a
@@ -76,6 +79,7 @@ class FakeProvider:
         self._accepted: dict[str, list[float]] = {}  # per API key: when the calls within the quota arrived
         self.rate_limited = 0  # calls answered 429 because of rate_limit
         self.api_key = api_key  # when set, calls with another key get 401
+        self.down: int | None = None  # when set, every call gets this status (an outage)
         self.record = record
         self.calls: list[dict[str, Any]] = []
         self._seen: Counter[str] = Counter()
@@ -144,8 +148,12 @@ class FakeProvider:
             return auth_error
         if not isinstance(body.get("model"), str) or not body["model"]:
             return self._error(path, 400, "you must provide a model parameter")
+        if self.down is not None:
+            return self._error(path, self.down, "the server is down (fake outage)")
 
         failing = nth <= int(directive.get("times", "1000000000"))
+        if "model" in directive and directive["model"] != body["model"]:
+            failing = False
         if failing and "status" in directive:
             status = int(directive["status"])
             extra = {"retry-after": directive["retry_after"]} if "retry_after" in directive else {}

@@ -69,7 +69,18 @@ def test_the_claim_finds_its_job_by_primary_key(backlog_after_stale_statistics):
 def test_the_success_finds_its_job_by_primary_key(project, backlog_after_stale_statistics):
     running = _jobs(project, 500, JobStatus.PROCESSING)  # none were running when the statistics were gathered
     now = timezone.now()
-    params = (JobStatus.SUCCESS.value, '{"ok": true}', "", 100, now, now, running[0].id, JobStatus.PROCESSING.value)
+    usage = (None,) * len(job_sql.USAGE_COLUMNS)
+    params = (
+        JobStatus.SUCCESS.value,
+        '{"ok": true}',
+        "",
+        100,
+        now,
+        now,
+        *usage,
+        running[0].id,
+        JobStatus.PROCESSING.value,
+    )
     plan = _plan(job_sql._success_sql("default"), params)
     assert "jobs_job_pkey" in plan, plan
 

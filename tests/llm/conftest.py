@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from importlib import import_module
 
 import pytest
 
@@ -53,3 +54,11 @@ def provider_credentials(settings, fake_provider):
 def unique(text: str = "") -> str:
     """A query no other test sends (the fake server counts calls per exact text)."""
     return f"{text} #{uuid.uuid4().hex[:10]}".strip()
+
+
+@pytest.fixture
+def model_prices(db):
+    """The price table as its data migration fills it (a transactional test's flush empties the table)."""
+    from django.apps import apps
+
+    import_module("llm.migrations.0004_model_prices_list").add_prices(apps, None)

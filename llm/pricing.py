@@ -1,0 +1,61 @@
+"""What a call cost: the price table (``llm.models.ModelPrice``, edited in admin) applied to a call's usage.
+
+``cost_for(provider, model, usage)`` is the one public function: other apps that call models (doctransform's
+vision transformer) price their calls with it too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
+
+from .models import ModelPrice
+
+# Providers priced from another's rows: OpenAI's Chat Completions are OpenAI's models (an OpenAI-compatible server
+# of other models finds no row, and so no price).
+PRICE_PROVIDER = {"openai-chat": "openai"}
+MILLION = Decimal(1_000_000)
+COST_PLACES = Decimal("0.00000001")  # the Job.cost column's precision
+# What follows a model's name in a dated or tagged version: gpt-4o-2024-08-06, claude-3-5-sonnet@20240620.
+VERSION_SEPARATORS = ("-", "@", ":")
+
+
+def price_for(provider: str, model: str) -> ModelPrice | None:
+    """The row pricing ``model`` of ``provider``: its name or an alias, exactly, else the longest name or alias
+    that ``model`` is a version of (``gpt-4o-mini-2024-07-18`` → ``gpt-4o-mini``, not ``gpt-4o``)."""
+    if not model:
+        return None
+    rows = list(ModelPrice.objects.for_provider(PRICE_PROVIDER.get(provider, provider)))
+    best: tuple[int, ModelPrice] | None = None
+    for row in rows:
+        for name in row.names:
+            if model == name:
+                return row
+            if model.startswith(name) and model[len(name)] in VERSION_SEPARATORS:
+                if best is None or len(name) > best[0]:
+                    best = (len(name), row)
+    return None if best is None else best[1]
+
+
+def cost_for(provider: str, model: str, usage: Mapping[str, Any]) -> Decimal | None:
+    """The USD cost of one call, or None when the table has no price for the model.
+
+    ``usage``: ``input_tokens`` (all of the prompt), ``cached_input_tokens`` (the part read from the provider's
+    cache, priced as cached input), ``output_tokens`` (reasoning included: reasoning is priced as output).
+    """
+    price = price_for(provider, model)
+    if price is None:
+        return None
+    input_tokens = int(usage.get("input_tokens") or 0)
+    cached = min(int(usage.get("cached_input_tokens") or 0), input_tokens)
+    output_tokens = int(usage.get("output_tokens") or 0)
+    cached_price = price.cached_input_per_million
+    if cached_price is None:
+        cached_price = price.input_per_million
+    total = (
+        (input_tokens - cached) * price.input_per_million
+        + cached * cached_price
+        + output_tokens * price.output_per_million
+    ) / MILLION
+    return total.quantize(COST_PLACES)

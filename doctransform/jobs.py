@@ -20,6 +20,8 @@ def execute_job(
     document_id: str,
     target_format: str = MARKDOWN,
     transformer: str | None = None,
+    ocr_languages: list[str] | None = None,
+    vision: dict[str, Any] | None = None,
     **kwargs: Any,
 ) -> dict[str, Any]:
     """Transform one document; the result names the new document and where to download it."""
@@ -29,4 +31,6 @@ def execute_job(
         document_id=document_id,
         target_format=target_format,
         transformer=transformer,
+        ocr_languages=ocr_languages,
+        vision=vision,
     )

@@ -568,3 +568,18 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {"JobStatusEnum": "jobs.models.JobStatus"},
     "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "kaapi.schema.postprocess_common"],
 }
+
+# --- Scanned documents: OCR and vision models (doctransform) -----------------------------------------
+# Tesseract languages a scan is read in when the upload names none (ocr_languages), e.g. "eng,hin".
+DOCUMENT_OCR_LANGUAGES = env_list("DOCUMENT_OCR_LANGUAGES", ["eng"])
+# Where Tesseract's language models (LANG.traineddata) are: Debian's tesseract-ocr-LANG packages put them here.
+DOCUMENT_OCR_TESSDATA_PATH = env_str("DOCUMENT_OCR_TESSDATA_PATH", "/usr/share/tesseract-ocr/5/tessdata")
+# Resolution PDF pages are rasterized at for OCR (dots per inch).
+DOCUMENT_OCR_DPI = env_int("DOCUMENT_OCR_DPI", 300, minimum=72)
+# A PDF or TIFF with more pages is not converted (an image upload: 413; a PDF: the job FAILED).
+DOCUMENT_MAX_PAGES = env_int("DOCUMENT_MAX_PAGES", 200, minimum=1)
+# An image page with more pixels is refused (upload 413, or FAILED); a PDF page is rasterized at a lower DPI instead.
+DOCUMENT_MAX_PAGE_PIXELS = env_int("DOCUMENT_MAX_PAGE_PIXELS", 40_000_000, minimum=10_000)
+for _language in DOCUMENT_OCR_LANGUAGES:
+    if not _language.replace("_", "").isalnum():
+        raise ImproperlyConfigured(f"DOCUMENT_OCR_LANGUAGES: {_language!r} is not a Tesseract language name")

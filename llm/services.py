@@ -177,21 +177,13 @@ def credentials_rotate() -> int:
 
 
 # --- The call -------------------------------------------------------------------------------------
-def llm_call_start(
-    *,
-    project: Project,
-    query: str,
-    config_id: int | None = None,
-    config_version: int | None = None,
-    blob: Any = None,
-    callback_url: str = "",
-    request_metadata: dict[str, Any] | None = None,
-) -> Job:
-    """Check everything the worker will need, then create the LLM_API job on the high-priority queue.
+def config_for_call(
+    *, project: Project, config_id: int | None = None, config_version: int | None = None, blob: Any = None
+) -> tuple[dict[str, Any], dict[str, int] | None]:
+    """The blob a call will use and the config reference it came from (None for an inline blob).
 
-    Refused here, not later in the worker: an unknown config or version or another project's
-    (``ConfigNotFound``), an invalid blob (``ValidationError``), no credentials for the provider
-    (``CredentialsMissing``). The resolved blob travels in the job's params: versions are immutable.
+    ``ConfigNotFound`` for an unknown config or version or another project's, ``ValidationError`` for an invalid
+    blob, ``CredentialsMissing`` when the project has no credentials for the blob's provider.
     """
     reference = None
     if blob is None:
@@ -211,6 +203,25 @@ def llm_call_start(
             f"this project has no credentials for provider {provider!r}; set them with "
             f"PUT /api/v1/credentials/{provider}/"
         )
+    return blob, reference
+
+
+def llm_call_start(
+    *,
+    project: Project,
+    query: str,
+    config_id: int | None = None,
+    config_version: int | None = None,
+    blob: Any = None,
+    callback_url: str = "",
+    request_metadata: dict[str, Any] | None = None,
+) -> Job:
+    """Check everything the worker will need, then create the LLM_API job on the high-priority queue.
+
+    Refused here, not later in the worker (see ``config_for_call``). The resolved blob travels in the job's
+    params: versions are immutable.
+    """
+    blob, reference = config_for_call(project=project, config_id=config_id, config_version=config_version, blob=blob)
     params = {"blob": blob, "query": query, "config": reference, "request_metadata": request_metadata}
     # The job row is the only write: its INSERT is its own transaction, and the job is published after it.
     return job_create(

@@ -1,0 +1,247 @@
+"""Scanned documents: pages as images, read by Tesseract (runs in the converter process).
+
+PDF pages are rasterized by PDFium (pypdfium2), images (PNG, JPEG, TIFF, WebP) are read by Pillow, and the text is
+recognised by Tesseract through its C API (tesserocr): everything stays in the converter process, under its memory
+cap and its time limit, and nothing leaves the machine. The conversion's options (languages, resolution, limits) are
+set by the converter in ``transformers.conversion_options``; pages are read in order and each one is reported to
+``transformers.report_page``, which the worker turns into the job's progress.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from .exceptions import DocumentEncrypted, DocumentUnreadable, PageLimitExceeded
+
+# What happened to a page, as the result names it.
+TEXT_LAYER = "text_layer"
+OCR = "ocr"
+VISION_MODEL = "vision_model"
+
+# A page with fewer visible characters in its text layer is read from its image instead: a scan whose text layer
+# is empty or holds only a page number or a stamp. Glyphs without a Unicode mapping ("(cid:12)") are not text.
+MIN_TEXT_CHARACTERS = 20
+_UNMAPPED_GLYPH = re.compile(r"\(cid:\d+\)|\ufffd")
+# Vision models scale a page down to about this long edge anyway (Anthropic recommends at most 1568 px).
+VISION_MAX_EDGE = 1568
+VISION_JPEG_QUALITY = 85
+
+
+@dataclass(frozen=True)
+class PageText:
+    text: str
+    confidences: list[int]  # Tesseract's confidence (0-100) of each word
+
+    @property
+    def confidence(self) -> float | None:
+        return round(sum(self.confidences) / len(self.confidences), 1) if self.confidences else None
+
+
+def usable_characters(text: str) -> int:
+    """How many characters of a page's text layer are real text (not whitespace, not unmapped glyphs)."""
+    return sum(1 for char in _UNMAPPED_GLYPH.sub("", text) if not char.isspace())
+
+
+# --- Options ----------------------------------------------------------------------------------------------
+def _options() -> dict:
+    from .transformers import conversion_options
+
+    return conversion_options.get() or {}
+
+
+def check_page_count(count: int) -> None:
+    limit = _options().get("max_pages")
+    if limit and count > limit:
+        raise PageLimitExceeded(
+            f"the document has {count} pages; at most {limit} are converted (DOCUMENT_MAX_PAGES): split it"
+        )
+
+
+def _check_pixels(width: int, height: int, page: int) -> None:
+    limit = _options().get("max_pixels")
+    if limit and width * height > limit:
+        raise PageLimitExceeded(
+            f"page {page} is {width} x {height} pixels, more than the {limit} pixels a page may have "
+            "(DOCUMENT_MAX_PAGE_PIXELS): scan it at a lower resolution"
+        )
+
+
+# --- Tesseract ----------------------------------------------------------------------------------------------
+_engines: dict[tuple[str, str], object] = {}  # (tessdata, languages) -> PyTessBaseAPI, kept for the process
+
+
+def _engine(languages: str, *, osd: bool = False):
+    import tesserocr
+
+    tessdata = _options().get("tessdata") or ""
+    key = (tessdata, "osd" if osd else languages)
+    engine = _engines.get(key)
+    if engine is None:
+        if not osd:  # one set of models at a time: each is tens of MiB
+            for old_key in [k for k in _engines if k[1] != "osd"]:
+                _engines.pop(old_key).End()
+        try:
+            if osd:
+                engine = tesserocr.PyTessBaseAPI(path=tessdata, lang="osd", psm=tesserocr.PSM.OSD_ONLY)
+            else:
+                engine = tesserocr.PyTessBaseAPI(path=tessdata, lang=languages)
+        except RuntimeError:
+            if osd:
+                return None  # no orientation model: pages are read as they are
+            raise DocumentUnreadable(
+                f"OCR is not available for the languages {languages!r}: their Tesseract models are not installed "
+                f"in {tessdata}"
+            ) from None
+        _engines[key] = engine
+    return engine
+
+
+def _upright(image):
+    """The image turned so that its text reads left to right (a page scanned sideways or upside down)."""
+    engine = _engine("", osd=True)
+    if engine is None:
+        return image
+    engine.SetImage(image)
+    found = engine.DetectOrientationScript()  # None: too little text to tell
+    if not found or not found.get("orient_deg"):
+        return image
+    return image.rotate(found["orient_deg"], expand=True, fillcolor="white")
+
+
+def recognize(image) -> PageText:
+    """The text of one page image (Pillow), in reading order, paragraphs separated by blank lines."""
+    languages = "+".join(_options().get("languages") or ["eng"])
+    image = _upright(_flatten(image))
+    engine = _engine(languages)
+    engine.SetImage(image)
+    text = engine.GetUTF8Text()
+    confidences = list(engine.AllWordConfidences())
+    engine.Clear()
+    paragraphs = [" ".join(block.split()) for block in re.split(r"\n\s*\n", text)]
+    return PageText(text="\n\n".join(p for p in paragraphs if p), confidences=confidences)
+
+
+def _flatten(image):
+    """Grayscale or RGB, transparency on white (black text on a transparent background must stay readable)."""
+    from PIL import Image
+
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGB", rgba.size, "white")
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        return background
+    if image.mode not in ("L", "RGB"):
+        return image.convert("RGB")
+    return image
+
+
+# --- Pages of a PDF ---------------------------------------------------------------------------------------------
+class PdfPages:
+    """The pages of a PDF as images, rendered by PDFium on demand."""
+
+    def __init__(self, data: bytes) -> None:
+        import pypdfium2 as pdfium
+
+        try:
+            self._pdf = pdfium.PdfDocument(data)
+        except pdfium.PdfiumError as exc:
+            if "password" in str(exc).lower():
+                raise DocumentEncrypted(
+                    "the PDF is password-protected; remove the password and upload it again"
+                ) from None
+            raise DocumentUnreadable(
+                f"the file could not be read as a PDF; it is corrupt or truncated ({exc})"
+            ) from None
+
+    def __len__(self) -> int:
+        return len(self._pdf)
+
+    def render(self, index: int, *, dpi: int | None = None, grayscale: bool = True, max_edge: int | None = None):
+        """Page ``index`` (0-based) at ``dpi`` (DOCUMENT_OCR_DPI), or lower when it would have more pixels than
+        DOCUMENT_MAX_PAGE_PIXELS (a poster-sized page) or a longer edge than ``max_edge``."""
+        page = self._pdf[index]
+        try:
+            width, height = page.get_size()  # points: 1/72 inch
+            scale = (dpi or _options().get("dpi") or 300) / 72
+            max_pixels = _options().get("max_pixels")
+            if max_pixels and width * height * scale * scale > max_pixels:
+                scale = (max_pixels / (width * height)) ** 0.5
+            if max_edge and max(width, height) * scale > max_edge:
+                scale = max_edge / max(width, height)
+            return page.render(scale=scale, grayscale=grayscale).to_pil()
+        finally:
+            page.close()
+
+    def close(self) -> None:
+        self._pdf.close()
+
+
+# --- Images -------------------------------------------------------------------------------------------------------
+def image_frames(data: bytes) -> Iterator:
+    """The pages of an image file (a TIFF may hold several), upright by their EXIF orientation, each checked
+    against DOCUMENT_MAX_PAGE_PIXELS before it is decoded."""
+    from PIL import Image, ImageOps, ImageSequence, UnidentifiedImageError
+
+    limit = _options().get("max_pixels")
+    if limit:
+        Image.MAX_IMAGE_PIXELS = limit  # Pillow's own bomb check, in this process only
+    try:
+        image = Image.open(io.BytesIO(data))
+        check_page_count(getattr(image, "n_frames", 1))
+        for number, frame in enumerate(ImageSequence.Iterator(image), start=1):
+            _check_pixels(*frame.size, number)
+            yield ImageOps.exif_transpose(frame.copy())
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise PageLimitExceeded(
+            f"the image has more than the {limit} pixels a page may have (DOCUMENT_MAX_PAGE_PIXELS)"
+        ) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise DocumentUnreadable(f"the image could not be read; it is corrupt or truncated ({exc})") from None
+
+
+def vision_image(image) -> bytes:
+    """A page image as a vision model gets it: JPEG, at most VISION_MAX_EDGE pixels on its long edge."""
+    image = _flatten(image)
+    if max(image.size) > VISION_MAX_EDGE:
+        image = image.copy()
+        image.thumbnail((VISION_MAX_EDGE, VISION_MAX_EDGE))
+    out = io.BytesIO()
+    image.save(out, format="JPEG", quality=VISION_JPEG_QUALITY)
+    return out.getvalue()
+
+
+def check_image_limits(stream, *, max_pixels: int, max_pages: int) -> None:
+    """``PageLimitExceeded`` for an image file with a page over ``max_pixels`` or more than ``max_pages`` pages,
+    from its headers alone (cheap enough for the web process: no page is decoded). An image Pillow cannot open is
+    left for the conversion to report."""
+    from PIL import Image, ImageSequence, UnidentifiedImageError
+
+    stream.seek(0)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(stream)
+            frames = getattr(image, "n_frames", 1)
+            if frames > max_pages:
+                raise PageLimitExceeded(
+                    f"the image has {frames} pages; at most {max_pages} are converted (DOCUMENT_MAX_PAGES)"
+                )
+            for number, frame in enumerate(ImageSequence.Iterator(image), start=1):
+                width, height = frame.size
+                if width * height > max_pixels:
+                    raise PageLimitExceeded(
+                        f"page {number} of the image is {width} x {height} pixels, more than the {max_pixels} "
+                        "pixels a page may have (DOCUMENT_MAX_PAGE_PIXELS)"
+                    )
+    except Image.DecompressionBombError:
+        raise PageLimitExceeded(
+            f"the image has more than the {max_pixels} pixels a page may have (DOCUMENT_MAX_PAGE_PIXELS)"
+        ) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError):
+        pass
+    finally:
+        stream.seek(0)

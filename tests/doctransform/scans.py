@@ -1,0 +1,55 @@
+"""Scanned documents made by the tests: text drawn by Pillow into an image, saved as an image file or wrapped in
+a PDF without a text layer (as a scanner writes it)."""
+
+from __future__ import annotations
+
+import io
+
+LINES = ("Quarterly harvest report", "Farmers planted millet and sorghum")
+WORDS = ("Quarterly", "harvest", "millet", "sorghum")
+
+
+def page_image(lines: tuple[str, ...] = LINES, *, rotate: int = 0, size: tuple[int, int] = (900, 260)):
+    """A white page with black text (36 px, Pillow's own font: no system font needed), turned ``rotate`` degrees
+    counter-clockwise as a page fed sideways into a scanner."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default(size=36)
+    image = Image.new("L", size, 255)
+    draw = ImageDraw.Draw(image)
+    for number, line in enumerate(lines):
+        draw.text((40, 40 + 80 * number), line, font=font, fill=0)
+    return image.rotate(rotate, expand=True) if rotate else image
+
+
+def image_file(kind: str = "PNG", **kwargs) -> bytes:
+    image = page_image(**kwargs)
+    buffer = io.BytesIO()
+    image.save(buffer, format=kind)
+    return buffer.getvalue()
+
+
+def scanned_pdf(*images) -> bytes:
+    """A PDF of image-only pages (no text layer)."""
+    images = images or (page_image(),)
+    buffer = io.BytesIO()
+    images[0].save(buffer, format="PDF", resolution=150, save_all=True, append_images=list(images[1:]))
+    return buffer.getvalue()
+
+
+def mixed_pdf(text: str, image) -> bytes:
+    """Page 1 with ``text`` in its text layer, page 2 a scanned image only."""
+    from reportlab.lib.pagesizes import A4
+    from reportlab.lib.utils import ImageReader
+    from reportlab.pdfgen import canvas
+
+    buffer = io.BytesIO()
+    pdf = canvas.Canvas(buffer, pagesize=A4)
+    pdf.setFont("Helvetica", 14)
+    pdf.drawString(72, 760, text)
+    pdf.showPage()
+    width, height = image.size
+    pdf.drawImage(ImageReader(image), 36, 500, width=width / 2, height=height / 2)  # 144 DPI
+    pdf.showPage()
+    pdf.save()
+    return buffer.getvalue()

@@ -30,6 +30,8 @@ def serve(conn: Connection, *, max_memory_mb: int) -> None:
     for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "OMP_THREAD_LIMIT", "MKL_NUM_THREADS"):
         os.environ.setdefault(name, "1")
     import markitdown.converters  # noqa: F401  - pay the ~1 s import once, before the first request
+    import pypdfium2  # noqa: F401  - and those of OCR (its language models load on first use)
+    import tesserocr  # noqa: F401
 
     if max_memory_mb:
         resource.setrlimit(resource.RLIMIT_AS, (max_memory_mb * MIB, max_memory_mb * MIB))

@@ -38,18 +38,18 @@ def scanned_pdf(*images) -> bytes:
 
 
 def mixed_pdf(text: str, image) -> bytes:
-    """Page 1 with ``text`` in its text layer, page 2 a scanned image only."""
-    from reportlab.lib.pagesizes import A4
+    """Page 1 with ``text`` in its text layer, page 2 a scanned image only (small pages: OCR at 300 DPI of a whole
+    A4 page takes seconds)."""
     from reportlab.lib.utils import ImageReader
     from reportlab.pdfgen import canvas
 
-    buffer = io.BytesIO()
-    pdf = canvas.Canvas(buffer, pagesize=A4)
-    pdf.setFont("Helvetica", 14)
-    pdf.drawString(72, 760, text)
-    pdf.showPage()
     width, height = image.size
-    pdf.drawImage(ImageReader(image), 36, 500, width=width / 2, height=height / 2)  # 144 DPI
+    buffer = io.BytesIO()
+    pdf = canvas.Canvas(buffer, pagesize=(width / 2 + 36, height / 2 + 36))
+    pdf.setFont("Helvetica", 14)
+    pdf.drawString(18, height / 2, text)
+    pdf.showPage()
+    pdf.drawImage(ImageReader(image), 18, 18, width=width / 2, height=height / 2)  # 144 DPI
     pdf.showPage()
     pdf.save()
     return buffer.getvalue()

@@ -243,8 +243,11 @@ def _user_content(path: str, body: dict[str, Any]) -> tuple[str, list[bytes]]:
             return value, []
         if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
             raise ValueError("Invalid type for 'input': expected a string or an array of input items.")
-        content = value[-1].get("content") if value else None
-        if isinstance(content, str) or value[-1].get("role") != "user":
+        roles = ("user", "assistant", "system", "developer")
+        if not value or any(item.get("role") not in roles or "content" not in item for item in value):
+            raise ValueError("Invalid 'input': expected messages with a role and content.")
+        content = value[-1]["content"]
+        if isinstance(content, str) or value[-1]["role"] != "user":
             return json.dumps(value), []
     else:
         messages = body.get("messages") or [{}]

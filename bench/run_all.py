@@ -22,6 +22,7 @@ BENCHMARKS = [
     ["bench/llm_throughput.py"],
     ["bench/fairness.py"],
     ["bench/doctransform_throughput.py"],
+    ["bench/ocr_throughput.py"],
 ]
 
 

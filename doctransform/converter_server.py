@@ -5,10 +5,10 @@ over the socket FD (``multiprocessing.connection`` framing). Requests are
 ``("convert", function_path, data, hints, max_output_bytes, options)``; answers are ``("ok", markdown, details)``
 (``details``: what happened to each page, and page images for a vision model) or
 ``("failed", error_class_name, message)``, after any number of ``("progress", pages_done, page_count)``.
-A hang, a crash or a memory blow-up stays in this process: the
-worker kills it and starts another. An output over ``max_output_bytes`` (0: no cap) is refused here, so it is
-never sent to the worker nor stored; while it is built, this process's memory cap bounds it. No Django here, and
-no secrets: the worker starts it with a minimal environment.
+A hang, a crash or a memory blow-up stays in this process: the worker kills it and starts another. An output over
+``max_output_bytes`` (0: no cap) is refused here, so it is never sent to the worker nor stored; while it is built,
+this process's memory cap bounds it. No Django here, and no secrets: the worker starts it with a minimal
+environment.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ import io
 import re
 import warnings
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from .exceptions import DocumentEncrypted, DocumentUnreadable, PageLimitExceeded
@@ -53,11 +54,14 @@ def _options() -> dict:
     return conversion_options.get() or {}
 
 
-def check_page_count(count: int) -> None:
+def check_page_count(count: int, *, counted: bool = True) -> None:
+    """``PageLimitExceeded`` when a document of ``count`` pages (``counted=False``: with a page ``count``, its
+    pages counted one by one) is over the limit."""
     limit = _options().get("max_pages")
     if limit and count > limit:
+        pages = count if counted else f"more than {limit}"
         raise PageLimitExceeded(
-            f"the document has {count} pages; at most {limit} are converted (DOCUMENT_MAX_PAGES): split it"
+            f"the document has {pages} pages; at most {limit} are converted (DOCUMENT_MAX_PAGES): split it"
         )
 
 
@@ -181,21 +185,46 @@ class PdfPages:
 
 
 # --- Images -------------------------------------------------------------------------------------------------------
-def image_frames(data: bytes) -> Iterator:
-    """The pages of an image file (a TIFF may hold several), upright by their EXIF orientation, each checked
-    against DOCUMENT_MAX_PAGE_PIXELS before it is decoded."""
-    from PIL import Image, ImageOps, ImageSequence, UnidentifiedImageError
+def image_frames(data: bytes) -> tuple[int, Iterator]:
+    """The number of pages of an image file (a TIFF may hold several) and an iterator that decodes them one at a
+    time, upright by their EXIF orientation. Every page is checked against the limits, from its header, before
+    the first one is decoded."""
+    from PIL import Image
 
     limit = _options().get("max_pixels")
     if limit:
         Image.MAX_IMAGE_PIXELS = limit  # Pillow's own bomb check, in this process only
-    try:
+    with _image_errors(limit):
         image = Image.open(io.BytesIO(data))
-        check_page_count(getattr(image, "n_frames", 1))
-        for number, frame in enumerate(ImageSequence.Iterator(image), start=1):
-            _check_pixels(*frame.size, number)
+        count = 0
+        for count, size in enumerate(_frame_sizes(image), start=1):
+            check_page_count(count, counted=False)
+            _check_pixels(*size, count)
+    return count, _decoded_frames(image, limit)
+
+
+def _frame_sizes(image) -> Iterator[tuple[int, int]]:
+    from PIL import ImageSequence
+
+    for frame in ImageSequence.Iterator(image):
+        yield frame.size
+
+
+def _decoded_frames(image, limit: int | None) -> Iterator:
+    from PIL import ImageOps, ImageSequence
+
+    with _image_errors(limit):
+        for frame in ImageSequence.Iterator(image):
             yield ImageOps.exif_transpose(frame.copy())
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+
+
+@contextmanager
+def _image_errors(limit: int | None) -> Iterator[None]:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        yield
+    except Image.DecompressionBombError:
         raise PageLimitExceeded(
             f"the image has more than the {limit} pixels a page may have (DOCUMENT_MAX_PAGE_PIXELS)"
         ) from None
@@ -225,12 +254,13 @@ def check_image_limits(stream, *, max_pixels: int, max_pages: int) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(stream)
-            frames = getattr(image, "n_frames", 1)
-            if frames > max_pages:
-                raise PageLimitExceeded(
-                    f"the image has {frames} pages; at most {max_pages} are converted (DOCUMENT_MAX_PAGES)"
-                )
+            # Counted page by page up to the limit: Pillow's n_frames walks every page of a TIFF first.
             for number, frame in enumerate(ImageSequence.Iterator(image), start=1):
+                if number > max_pages:
+                    raise PageLimitExceeded(
+                        f"the image has more than {max_pages} pages; at most {max_pages} are converted "
+                        "(DOCUMENT_MAX_PAGES)"
+                    )
                 width, height = frame.size
                 if width * height > max_pixels:
                     raise PageLimitExceeded(

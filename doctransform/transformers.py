@@ -397,14 +397,13 @@ def image_to_markdown(data: bytes, *, charset: str | None = None, filename: str 
     """Images (PNG, JPEG, TIFF, WebP) read by Tesseract OCR, offline; a multi-page TIFF page by page."""
     blocks: list[str] = []
     report: list[dict[str, Any]] = []
-    frames = list(ocr.image_frames(data))
-    for number in range(1, len(frames) + 1):
-        frame, frames[number - 1] = frames[number - 1], None  # a page read is not kept while the next one is
+    count, frames = ocr.image_frames(data)
+    for number, frame in enumerate(frames, start=1):
         read = ocr.recognize(frame)
         if read.text:
             blocks.append(read.text)
         report.append(_ocr_page(number, read))
-        report_page(number, len(frames))
+        report_page(number, count)
     return Converted(markdown="\n\n".join(blocks).strip() + "\n", pages=report)
 
 
@@ -428,10 +427,9 @@ def page_images(data: bytes, *, charset: str | None = None, filename: str = "") 
 def _pages(data: bytes):
     """(page number, page count, colour image) of each page of a PDF or an image file, in order."""
     if ct.detect_bytes(data).content_type != ct.PDF:
-        frames = list(ocr.image_frames(data))
-        for number in range(1, len(frames) + 1):
-            frame, frames[number - 1] = frames[number - 1], None
-            yield number, len(frames), frame
+        count, frames = ocr.image_frames(data)
+        for number, frame in enumerate(frames, start=1):
+            yield number, count, frame
         return
     pdf = ocr.PdfPages(data)
     try:

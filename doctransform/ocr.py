@@ -26,6 +26,10 @@ VISION_MODEL = "vision_model"
 # A page with fewer visible characters in its text layer is read from its image instead: a scan whose text layer
 # is empty or holds only a page number or a stamp. Glyphs without a Unicode mapping ("(cid:12)") are not text.
 MIN_TEXT_CHARACTERS = 20
+# A page with a little more text is still a scan when pictures cover most of it: a typed header above a scanned
+# form. A scanner's own searchable PDF (an invisible text layer over the scan) has far more text and is kept.
+SCANNED_PAGE_MAX_CHARACTERS = 200
+SCANNED_PAGE_IMAGE_SHARE = 0.5
 _UNMAPPED_GLYPH = re.compile(r"\(cid:\d+\)|\ufffd")
 # Vision models scale a page down to about this long edge anyway (Anthropic recommends at most 1568 px).
 VISION_MAX_EDGE = 1568

@@ -270,11 +270,12 @@ def _pdf_markdown(pages, data: bytes) -> Converted:
     images: ocr.PdfPages | None = None
     try:
         for number, page in enumerate(pages, start=1):
-            if ocr.usable_characters("".join(char["text"] for char in page.chars)) >= ocr.MIN_TEXT_CHARACTERS:
+            if not _needs_ocr(page):
                 _page_blocks(page, levels, body_size, blocks)
                 report.append({"page": number, "method": ocr.TEXT_LAYER})
             else:
-                images = images or ocr.PdfPages(data)
+                if images is None:
+                    images = ocr.PdfPages(data)
                 read = ocr.recognize(images.render(number - 1))
                 blocks.extend(read.text.split("\n\n") if read.text else [])
                 report.append(
@@ -285,6 +286,23 @@ def _pdf_markdown(pages, data: bytes) -> Converted:
         if images is not None:
             images.close()
     return Converted(markdown="\n\n".join(blocks).strip() + "\n", pages=report)
+
+
+def _needs_ocr(page) -> bool:
+    """Whether a page has no usable text layer: almost no text, or a little text (a typed header, a stamp) on a
+    page that is mostly a picture (the scan of the rest). OCR then reads the whole page, that text included."""
+    characters = ocr.usable_characters("".join(char["text"] for char in page.chars))
+    if characters < ocr.MIN_TEXT_CHARACTERS:
+        return True
+    if characters >= ocr.SCANNED_PAGE_MAX_CHARACTERS:
+        return False
+    page_area = float(page.width * page.height) or 1.0
+    covered = 0.0
+    for image in page.images:
+        width = min(float(image["x1"]), float(page.width)) - max(float(image["x0"]), 0.0)
+        height = min(float(image["bottom"]), float(page.height)) - max(float(image["top"]), 0.0)
+        covered += max(width, 0.0) * max(height, 0.0)
+    return covered / page_area >= ocr.SCANNED_PAGE_IMAGE_SHARE
 
 
 def _page_blocks(page, levels: dict[float, int], body_size: float, blocks: list[str]) -> None:

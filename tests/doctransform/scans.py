@@ -53,3 +53,19 @@ def mixed_pdf(text: str, image) -> bytes:
     pdf.showPage()
     pdf.save()
     return buffer.getvalue()
+
+
+def header_over_scan_pdf(header: str, image) -> bytes:
+    """One page: a typed ``header`` in the text layer above a scanned image that covers most of the page."""
+    from reportlab.lib.utils import ImageReader
+    from reportlab.pdfgen import canvas
+
+    width, height = image.size
+    buffer = io.BytesIO()
+    pdf = canvas.Canvas(buffer, pagesize=(width / 2 + 20, height / 2 + 40))
+    pdf.setFont("Helvetica", 12)
+    pdf.drawString(10, height / 2 + 24, header)
+    pdf.drawImage(ImageReader(image), 10, 10, width=width / 2, height=height / 2)
+    pdf.showPage()
+    pdf.save()
+    return buffer.getvalue()

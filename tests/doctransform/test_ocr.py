@@ -48,6 +48,13 @@ def test_a_mixed_pdf_keeps_its_text_layer_and_ocrs_the_scanned_page_in_order():
     assert done == [(1, 2), (2, 2)]  # each page reported as it is done, in order
 
 
+def test_a_page_that_is_mostly_a_scan_under_a_typed_header_is_read_whole_by_ocr():
+    converted = convert(scans.header_over_scan_pdf("Annex 2: registration of the cooperative", scans.page_image()))
+    assert converted.pages[0]["method"] == "ocr"
+    assert_words(converted.markdown)
+    assert "registration" in converted.markdown
+
+
 @pytest.mark.parametrize("rotate", [90, 180])
 def test_a_page_scanned_sideways_or_upside_down_is_turned_before_it_is_read(rotate):
     assert_words(convert(scans.scanned_pdf(scans.page_image(rotate=rotate))).markdown)

@@ -290,6 +290,7 @@ def document_transform(
             project_id=project_id,
             blob=vision["blob"],
             images=converted.images,
+            max_output_bytes=settings.DOCUMENT_TRANSFORM_MAX_OUTPUT_BYTES,
             on_page=lambda done, total: _report_page(job_id, done, total, start=30, end=85, what="transcribed"),
         )
     elapsed = time.monotonic() - started
@@ -345,11 +346,9 @@ def _report_page(job_id: str, done: int, total: int, *, start: int, end: int, wh
 
 def _mean_confidence(pages: list[dict[str, Any]]) -> float | None:
     """Tesseract's mean word confidence (0-100) over the OCRed pages; None when no page was OCRed or had words."""
-    words = sum(page.get("words", 0) for page in pages if page["method"] == ocr.OCR and page.get("confidence"))
-    if not words:
-        return None
-    total = sum(page["confidence"] * page["words"] for page in pages if page["method"] == ocr.OCR and page["words"])
-    return round(total / words, 1)
+    read = [page for page in pages if page["method"] == ocr.OCR and page.get("words")]
+    words = sum(page["words"] for page in read)
+    return round(sum(page["confidence"] * page["words"] for page in read) / words, 1) if words else None
 
 
 def _read(document: Document) -> bytes:

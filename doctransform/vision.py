@@ -15,7 +15,7 @@ from typing import Any
 from llm import limits, selectors
 from llm.providers import get_provider
 
-from .exceptions import TransformationFailed
+from .exceptions import TransformationFailed, markdown_too_large
 
 PROMPT = (
     "This image is page {page} of {pages} of a scanned document. Transcribe it into Markdown: keep its headings, "
@@ -28,9 +28,18 @@ _FENCE = re.compile(r"\A```(?:markdown|md)?[ \t]*\n(.*)\n```\s*\Z", re.DOTALL)
 
 
 def pages_to_markdown(
-    *, project_id: int, blob: dict[str, Any], images: list[bytes], on_page: Callable[[int, int], None]
+    *,
+    project_id: int,
+    blob: dict[str, Any],
+    images: list[bytes],
+    on_page: Callable[[int, int], None],
+    max_output_bytes: int = 0,
 ) -> tuple[str, dict[str, Any]]:
-    """The Markdown of the pages, and the calls' provider, model and usage (summed over the pages)."""
+    """The Markdown of the pages, and the calls' provider, model and usage (summed over the pages).
+
+    ``MarkdownTooLarge`` as soon as the pages' Markdown passes ``max_output_bytes`` (0: no cap): the pages after
+    it are not sent.
+    """
     completion = blob["completion"]
     provider = get_provider(completion["provider"])
     found = selectors.credentials_and_limits_for_call(project_id=project_id, provider=provider.name)
@@ -41,6 +50,7 @@ def pages_to_markdown(
     texts: list[str] = []
     usage = {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}
     model = ""
+    size = 0
     for number, image in enumerate(images, start=1):
         prompt = PROMPT.format(page=number, pages=len(images))
         parts = [  # the image first: Anthropic's advice for a question about an image
@@ -52,6 +62,9 @@ def pages_to_markdown(
             answer = provider.complete(credentials=credentials, params=params, query=parts)
             slot.used(answer.total_tokens)
         texts.append(_unfenced(answer.text.strip()))
+        size += len(texts[-1].encode("utf-8")) + 2
+        if max_output_bytes and size > max_output_bytes:
+            raise markdown_too_large(max_output_bytes)
         model = answer.model
         usage["input_tokens"] += answer.input_tokens
         usage["output_tokens"] += answer.output_tokens

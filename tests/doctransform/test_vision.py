@@ -132,3 +132,17 @@ def test_the_fake_provider_takes_image_parts_only_in_the_api_s_own_shape(fake_pr
             assert resp.status_code == 400, (other, resp.text)
     not_a_jpeg = client.content([{**image, "data": "iVBORw0KGgo="}])  # PNG bytes called a JPEG
     assert post(not_a_jpeg).status_code == 400
+
+
+def test_pages_are_not_sent_once_the_markdown_passes_the_output_cap(project, provider_credentials, fake_provider):
+    from doctransform.exceptions import MarkdownTooLarge
+    from doctransform.ocr import vision_image
+    from doctransform.vision import pages_to_markdown
+
+    provider_credentials(project, ["openai"])
+    page = vision_image(scans.page_image())
+    with pytest.raises(MarkdownTooLarge):
+        pages_to_markdown(
+            project_id=project.id, blob=BLOBS["openai"], images=[page] * 3, on_page=lambda *_: None, max_output_bytes=60
+        )
+    assert fake_provider.count("/v1/responses") == 1

@@ -31,6 +31,8 @@ MIN_TEXT_CHARACTERS = 20
 SCANNED_PAGE_MAX_CHARACTERS = 200
 SCANNED_PAGE_IMAGE_SHARE = 0.5
 _UNMAPPED_GLYPH = re.compile(r"\(cid:\d+\)|\ufffd")
+# A page turned by orientation detection and then read with less confidence is read as scanned too; the better wins.
+DOUBTFUL_CONFIDENCE = 60
 # Vision models scale a page down to about this long edge anyway (Anthropic recommends at most 1568 px).
 VISION_MAX_EDGE = 1568
 VISION_JPEG_QUALITY = 85
@@ -87,44 +89,57 @@ def _engine(languages: str, *, osd: bool = False):
 
     tessdata = _options().get("tessdata") or ""
     key = (tessdata, "osd" if osd else languages)
-    engine = _engines.get(key)
-    if engine is None:
-        if not osd:  # one set of models at a time: each is tens of MiB
-            for old_key in [k for k in _engines if k[1] != "osd"]:
-                _engines.pop(old_key).End()
-        try:
-            if osd:
-                engine = tesserocr.PyTessBaseAPI(path=tessdata, lang="osd", psm=tesserocr.PSM.OSD_ONLY)
-            else:
-                engine = tesserocr.PyTessBaseAPI(path=tessdata, lang=languages)
-        except RuntimeError:
-            if osd:
-                return None  # no orientation model: pages are read as they are
-            raise DocumentUnreadable(
-                f"OCR is not available for the languages {languages!r}: their Tesseract models are not installed "
-                f"in {tessdata}"
-            ) from None
-        _engines[key] = engine
+    if key in _engines:
+        return _engines[key]
+    if not osd:  # one set of models at a time: each is tens of MiB
+        for old_key in [k for k in _engines if k[1] != "osd"]:
+            _engines.pop(old_key).End()
+    try:
+        if osd:
+            engine = tesserocr.PyTessBaseAPI(path=tessdata, lang="osd", psm=tesserocr.PSM.OSD_ONLY)
+        else:
+            engine = tesserocr.PyTessBaseAPI(path=tessdata, lang=languages)
+    except RuntimeError:
+        if osd:  # no orientation model: pages are read as they are
+            _engines[key] = None
+            return None
+        raise DocumentUnreadable(
+            f"OCR is not available for the languages {languages!r}: their Tesseract models are not installed "
+            f"in {tessdata}"
+        ) from None
+    _engines[key] = engine
     return engine
 
 
 def _upright(image):
-    """The image turned so that its text reads left to right (a page scanned sideways or upside down)."""
+    """The image turned so that its text reads left to right (a page scanned sideways or upside down), or None
+    when it already does or its orientation cannot be told."""
     engine = _engine("", osd=True)
     if engine is None:
-        return image
+        return None
     engine.SetImage(image)
     found = engine.DetectOrientationScript()  # None: too little text to tell
     if not found or not found.get("orient_deg"):
-        return image
+        return None
     return image.rotate(found["orient_deg"], expand=True, fillcolor="white")
 
 
 def recognize(image) -> PageText:
     """The text of one page image (Pillow), in reading order, paragraphs separated by blank lines."""
-    languages = "+".join(_options().get("languages") or ["eng"])
-    image = _upright(_flatten(image))
-    engine = _engine(languages)
+    engine = _engine("+".join(_options().get("languages") or ["eng"]))
+    image = _flatten(image)
+    turned = _upright(image)
+    if turned is None:
+        return _read(engine, image)
+    read = _read(engine, turned)
+    if (read.confidence or 0) < DOUBTFUL_CONFIDENCE:  # orientation detection can be wrong on a page of few words
+        as_scanned = _read(engine, image)
+        if (as_scanned.confidence or 0) > (read.confidence or 0):
+            return as_scanned
+    return read
+
+
+def _read(engine, image) -> PageText:
     engine.SetImage(image)
     text = engine.GetUTF8Text()
     confidences = list(engine.AllWordConfidences())

@@ -104,3 +104,17 @@ def test_the_vision_transformer_renders_each_page_as_a_jpeg():
     assert [page["method"] for page in converted.pages] == ["vision_model", "vision_model"]
     assert [Image.open(io.BytesIO(image)).format for image in converted.images] == ["JPEG", "JPEG"]
     assert get_transformer(source_type=PDF, name="vision-llm").vision
+
+
+def test_a_page_turned_the_wrong_way_by_orientation_detection_is_read_as_scanned(monkeypatch):
+    from doctransform import ocr
+    from doctransform.transformers import conversion_options
+
+    monkeypatch.setattr(ocr, "_upright", lambda image: image.rotate(180, expand=True))  # a wrong guess
+    token = conversion_options.set(services.conversion_options())
+    try:
+        read = ocr.recognize(scans.page_image())
+    finally:
+        conversion_options.reset(token)
+    assert_words(read.text)
+    assert read.confidence > ocr.DOUBTFUL_CONFIDENCE

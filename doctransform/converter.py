@@ -135,6 +135,7 @@ class ConverterProcess:
             self.close()
             self.start()
         self.conversions += 1
+        assert self._conn is not None  # start() opened it
         answered = False
         deadline = time.monotonic() + timeout
         try:

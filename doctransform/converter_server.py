@@ -18,6 +18,7 @@ import os
 import resource
 import sys
 from multiprocessing.connection import Connection
+from typing import Any
 
 from doctransform.exceptions import TransformationFailed, markdown_too_large
 from doctransform.transformers import Converted, conversion_options, load_function, output_limit, page_reporter
@@ -36,7 +37,7 @@ def serve(conn: Connection, *, max_memory_mb: int) -> None:
     if max_memory_mb:
         resource.setrlimit(resource.RLIMIT_AS, (max_memory_mb * MIB, max_memory_mb * MIB))
     conn.send(("ready", os.getpid()))
-    functions = {}
+    functions: dict[str, Any] = {}
     while True:
         try:
             request = conn.recv()
@@ -45,6 +46,8 @@ def serve(conn: Connection, *, max_memory_mb: int) -> None:
         _, function_path, data, hints, max_output_bytes, *rest = request
         output_limit.set(max_output_bytes)
         conversion_options.set(rest[0] if rest else None)
+        markdown: str | None = None
+        converted: Any = None
         page_reporter.set(lambda done, total: conn.send(("progress", done, total)))
         try:
             function = functions.get(function_path) or functions.setdefault(function_path, load_function(function_path))
@@ -54,7 +57,7 @@ def serve(conn: Connection, *, max_memory_mb: int) -> None:
             markdown = converted.markdown
             if max_output_bytes and utf8_size_exceeds(markdown, max_output_bytes):
                 raise markdown_too_large(max_output_bytes)
-            reply = ("ok", markdown, {"pages": converted.pages, "images": converted.images})
+            reply: tuple[Any, ...] = ("ok", markdown, {"pages": converted.pages, "images": converted.images})
         except TransformationFailed as exc:
             reply = ("failed", type(exc).__name__, str(exc))
         except MemoryError:

@@ -15,6 +15,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from .exceptions import DocumentEncrypted, DocumentUnreadable, PageLimitExceeded
 
@@ -81,7 +82,7 @@ def _check_pixels(width: int, height: int, page: int) -> None:
 
 
 # --- Tesseract ----------------------------------------------------------------------------------------------
-_engines: dict[tuple[str, str], object] = {}  # (tessdata, languages) -> PyTessBaseAPI, kept for the process
+_engines: dict[tuple[str, str], Any] = {}  # (tessdata, languages) -> PyTessBaseAPI, kept for the process
 
 
 def _engine(languages: str, *, osd: bool = False):

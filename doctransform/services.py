@@ -142,7 +142,7 @@ def document_upload(
     chosen = transformers.get_transformer(
         source_type=detected.content_type, target_format=target_format, name=transformer or None
     )
-    options = {"ocr_languages": ocr_languages_validate(ocr_languages) if ocr_languages else None}
+    options: dict[str, Any] = {"ocr_languages": ocr_languages_validate(ocr_languages) if ocr_languages else None}
     if chosen.vision:
         options["vision"] = _vision_config(
             project=project, config_id=config_id, config_version=config_version, blob=config_blob
@@ -227,7 +227,11 @@ def transformation_job_create(
     vision: dict[str, Any] | None = None,
 ) -> Job:
     """A PENDING transformation job for ``document`` on the low-priority queue (published after commit)."""
-    params = {"document_id": str(document.id), "target_format": target_format, "transformer": transformer}
+    params: dict[str, Any] = {
+        "document_id": str(document.id),
+        "target_format": target_format,
+        "transformer": transformer,
+    }
     if ocr_languages:
         params["ocr_languages"] = ocr_languages
     if vision:
@@ -321,7 +325,7 @@ def document_transform(
         result["pages"] = converted.pages
         result["ocr_confidence"] = _mean_confidence(converted.pages)
     if calls is not None:
-        result["vision"] = {**calls, "config": vision.get("config")}
+        result["vision"] = {**calls, "config": (vision or {}).get("config")}
         result["usage"] = calls["usage"]
     if not output.strip():
         result["warning"] = "no text was found in the document"

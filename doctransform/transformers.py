@@ -34,7 +34,7 @@ MARKDOWN = "markdown"
 TARGET_FORMATS = (MARKDOWN,)
 TARGET_CONTENT_TYPES = {MARKDOWN: ct.MARKDOWN}
 
-ConversionFunction = Callable[..., str]
+ConversionFunction = Callable[..., "str | Converted"]
 
 # The output cap of the running conversion in bytes (0: none), set by the converter process, which checks every
 # output against it. A conversion function that can tell early that its output will not fit raises

@@ -179,7 +179,7 @@ def credentials_rotate() -> int:
 # --- The call -------------------------------------------------------------------------------------
 def config_for_call(
     *, project: Project, config_id: int | None = None, config_version: int | None = None, blob: Any = None
-) -> tuple[dict[str, Any], dict[str, int] | None]:
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """The blob a call will use and the config reference it came from (None for an inline blob).
 
     ``ConfigNotFound`` for an unknown config or version or another project's, ``ValidationError`` for an invalid
@@ -187,9 +187,9 @@ def config_for_call(
     """
     reference = None
     if blob is None:
-        found = selectors.config_version_for_call(project=project, config_id=config_id, version=config_version)
+        found = selectors.config_version_for_call(project=project, config_id=config_id, version=config_version)  # type: ignore[arg-type]  # None: ConfigNotFound
         if found is None:
-            if selectors.config_get(project=project, config_id=config_id) is None:
+            if selectors.config_get(project=project, config_id=config_id) is None:  # type: ignore[arg-type]  # None: ConfigNotFound
                 raise ConfigNotFound(f"config {config_id} does not exist in your project")
             raise ConfigNotFound(f"config {config_id} has no version {config_version}")
         blob, has_credentials = found

@@ -276,11 +276,10 @@ def _pdf_markdown(pages, data: bytes) -> Converted:
             else:
                 if images is None:
                     images = ocr.PdfPages(data)
-                read = ocr.recognize(images.render(number - 1))
+                dpi = ocr.scan_dpi(page.images)
+                read = ocr.recognize(images.render(number - 1, dpi=dpi))
                 blocks.extend(read.text.split("\n\n") if read.text else [])
-                report.append(
-                    {"page": number, "method": ocr.OCR, "confidence": read.confidence, "words": len(read.confidences)}
-                )
+                report.append({**_ocr_page(number, read), "dpi": dpi})
             report_page(number, len(pages))
     finally:
         if images is not None:

@@ -35,6 +35,7 @@ def test_an_image_only_pdf_page_is_read_by_ocr():
     assert_words(converted.markdown)
     [page] = converted.pages
     assert (page["page"], page["method"], page["words"]) == (1, "ocr", 8)
+    assert page["dpi"] == 150  # the scan's own resolution, not DOCUMENT_OCR_DPI (300)
     assert page["confidence"] > 80
 
 
@@ -89,9 +90,17 @@ def test_over_the_page_or_pixel_limits_the_conversion_fails_clearly():
 
 
 def test_a_pdf_page_larger_than_the_pixel_limit_is_rasterized_smaller():
-    # 900 x 260 px at 150 DPI is 1560 x 450 px at 260 DPI; the limit brings it back to about 1250 x 360
-    converted = convert(scans.scanned_pdf(), dpi=260, max_pixels=450_000)
-    assert_words(converted.markdown)
+    from doctransform import ocr
+    from doctransform.transformers import conversion_options
+
+    token = conversion_options.set({**services.conversion_options(), "max_pixels": 450_000})
+    pages = ocr.PdfPages(scans.scanned_pdf(scans.page_image(size=(1800, 520))))  # 12 x 3.5 inches
+    try:
+        width, height = pages.render(0, dpi=150).size  # 1800 x 520 px at 150 DPI: over the limit
+    finally:
+        pages.close()
+        conversion_options.reset(token)
+    assert width * height <= 450_000 and width > 1000
 
 
 def test_the_vision_transformer_renders_each_page_as_a_jpeg():

@@ -70,6 +70,10 @@ def test_images_are_detected_and_read(kind, content_type):
     assert converted.pages[0]["method"] == "ocr"
 
 
+def test_only_a_riff_container_of_webp_is_an_image():
+    assert detect_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt " + b"\x00" * 32).content_type == "application/x-riff"
+
+
 def test_a_multi_page_tiff_is_read_page_by_page():
     import io
 

@@ -23,6 +23,7 @@ BENCHMARKS = [
     ["bench/fairness.py"],
     ["bench/doctransform_throughput.py"],
     ["bench/dashboard.py", "--jobs", "1000000", "--rounds", "5"],
+    ["bench/ocr_throughput.py"],
 ]
 
 

@@ -21,6 +21,8 @@ import socket
 import subprocess
 import sys
 import threading
+import time
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -31,15 +33,19 @@ from .exceptions import (
     DocumentEncrypted,
     DocumentUnreadable,
     MarkdownTooLarge,
+    PageLimitExceeded,
     TransformationFailed,
     TransformationTimeout,
 )
-from .transformers import Transformer
+from .transformers import Converted, Transformer
 
 logger = logging.getLogger(__name__)
 
 STARTUP_TIMEOUT = 60.0
-_ERRORS = {cls.__name__: cls for cls in (DocumentEncrypted, DocumentUnreadable, MarkdownTooLarge, TransformationFailed)}
+_ERRORS = {
+    cls.__name__: cls
+    for cls in (DocumentEncrypted, DocumentUnreadable, MarkdownTooLarge, PageLimitExceeded, TransformationFailed)
+}
 _PR_SET_PDEATHSIG = 1
 try:  # resolved here, not between fork and exec, where loading a library is not safe
     _prctl: Any = ctypes.CDLL(None, use_errno=True).prctl
@@ -103,9 +109,27 @@ class ConverterProcess:
     def convert(
         self, *, function_path: str, data: bytes, hints: dict[str, Any], timeout: float, max_output_bytes: int = 0
     ) -> str:
+        """The Markdown of one conversion (see ``run``)."""
+        return self.run(
+            function_path=function_path, data=data, hints=hints, timeout=timeout, max_output_bytes=max_output_bytes
+        ).markdown
+
+    def run(
+        self,
+        *,
+        function_path: str,
+        data: bytes,
+        hints: dict[str, Any],
+        timeout: float,
+        max_output_bytes: int = 0,
+        options: dict[str, Any] | None = None,
+        on_page: Callable[[int, int], None] | None = None,
+    ) -> Converted:
         """Run one conversion; kill the converter if it does not answer within ``timeout`` seconds.
 
-        ``MarkdownTooLarge`` when the output passes ``max_output_bytes`` (0: no cap).
+        ``MarkdownTooLarge`` when the output passes ``max_output_bytes`` (0: no cap). ``options`` reach the
+        conversion function (``transformers.conversion_options``); ``on_page(done, total)`` is called as pages are
+        done, within the same ``timeout``.
         """
         if not self.alive() or self.conversions >= self.max_conversions:
             self.close()
@@ -113,25 +137,31 @@ class ConverterProcess:
         self.conversions += 1
         assert self._conn is not None  # start() opened it
         answered = False
+        deadline = time.monotonic() + timeout
         try:
             try:
-                self._conn.send(("convert", function_path, data, hints, max_output_bytes))
+                self._conn.send(("convert", function_path, data, hints, max_output_bytes, options))
             except OSError:
                 raise ConverterCrashed(f"the converter process died ({self._exit_description()})") from None
-            if not self._conn.poll(timeout):
-                raise TransformationTimeout(f"the conversion took longer than {timeout:g} s and was stopped")
-            try:
-                reply = self._conn.recv()
-            except (EOFError, OSError):
-                raise ConverterCrashed(
-                    f"the converter process crashed while converting this document ({self._exit_description()})"
-                ) from None
+            while True:
+                if not self._conn.poll(max(0.0, deadline - time.monotonic())):
+                    raise TransformationTimeout(f"the conversion took longer than {timeout:g} s and was stopped")
+                try:
+                    reply = self._conn.recv()
+                except (EOFError, OSError):
+                    raise ConverterCrashed(
+                        f"the converter process crashed while converting this document ({self._exit_description()})"
+                    ) from None
+                if reply[0] != "progress":
+                    break
+                if on_page is not None:
+                    on_page(reply[1], reply[2])
             answered = True
         finally:
             if not answered:  # timeout, crash, or the task's own soft time limit interrupting the wait
                 self.close()
         if reply[0] == "ok":
-            return reply[1]
+            return Converted(markdown=reply[1], pages=reply[2]["pages"], images=reply[2]["images"])
         _, error_class, message = reply
         raise _ERRORS.get(error_class, TransformationFailed)(message)
 
@@ -177,12 +207,27 @@ def converter_process() -> ConverterProcess:
 
 
 def run_transformer(*, transformer: Transformer, data: bytes, charset: str | None, filename: str) -> str:
+    """The Markdown of ``data`` converted with ``transformer`` (see ``run_conversion``)."""
+    return run_conversion(transformer=transformer, data=data, charset=charset, filename=filename).markdown
+
+
+def run_conversion(
+    *,
+    transformer: Transformer,
+    data: bytes,
+    charset: str | None,
+    filename: str,
+    options: dict[str, Any] | None = None,
+    on_page: Callable[[int, int], None] | None = None,
+) -> Converted:
     """Convert ``data`` with ``transformer`` in the converter process, within DOCUMENT_TRANSFORM_TIMEOUT and
     DOCUMENT_TRANSFORM_MAX_OUTPUT_BYTES."""
-    return converter_process().convert(
+    return converter_process().run(
         function_path=transformer.function_path,
         data=data,
         hints={"charset": charset, "filename": filename},
         timeout=settings.DOCUMENT_TRANSFORM_TIMEOUT,
         max_output_bytes=settings.DOCUMENT_TRANSFORM_MAX_OUTPUT_BYTES,
+        options=options,
+        on_page=on_page,
     )

@@ -2,11 +2,13 @@
 
 Started by ``doctransform.converter`` as ``python -m doctransform.converter_server FD MAX_MEMORY_MB``; it talks
 over the socket FD (``multiprocessing.connection`` framing). Requests are
-``("convert", function_path, data, hints, max_output_bytes)``; answers are ``("ok", markdown)`` or
-``("failed", error_class_name, message)``. A hang, a crash or a memory blow-up stays in this process: the
-worker kills it and starts another. An output over ``max_output_bytes`` (0: no cap) is refused here, so it is
-never sent to the worker nor stored; while it is built, this process's memory cap bounds it. No Django here, and
-no secrets: the worker starts it with a minimal environment.
+``("convert", function_path, data, hints, max_output_bytes, options)``; answers are ``("ok", markdown, details)``
+(``details``: what happened to each page, and page images for a vision model) or
+``("failed", error_class_name, message)``, after any number of ``("progress", pages_done, page_count)``.
+A hang, a crash or a memory blow-up stays in this process: the worker kills it and starts another. An output over
+``max_output_bytes`` (0: no cap) is refused here, so it is never sent to the worker nor stored; while it is built,
+this process's memory cap bounds it. No Django here, and no secrets: the worker starts it with a minimal
+environment.
 """
 
 from __future__ import annotations
@@ -19,16 +21,18 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from doctransform.exceptions import TransformationFailed, markdown_too_large
-from doctransform.transformers import load_function, output_limit
+from doctransform.transformers import Converted, conversion_options, load_function, output_limit, page_reporter
 
 MIB = 1024 * 1024
 
 
 def serve(conn: Connection, *, max_memory_mb: int) -> None:
     # One conversion at a time needs no BLAS thread pool (numpy comes in with pandas): fewer threads, less memory.
-    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "OMP_THREAD_LIMIT", "MKL_NUM_THREADS"):
         os.environ.setdefault(name, "1")
     import markitdown.converters  # noqa: F401  - pay the ~1 s import once, before the first request
+    import pypdfium2  # noqa: F401  - and those of OCR (its language models load on first use)
+    import tesserocr  # noqa: F401
 
     if max_memory_mb:
         resource.setrlimit(resource.RLIMIT_AS, (max_memory_mb * MIB, max_memory_mb * MIB))
@@ -39,14 +43,21 @@ def serve(conn: Connection, *, max_memory_mb: int) -> None:
             request = conn.recv()
         except EOFError:  # the worker closed the socket or died
             return
-        _, function_path, data, hints, max_output_bytes = request
+        _, function_path, data, hints, max_output_bytes, *rest = request
         output_limit.set(max_output_bytes)
+        conversion_options.set(rest[0] if rest else None)
+        markdown: str | None = None
+        converted: Any = None
+        page_reporter.set(lambda done, total: conn.send(("progress", done, total)))
         try:
             function = functions.get(function_path) or functions.setdefault(function_path, load_function(function_path))
-            markdown = function(data, **hints)
+            converted = function(data, **hints)
+            if not isinstance(converted, Converted):
+                converted = Converted(markdown=converted)
+            markdown = converted.markdown
             if max_output_bytes and utf8_size_exceeds(markdown, max_output_bytes):
                 raise markdown_too_large(max_output_bytes)
-            reply: tuple[str, ...] = ("ok", markdown)
+            reply: tuple[Any, ...] = ("ok", markdown, {"pages": converted.pages, "images": converted.images})
         except TransformationFailed as exc:
             reply = ("failed", type(exc).__name__, str(exc))
         except MemoryError:
@@ -55,7 +66,7 @@ def serve(conn: Connection, *, max_memory_mb: int) -> None:
             logging.getLogger(__name__).exception("conversion failed")
             reply = ("failed", "TransformationFailed", f"the converter failed: {type(exc).__name__}: {exc}")
         del request, data
-        markdown = None  # an output refused for its size is not kept while the converter waits
+        markdown = converted = None  # an output refused for its size is not kept while the converter waits
         conn.send(reply)
 
 

@@ -31,6 +31,11 @@ XML = "application/xml"
 ZIP = "application/zip"
 OLE2 = "application/x-ole-storage"
 OCTET_STREAM = "application/octet-stream"
+PNG = "image/png"
+JPEG = "image/jpeg"
+TIFF = "image/tiff"
+WEBP = "image/webp"
+IMAGES = (PNG, JPEG, TIFF, WEBP)  # scans and photographs, read by OCR
 
 # The extension a stored document gets (never the client's: only what the bytes were detected as).
 EXTENSIONS = {
@@ -43,6 +48,10 @@ EXTENSIONS = {
     JSON: ".json",
     TEXT: ".txt",
     MARKDOWN: ".md",
+    PNG: ".png",
+    JPEG: ".jpg",
+    TIFF: ".tif",
+    WEBP: ".webp",
 }
 
 _OOXML_BY_EXTENSION = {".docx": DOCX, ".pptx": PPTX, ".xlsx": XLSX}
@@ -65,9 +74,9 @@ _OLE2_STREAMS = (  # stream names (UTF-16LE in the directory) -> type
     ("Book", "application/vnd.ms-excel"),
     ("PowerPoint Document", "application/vnd.ms-powerpoint"),
 )
-_SIGNATURES = (  # (offset, magic, type) of binary formats we recognise only to name them in an answer
-    (0, b"\x89PNG\r\n\x1a\n", "image/png"),
-    (0, b"\xff\xd8\xff", "image/jpeg"),
+_SIGNATURES = (  # (offset, magic, type) of binary formats: images are OCRed, the others only named in an answer
+    (0, b"\x89PNG\r\n\x1a\n", PNG),
+    (0, b"\xff\xd8\xff", JPEG),
     (0, b"GIF87a", "image/gif"),
     (0, b"GIF89a", "image/gif"),
     (0, b"RIFF", "application/x-riff"),
@@ -78,8 +87,8 @@ _SIGNATURES = (  # (offset, magic, type) of binary formats we recognise only to 
     (0, b"\x7fELF", "application/x-executable"),
     (0, b"MZ", "application/x-msdownload"),
     (0, b"{\\rtf", "application/rtf"),
-    (0, b"II*\x00", "image/tiff"),
-    (0, b"MM\x00*", "image/tiff"),
+    (0, b"II*\x00", TIFF),
+    (0, b"MM\x00*", TIFF),
     (4, b"ftyp", "video/mp4"),
     (0, b"ID3", "audio/mpeg"),
     (0, b"OggS", "audio/ogg"),
@@ -130,6 +139,8 @@ def _detect(stream: BinaryIO, head: bytes, extension: str) -> Detected:
         return _detect_zip(stream, extension)
     if head.startswith(_OLE2_MAGIC):
         return _detect_ole2(stream, extension)
+    if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
+        return Detected(WEBP)
     for offset, magic, content_type in _SIGNATURES:
         if head[offset : offset + len(magic)] == magic:
             return Detected(content_type)

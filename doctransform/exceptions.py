@@ -41,6 +41,14 @@ class UnsupportedTransformation(DocumentError):
         self.supported = supported
 
 
+class InvalidTransformOptions(DocumentError):
+    """An upload's OCR languages or vision model config cannot be used (400); ``errors`` by field."""
+
+    def __init__(self, errors: dict[str, list[str]]) -> None:
+        super().__init__("; ".join(f"{field}: {' '.join(messages)}" for field, messages in errors.items()))
+        self.errors = errors
+
+
 # --- Transformation (the job ends FAILED with the message) ------------------------------------------
 class TransformationFailed(DocumentError):
     pass
@@ -68,3 +76,7 @@ class MarkdownTooLarge(TransformationFailed):
 
 def markdown_too_large(limit: int) -> MarkdownTooLarge:
     return MarkdownTooLarge(f"the Markdown exceeds {limit / 1024 / 1024:g} MiB")
+
+
+class PageLimitExceeded(TransformationFailed):
+    """More pages than ``DOCUMENT_MAX_PAGES``, or a page over ``DOCUMENT_MAX_PAGE_PIXELS``."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from jobs.registry import job_function
@@ -11,7 +12,24 @@ from .serializers import DocumentTransformResultSerializer
 from .transformers import MARKDOWN
 
 
-@job_function(job_type="DOC_TRANSFORM", result=DocumentTransformResultSerializer)
+def usage_columns(result: Any) -> dict[str, Any]:
+    """The job's usage columns (jobs.registry ``accounting``) when a vision model read the pages: its provider,
+    model, tokens and cost, counted in the project's spend and usage reports like an LLM call's."""
+    vision = result.get("vision") if isinstance(result, dict) else None
+    if not vision:
+        return {}
+    usage = vision.get("usage") or {}
+    cost = usage.get("cost")
+    return {
+        "provider": vision.get("provider"),
+        "model": vision.get("model"),
+        "input_tokens": usage.get("input_tokens"),
+        "output_tokens": usage.get("output_tokens"),
+        "cost": None if cost is None else Decimal(cost),
+    }
+
+
+@job_function(job_type="DOC_TRANSFORM", result=DocumentTransformResultSerializer, accounting=usage_columns)
 def execute_job(
     *,
     project_id: int,
@@ -21,6 +39,8 @@ def execute_job(
     document_id: str,
     target_format: str = MARKDOWN,
     transformer: str | None = None,
+    ocr_languages: list[str] | None = None,
+    vision: dict[str, Any] | None = None,
     **kwargs: Any,
 ) -> dict[str, Any]:
     """Transform one document; the result names the new document and where to download it."""
@@ -30,4 +50,6 @@ def execute_job(
         document_id=document_id,
         target_format=target_format,
         transformer=transformer,
+        ocr_languages=ocr_languages,
+        vision=vision,
     )

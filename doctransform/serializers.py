@@ -46,6 +46,26 @@ class DocumentUploadSerializer(ScheduledSubmissionSerializer):
         required=False, default="", allow_blank=True, max_length=64, help_text="Default: the pair's default."
     )
     callback_url = serializers.URLField(required=False, allow_blank=True, max_length=2048)
+    ocr_languages = serializers.CharField(
+        required=False,
+        default="",
+        allow_blank=True,
+        max_length=200,
+        help_text="Tesseract languages for scanned pages, e.g. eng,hin (or eng+hin). Default: DOCUMENT_OCR_LANGUAGES.",
+    )
+    config_id = serializers.IntegerField(
+        required=False, min_value=1, help_text="transformer=vision-llm: the LLM config whose model reads the pages."
+    )
+    config_version = serializers.IntegerField(required=False, min_value=1, help_text="With config_id.")
+    config_blob = serializers.JSONField(
+        required=False, help_text="transformer=vision-llm: an inline LLM config instead of config_id and version."
+    )
+
+    def validate_ocr_languages(self, value: str) -> list[str]:
+        languages = [item.strip() for item in value.replace("+", ",").split(",") if item.strip()]
+        if len(languages) > 10:
+            raise serializers.ValidationError("at most 10 languages")
+        return languages
 
 
 class DocumentSubmittedSerializer(JobSubmittedSerializer):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import time
 import uuid
 from datetime import datetime, timedelta
@@ -11,6 +12,7 @@ from pathlib import PurePath
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.files import File
 from django.core.files.base import ContentFile
 from django.core.files.storage import Storage, storages
@@ -22,12 +24,21 @@ from django.utils import timezone
 from jobs.exceptions import RetryableJobError
 from jobs.models import Job
 from jobs.services import job_create, job_report_progress
+from llm import services as llm_services
+from llm.exceptions import ConfigNotFound, CredentialsMissing
 from tenancy.models import Project
 
-from . import detection, transformers
-from .converter import run_transformer
-from .exceptions import DocumentTooLarge, EmptyDocument, StorageQuotaExceeded, TransformationFailed
+from . import detection, ocr, transformers
+from .converter import run_conversion
+from .exceptions import (
+    DocumentTooLarge,
+    EmptyDocument,
+    InvalidTransformOptions,
+    StorageQuotaExceeded,
+    TransformationFailed,
+)
 from .models import Document, DocumentQuota
+from .vision import pages_to_markdown
 
 logger = logging.getLogger(__name__)
 
@@ -109,11 +120,17 @@ def document_upload(
     transformer: str | None = None,
     callback_url: str = "",
     run_after: datetime | None = None,
+    ocr_languages: list[str] | None = None,
+    config_id: int | None = None,
+    config_version: int | None = None,
+    config_blob: Any = None,
 ) -> tuple[Document, Job]:
     """Store an uploaded document and create the job that transforms it (low priority).
 
-    Raises ``EmptyDocument``, ``DocumentTooLarge``, ``StorageQuotaExceeded`` or ``UnsupportedTransformation``
-    (with the supported pairs) before anything is stored.
+    Raises ``EmptyDocument``, ``DocumentTooLarge``, ``StorageQuotaExceeded``, ``UnsupportedTransformation``
+    (with the supported pairs), ``PageLimitExceeded`` (an image over DOCUMENT_MAX_PAGE_PIXELS or
+    DOCUMENT_MAX_PAGES) or ``InvalidTransformOptions`` (OCR languages, the vision model's config) before anything
+    is stored.
     """
     limit = settings.DOCUMENT_MAX_UPLOAD_BYTES
     if file.size is not None and file.size > limit:
@@ -125,6 +142,17 @@ def document_upload(
     chosen = transformers.get_transformer(
         source_type=detected.content_type, target_format=target_format, name=transformer or None
     )
+    options: dict[str, Any] = {"ocr_languages": ocr_languages_validate(ocr_languages) if ocr_languages else None}
+    if chosen.vision:
+        options["vision"] = _vision_config(
+            project=project, config_id=config_id, config_version=config_version, blob=config_blob
+        )
+    elif config_id is not None or config_blob is not None:
+        raise InvalidTransformOptions({"transformer": ["a config is used by the vision-llm transformer only"]})
+    if detected.content_type in detection.IMAGES:
+        ocr.check_image_limits(
+            file, max_pixels=settings.DOCUMENT_MAX_PAGE_PIXELS, max_pages=settings.DOCUMENT_MAX_PAGES
+        )
     document = None
     try:
         with transaction.atomic():
@@ -137,12 +165,55 @@ def document_upload(
                 transformer=chosen.name,
                 callback_url=callback_url,
                 run_after=run_after,
+                **options,
             )
     except BaseException:
         if document is not None:  # the rows were rolled back; the file was already written
             _delete_file(document.storage_key)
         raise
     return document, job
+
+
+def ocr_languages_validate(languages: list[str]) -> list[str]:
+    """``languages`` when Tesseract has a model for each; ``InvalidTransformOptions`` naming the installed ones."""
+    installed = ocr_languages_installed()
+    unknown = [language for language in languages if language not in installed]
+    if unknown:
+        raise InvalidTransformOptions(
+            {"ocr_languages": [f"no OCR model for {', '.join(map(repr, unknown))}; installed: {', '.join(installed)}"]}
+        )
+    return list(dict.fromkeys(languages))
+
+
+def ocr_languages_installed() -> list[str]:
+    """The languages of the Tesseract models in DOCUMENT_OCR_TESSDATA_PATH (osd is orientation, not a language)."""
+    try:
+        names = os.listdir(settings.DOCUMENT_OCR_TESSDATA_PATH)
+    except OSError:
+        return []
+    return sorted(
+        n.removesuffix(".traineddata") for n in names if n.endswith(".traineddata") and n != "osd.traineddata"
+    )
+
+
+def _vision_config(*, project: Project, config_id: int | None, config_version: int | None, blob: Any) -> dict[str, Any]:
+    if blob is None and (config_id is None or config_version is None):
+        raise InvalidTransformOptions(
+            {"config_id": ["the vision-llm transformer needs config_id and config_version, or config_blob"]}
+        )
+    try:
+        blob, reference = llm_services.config_for_call(
+            project=project, config_id=config_id, config_version=config_version, blob=blob
+        )
+    except ConfigNotFound as exc:
+        raise InvalidTransformOptions({"config_id": [str(exc)]}) from None
+    except CredentialsMissing as exc:
+        raise InvalidTransformOptions({"credentials": [str(exc)]}) from None
+    except DjangoValidationError as exc:
+        raise InvalidTransformOptions(
+            {f"config_blob.{key}": value for key, value in exc.message_dict.items()}
+        ) from None
+    return {"blob": blob, "config": reference}
 
 
 def transformation_job_create(
@@ -152,13 +223,24 @@ def transformation_job_create(
     transformer: str,
     callback_url: str = "",
     run_after: datetime | None = None,
+    ocr_languages: list[str] | None = None,
+    vision: dict[str, Any] | None = None,
 ) -> Job:
     """A PENDING transformation job for ``document`` on the low-priority queue (published after commit; SCHEDULED
     until ``run_after`` when that is ahead)."""
+    params: dict[str, Any] = {
+        "document_id": str(document.id),
+        "target_format": target_format,
+        "transformer": transformer,
+    }
+    if ocr_languages:
+        params["ocr_languages"] = ocr_languages
+    if vision:
+        params["vision"] = vision
     return job_create(
         project=document.project,
         function_path=EXECUTE_JOB_PATH,
-        params={"document_id": str(document.id), "target_format": target_format, "transformer": transformer},
+        params=params,
         priority="low",
         callback_url=callback_url,
         run_after=run_after,
@@ -166,7 +248,14 @@ def transformation_job_create(
 
 
 def document_transform(
-    *, project_id: int, job_id: str, document_id: str, target_format: str, transformer: str | None
+    *,
+    project_id: int,
+    job_id: str,
+    document_id: str,
+    target_format: str,
+    transformer: str | None,
+    ocr_languages: list[str] | None = None,
+    vision: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Transform a stored document and store the result as a new document linked to its source.
 
@@ -188,7 +277,27 @@ def document_transform(
 
     job_report_progress(job_id=job_id, percent=10, message=f"converting {source.content_type} with {chosen.name}")
     started = time.monotonic()
-    output = run_transformer(transformer=chosen, data=data, charset=charset, filename=source.filename)
+    # Page by page: OCR takes 10-85 %; a vision model's pages are rendered in 10-30 % and read in 30-85 %.
+    end = 30 if chosen.vision else 85
+    converted = run_conversion(
+        transformer=chosen,
+        data=data,
+        charset=charset,
+        filename=source.filename,
+        options=conversion_options(ocr_languages=ocr_languages),
+        on_page=lambda done, total: _report_page(job_id, done, total, start=10, end=end, what="read"),
+    )
+    output, calls = converted.markdown, None
+    if chosen.vision:
+        if not vision:
+            raise TransformationFailed("the vision-llm transformer needs an LLM config; upload the document again")
+        output, calls = pages_to_markdown(
+            project_id=project_id,
+            blob=vision["blob"],
+            images=converted.images,
+            max_output_bytes=settings.DOCUMENT_TRANSFORM_MAX_OUTPUT_BYTES,
+            on_page=lambda done, total: _report_page(job_id, done, total, start=30, end=85, what="transcribed"),
+        )
     elapsed = time.monotonic() - started
     logger.info("converted %s (%s bytes) in %.3f s", source.content_type, source.size, elapsed)
 
@@ -213,9 +322,38 @@ def document_transform(
         document = Document.objects.get(job_id=job_id)
     result = _transform_result(document)
     result["seconds"] = round(elapsed, 3)
+    if converted.pages:
+        result["pages"] = converted.pages
+        result["ocr_confidence"] = _mean_confidence(converted.pages)
+    if calls is not None:
+        result["vision"] = {**calls, "config": (vision or {}).get("config")}
+        result["usage"] = calls["usage"]
     if not output.strip():
-        result["warning"] = "no text was found in the document (a scanned document would need OCR)"
+        result["warning"] = "no text was found in the document"
     return result
+
+
+def conversion_options(*, ocr_languages: list[str] | None = None) -> dict[str, Any]:
+    """What the converter process needs to read scans (see ``transformers.conversion_options``)."""
+    return {
+        "languages": ocr_languages or settings.DOCUMENT_OCR_LANGUAGES,
+        "tessdata": settings.DOCUMENT_OCR_TESSDATA_PATH,
+        "dpi": settings.DOCUMENT_OCR_DPI,
+        "max_pages": settings.DOCUMENT_MAX_PAGES,
+        "max_pixels": settings.DOCUMENT_MAX_PAGE_PIXELS,
+    }
+
+
+def _report_page(job_id: str, done: int, total: int, *, start: int, end: int, what: str) -> None:
+    percent = start + (end - start) * done // max(total, 1)
+    job_report_progress(job_id=job_id, percent=percent, message=f"{what} page {done} of {total}")
+
+
+def _mean_confidence(pages: list[dict[str, Any]]) -> float | None:
+    """Tesseract's mean word confidence (0-100) over the OCRed pages; None when no page was OCRed or had words."""
+    read = [page for page in pages if page["method"] == ocr.OCR and page.get("words")]
+    words = sum(page["words"] for page in read)
+    return round(sum(page["confidence"] * page["words"] for page in read) / words, 1) if words else None
 
 
 def _read(document: Document) -> bytes:

@@ -21,7 +21,14 @@ from jobs.views import idempotent
 from tenancy.authentication import request_project
 
 from . import selectors, services
-from .exceptions import DocumentTooLarge, EmptyDocument, StorageQuotaExceeded, UnsupportedTransformation
+from .exceptions import (
+    DocumentTooLarge,
+    EmptyDocument,
+    InvalidTransformOptions,
+    PageLimitExceeded,
+    StorageQuotaExceeded,
+    UnsupportedTransformation,
+)
 from .filters import DocumentFilter
 from .models import Document
 from .serializers import (
@@ -114,10 +121,14 @@ class DocumentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
         request={"multipart/form-data": DocumentUploadSerializer},
         responses={
             202: DocumentSubmittedSerializer,
-            400: OpenApiResponse(description="Empty file, missing field, unknown target format or transformer."),
+            400: OpenApiResponse(
+                description="Empty file, missing field, unknown target format, transformer or OCR language, "
+                "or a vision-llm config that is missing, unknown, invalid or without the project's credentials."
+            ),
             413: OpenApiResponse(
-                description="Larger than DOCUMENT_MAX_UPLOAD_BYTES, or over the project's storage quota "
-                "(the message gives the quota and the usage)."
+                description="Larger than DOCUMENT_MAX_UPLOAD_BYTES, over the project's storage quota "
+                "(the message gives the quota and the usage), or an image over DOCUMENT_MAX_PAGE_PIXELS "
+                "or DOCUMENT_MAX_PAGES."
             ),
             415: OpenApiResponse(description="A document type that no transformer supports; lists the supported."),
         },
@@ -136,11 +147,20 @@ class DocumentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
                 transformer=data["transformer"] or None,
                 callback_url=data.get("callback_url", ""),
                 run_after=data["run_after"],
+                ocr_languages=data["ocr_languages"] or None,
+                config_id=data.get("config_id"),
+                config_version=data.get("config_version"),
+                config_blob=data.get("config_blob"),
             )
         except EmptyDocument as exc:
             raise ValidationError({"file": [str(exc)]}) from None
         except DocumentTooLarge:
             raise _too_large() from None
+        except PageLimitExceeded as exc:
+            message = str(exc)
+            raise PayloadTooLarge(f"{message[:1].upper()}{message[1:]}.") from None
+        except InvalidTransformOptions as exc:
+            raise ValidationError(exc.errors) from None
         except StorageQuotaExceeded as exc:
             message = str(exc)
             raise PayloadTooLarge(f"{message[:1].upper()}{message[1:]}. Delete documents to make room.") from None

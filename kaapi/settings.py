@@ -625,3 +625,18 @@ DASHBOARD_REFRESH_SECONDS = env.float("DASHBOARD_REFRESH_SECONDS", default=10.0,
 LLM_BUDGET_THRESHOLD_PERCENT = env.int("LLM_BUDGET_THRESHOLD_PERCENT", default=80, minimum=1)
 # The longest period GET /api/v1/usage/ reports on at once, in days.
 LLM_USAGE_MAX_DAYS = env.int("LLM_USAGE_MAX_DAYS", default=366, minimum=1)
+
+# --- Scanned documents: OCR and vision models (doctransform) -----------------------------------------
+# Tesseract languages a scan is read in when the upload names none (ocr_languages), e.g. "eng,hin".
+DOCUMENT_OCR_LANGUAGES = env.list("DOCUMENT_OCR_LANGUAGES", default=["eng"])
+# Where Tesseract's language models (LANG.traineddata) are: Debian's tesseract-ocr-LANG packages put them here.
+DOCUMENT_OCR_TESSDATA_PATH = env.str("DOCUMENT_OCR_TESSDATA_PATH", default="/usr/share/tesseract-ocr/5/tessdata")
+# Resolution PDF pages are rasterized at for OCR (dots per inch).
+DOCUMENT_OCR_DPI = env.int("DOCUMENT_OCR_DPI", default=300, minimum=72)
+# A PDF or TIFF with more pages is not converted (an image upload: 413; a PDF: the job FAILED).
+DOCUMENT_MAX_PAGES = env.int("DOCUMENT_MAX_PAGES", default=200, minimum=1)
+# An image page with more pixels is refused (upload 413, or FAILED); a PDF page is rasterized at a lower DPI instead.
+DOCUMENT_MAX_PAGE_PIXELS = env.int("DOCUMENT_MAX_PAGE_PIXELS", default=40_000_000, minimum=10_000)
+for _language in DOCUMENT_OCR_LANGUAGES:
+    if not _language.replace("_", "").isalnum():
+        raise ImproperlyConfigured(f"DOCUMENT_OCR_LANGUAGES: {_language!r} is not a Tesseract language name")

@@ -191,13 +191,9 @@ def llm_call_start(
     request_metadata: dict[str, Any] | None = None,
     run_after: datetime | None = None,
 ) -> Job:
-    """Check everything the worker will need, then create the LLM_API job on the high-priority queue (SCHEDULED
-    until ``run_after`` when that is ahead).
-
-    Refused here, not later in the worker: an unknown config or version or another project's
-    (``ConfigNotFound``), an invalid blob (``ValidationError``), no credentials for the provider
-    (``CredentialsMissing``). The resolved blob travels in the job's params: versions are immutable.
-    """
+    """Check everything the worker will need (``config_for_call``) and the project's budget (``BudgetExceeded``),
+    then create the LLM_API job on the high-priority queue (SCHEDULED until ``run_after`` when that is ahead). The
+    resolved blob travels in the job's params: versions are immutable."""
     params = _call_params(
         project=project,
         query=query,
@@ -219,18 +215,19 @@ def llm_call_start(
     )
 
 
-def _call_params(
+def config_for_call(
     *,
     project: Project,
-    query: str,
-    config_id: int | None,
-    config_version: int | None,
-    blob: Any,
-    request_metadata: dict[str, Any] | None,
+    config_id: int | None = None,
+    config_version: int | None = None,
+    blob: Any = None,
     lookups: dict | None = None,
-) -> dict[str, Any]:
-    """The params of a call's job: its blob resolved (and checked), its query and metadata. ``lookups`` keeps what
-    was looked up (versions, credentials) for the next calls of a batch."""
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The blob a call will use and the config reference it came from (None for an inline blob), refused here
+    rather than later in the worker: ``ConfigNotFound`` for an unknown config or version or another project's,
+    ``ValidationError`` for an invalid blob or a fallback without credentials, ``CredentialsMissing`` when the
+    project has no credentials for the blob's provider. ``lookups`` keeps what was looked up (versions,
+    credentials) for the next calls of a batch."""
     lookups = {} if lookups is None else lookups
     reference = None
     if blob is None:
@@ -263,6 +260,23 @@ def _call_params(
             f"PUT /api/v1/credentials/{provider}/"
         )
     _check_fallback_credentials(project=project, blob=blob)
+    return blob, reference
+
+
+def _call_params(
+    *,
+    project: Project,
+    query: str,
+    config_id: int | None,
+    config_version: int | None,
+    blob: Any,
+    request_metadata: dict[str, Any] | None,
+    lookups: dict | None = None,
+) -> dict[str, Any]:
+    """The params of a call's job: its blob resolved and checked (``config_for_call``), its query and metadata."""
+    blob, reference = config_for_call(
+        project=project, config_id=config_id, config_version=config_version, blob=blob, lookups=lookups
+    )
     return {"blob": blob, "query": query, "config": reference, "request_metadata": request_metadata}
 
 

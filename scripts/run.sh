@@ -12,7 +12,7 @@ cores="$(nproc 2>/dev/null || echo 1)"
 HIGH_WORKERS="${HIGH_WORKERS:-$((cores < 4 ? cores : 4))}"
 [ "$HIGH_WORKERS" -ge 1 ] 2>/dev/null || { echo "HIGH_WORKERS must be a number >= 1" >&2; exit 2; }
 
-scripts/services.sh start dev rabbitmq
+scripts/services.sh start dev rabbitmq ocr
 eval "$(scripts/services.sh env dev)"
 export RABBITMQ_URL DEBUG="${DEBUG:-true}" ALLOWED_HOSTS="${ALLOWED_HOSTS:-localhost,127.0.0.1,[::1]}"
 mkdir -p var/log

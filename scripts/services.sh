@@ -2,6 +2,7 @@
 # Project-local RabbitMQ, PostgreSQL and Redis nodes for `make run` and `make test`.
 #
 #   scripts/services.sh start PROFILE SERVICE...   start (or reuse) the nodes; installs missing packages
+#                                                  (SERVICE "ocr" only installs Tesseract's packages)
 #   scripts/services.sh stop PROFILE [SERVICE...]  stop them
 #   scripts/services.sh env PROFILE                print the export lines for the profile's URLs
 #   scripts/services.sh rabbitmqctl PROFILE ARGS   run rabbitmqctl against the profile's node
@@ -140,6 +141,17 @@ start_redis() {
 stop_redis() {
   if [ -f "$DIR/redis/pid" ]; then kill "$(cat "$DIR/redis/pid")" 2>/dev/null || true; rm -f "$DIR/redis/pid"; fi
 }
+
+# OCR (doctransform): Tesseract with the English and Hindi models; nothing to start or stop.
+OCR_PACKAGES=(tesseract-ocr tesseract-ocr-eng tesseract-ocr-hin)
+start_ocr() {
+  local missing=()
+  for package in "${OCR_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || missing+=("$package")
+  done
+  [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
+}
+stop_ocr() { :; }
 
 case "$cmd" in
   start)

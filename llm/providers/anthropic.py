@@ -35,6 +35,15 @@ class AnthropicMessages(Provider):
     def headers(self, credentials: Credentials) -> dict[str, str]:
         return {"x-api-key": credentials.api_key, "anthropic-version": ANTHROPIC_VERSION}
 
+    def content(self, parts: list[dict[str, str]]) -> list[dict[str, Any]]:
+        """The user message's ``text`` and ``image`` (base64 source) blocks."""
+        return [
+            {"type": "text", "text": part["text"]}
+            if part["type"] == "text"
+            else {"type": "image", "source": {"type": "base64", "media_type": part["media_type"], "data": part["data"]}}
+            for part in parts
+        ]
+
     def body(self, params: dict[str, Any], query: str) -> dict[str, Any]:
         params = dict(params)
         instructions = params.pop("instructions", None)

@@ -218,6 +218,11 @@ class Provider:
         """Values filled in when a config omits them (e.g. Anthropic's required max_tokens)."""
         return {}
 
+    def content(self, parts: list[dict[str, str]]) -> Any:
+        """A query made of parts, in the provider's shape: ``{"type": "text", "text": ...}`` and
+        ``{"type": "image", "media_type": "image/jpeg", "data": BASE64}`` (a page of a scanned document)."""
+        raise ProviderError(f"{self.name}: this provider takes text only")
+
     def url(self, credentials: Credentials) -> str:
         """Where to post; ``ProviderError`` for a base URL that is no longer acceptable (stored before a rule)."""
         base = credentials.base_url or self.default_base_url
@@ -226,8 +231,10 @@ class Provider:
             raise ProviderError(f"{self.name}: the credential's base URL {problem}")
         return base.rstrip("/") + self.path
 
-    def complete(self, *, credentials: Credentials, params: dict[str, Any], query: str) -> Completion:
-        body = self.body({**self.defaults(), **params}, query)
+    def complete(
+        self, *, credentials: Credentials, params: dict[str, Any], query: str | list[dict[str, str]]
+    ) -> Completion:
+        body = self.body({**self.defaults(), **params}, query if isinstance(query, str) else self.content(query))
         headers = {"content-type": "application/json", **self.headers(credentials)}
         if not all(value.isascii() and value.isprintable() for value in headers.values()):
             # Credentials stored before they were checked: refused here, since the HTTP library's own error

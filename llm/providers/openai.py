@@ -53,6 +53,16 @@ class OpenAIResponses(OpenAIAuth, Provider):
     def body(self, params: dict[str, Any], query: str) -> dict[str, Any]:
         return {**params, "input": query}
 
+    def content(self, parts: list[dict[str, str]]) -> list[dict[str, Any]]:
+        """One user message of ``input_text`` and ``input_image`` (a data URL) parts."""
+        content = [
+            {"type": "input_text", "text": part["text"]}
+            if part["type"] == "text"
+            else {"type": "input_image", "image_url": _data_url(part), "detail": "high"}
+            for part in parts
+        ]
+        return [{"role": "user", "content": content}]
+
     def parse(self, data: dict[str, Any]) -> Completion:
         if data.get("status") == "failed":
             raise ProviderError(
@@ -99,6 +109,15 @@ class OpenAIChat(OpenAIAuth, Provider):
         "reasoning_effort": Param(str, choices=_EFFORTS),
     }
 
+    def content(self, parts: list[dict[str, str]]) -> list[dict[str, Any]]:
+        """The user message's ``text`` and ``image_url`` (a data URL) parts."""
+        return [
+            {"type": "text", "text": part["text"]}
+            if part["type"] == "text"
+            else {"type": "image_url", "image_url": {"url": _data_url(part), "detail": "high"}}
+            for part in parts
+        ]
+
     def body(self, params: dict[str, Any], query: str) -> dict[str, Any]:
         params = dict(params)
         messages = []
@@ -128,3 +147,7 @@ class OpenAIChat(OpenAIAuth, Provider):
                 "usage.completion_tokens_details.reasoning_tokens",
             ),
         )
+
+
+def _data_url(part: dict[str, str]) -> str:
+    return f"data:{part['media_type']};base64,{part['data']}"

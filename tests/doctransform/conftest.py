@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import WorkerProcess, purge_queues
+from tests.llm.conftest import fake_provider, model_prices, provider_credentials  # noqa: F401  - the vision-llm transformer's
 
 from . import misbehaving_transformers  # noqa: F401  - registers the test-only transformers here too
 

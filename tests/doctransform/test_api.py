@@ -81,11 +81,11 @@ def test_over_limit_upload_is_413_and_nothing_is_stored(api_client, settings, me
 
 
 def test_unsupported_type_is_415_listing_the_supported_pairs(api_client):
-    resp = upload(api_client, "photo.pdf", b"\x89PNG\r\n\x1a\n" + b"\x00" * 64)
+    resp = upload(api_client, "animation.pdf", b"GIF89a" + b"\x00" * 64)
     assert resp.status_code == 415
     body = resp.json()
-    assert body["content_type"] == "image/png"
-    assert "image/png are not supported" in body["detail"]
+    assert body["content_type"] == "image/gif"
+    assert "image/gif are not supported" in body["detail"]
     pairs = {(p["source_type"], p["target_format"]) for p in body["supported"]}
     for _, _, content_type in files.SUPPORTED.values():
         assert (content_type, "markdown") in pairs
@@ -141,7 +141,8 @@ def test_supported_transformations_are_listed(api_client):
     assert resp.status_code == 200
     by_type = {p["source_type"]: p for p in resp.json()}
     assert by_type["application/json"]["default"] == "json-codeblock"
-    assert by_type["application/pdf"]["transformers"] == ["pdfplumber", "markitdown"]
+    assert by_type["application/pdf"]["transformers"] == ["pdfplumber", "markitdown", "vision-llm"]
+    assert by_type["image/png"]["transformers"] == ["tesseract", "vision-llm"]
 
 
 def test_missing_api_key_is_401(client):

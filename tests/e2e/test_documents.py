@@ -115,3 +115,22 @@ def test_broken_documents_fail_cleanly_and_the_worker_keeps_working(doc_worker, 
     after = upload(api_client, "ok.csv", files.csv())
     job = wait_finished([after["job_id"]])[after["job_id"]]
     assert "| North | 42 |" in markdown_of(api_client, job)
+
+
+def test_scans_are_read_by_ocr_in_the_worker_and_the_result_says_how_each_page_was_read(doc_worker, api_client):
+    from tests.doctransform import scans
+
+    text = "The minutes of the village council meeting."
+    submitted = {
+        "mixed": upload(api_client, "minutes.pdf", scans.mixed_pdf(text, scans.page_image()), ocr_languages="eng"),
+        "photo": upload(api_client, "form.jpg", scans.image_file("JPEG", rotate=90)),
+    }
+    jobs = wait_finished([body["job_id"] for body in submitted.values()])
+    mixed, photo = (jobs[submitted[name]["job_id"]] for name in ("mixed", "photo"))
+    for job in (mixed, photo):
+        for word in scans.WORDS:
+            assert word in markdown_of(api_client, job)
+    assert text in markdown_of(api_client, mixed)
+    assert [page["method"] for page in mixed.result["pages"]] == ["text_layer", "ocr"]
+    assert mixed.result["ocr_confidence"] > 80
+    assert photo.result["transformer"] == "tesseract" and photo.result["pages"][0]["method"] == "ocr"

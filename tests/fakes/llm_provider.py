@@ -13,6 +13,12 @@
   down while the others answer, as when a fallback serves).
 - ``down = 503`` (or any status) makes the whole server answer that status to every call until set back to None.
 
+- A user message may be a list of parts with images (a page of a scanned document), each in its API's documented
+  shape: Responses ``input_text`` / ``input_image`` (``image_url`` a base64 data URL, ``detail``), Chat
+  ``text`` / ``image_url`` (``{"url", "detail"}``), Messages ``text`` / ``image`` (``source``: ``base64``,
+  ``media_type``, ``data``). Any other shape, or bytes that are not the image type they claim, is a 400; the decoded
+  images are recorded (``calls[i]["images"]``) and the answer echoes the text parts.
+
 - ``rate_limit=N`` (with ``rate_window`` seconds, default 60) makes it a provider with a quota: per API key, a
   call beyond N in the last ``rate_window`` seconds (a sliding window, as the real ones count) gets 429 with a
   ``Retry-After``; every call's arrival time is recorded (``calls[i]["at"]``) to count calls per window.
@@ -23,6 +29,8 @@ Run it alone with ``python -m tests.fakes.llm_provider --latency 1``: it prints 
 from __future__ import annotations
 
 import argparse
+import base64
+import binascii
 import json
 import re
 import sys
@@ -128,7 +136,10 @@ class FakeProvider:
             body = json.loads(raw or b"{}")
         except ValueError:
             return self._error(path, 400, "We could not parse the JSON body of your request.")
-        text = _user_text(path, body)
+        try:
+            text, images = _user_content(path, body)
+        except ValueError as exc:
+            return self._error(path, 400, str(exc))
         directive = parse_directive(text)
         now = time.monotonic()
         with self._lock:
@@ -137,7 +148,15 @@ class FakeProvider:
             over_quota = self._over_quota(headers, now)
             if self.record:
                 self.calls.append(
-                    {"path": path, "headers": dict(headers), "body": body, "text": text, "n": nth, "at": now}
+                    {
+                        "path": path,
+                        "headers": dict(headers),
+                        "body": body,
+                        "text": text,
+                        "images": images,
+                        "n": nth,
+                        "at": now,
+                    }
                 )
         if over_quota is not None:
             return self._error(path, 429, "Rate limit reached for requests", {"retry-after": f"{over_quota:.3f}"})
@@ -220,13 +239,80 @@ class FakeProvider:
         return status, {"content-type": "application/json", **(headers or {})}, json.dumps(body).encode()
 
 
-def _user_text(path: str, body: dict[str, Any]) -> str:
+_IMAGE_MAGIC = {"image/jpeg": b"\xff\xd8\xff", "image/png": b"\x89PNG", "image/gif": b"GIF8", "image/webp": b"RIFF"}
+_DETAILS = ("low", "high", "auto")
+
+
+def _user_content(path: str, body: dict[str, Any]) -> tuple[str, list[bytes]]:
+    """The text of the user's message and its images; ``ValueError`` for a part not in the API's documented shape."""
     if path == "/v1/responses":
         value = body.get("input", "")
-        return value if isinstance(value, str) else json.dumps(value)
-    messages = body.get("messages") or [{}]
-    content = messages[-1].get("content", "") if isinstance(messages[-1], dict) else ""
-    return content if isinstance(content, str) else json.dumps(content)
+        if isinstance(value, str):
+            return value, []
+        if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+            raise ValueError("Invalid type for 'input': expected a string or an array of input items.")
+        roles = ("user", "assistant", "system", "developer")
+        if not value or any(item.get("role") not in roles or "content" not in item for item in value):
+            raise ValueError("Invalid 'input': expected messages with a role and content.")
+        content = value[-1]["content"]
+        if isinstance(content, str) or value[-1]["role"] != "user":
+            return json.dumps(value), []
+    else:
+        messages = body.get("messages") or [{}]
+        content = messages[-1].get("content", "") if isinstance(messages[-1], dict) else ""
+        if isinstance(content, str):
+            return content, []
+    if not isinstance(content, list):
+        raise ValueError("Invalid type for 'content': expected a string or an array of content parts.")
+    texts: list[str] = []
+    images: list[bytes] = []
+    for index, part in enumerate(content):
+        kind = part.get("type") if isinstance(part, dict) else None
+        text_kind = "input_text" if path == "/v1/responses" else "text"
+        if kind == text_kind and isinstance(part.get("text"), str):
+            texts.append(part["text"])
+        else:
+            images.append(_image_of(path, part, index))
+    return "\n".join(texts), images
+
+
+def _image_of(path: str, part: Any, index: int) -> bytes:
+    where = f"content[{index}]"
+    kind = part.get("type") if isinstance(part, dict) else None
+    if path == "/v1/responses" and kind == "input_image":
+        if part.get("detail") not in _DETAILS:
+            raise ValueError(f"Invalid value for '{where}.detail': expected one of {', '.join(_DETAILS)}.")
+        return _data_url(part.get("image_url"), f"{where}.image_url")
+    if path == "/v1/chat/completions" and kind == "image_url":
+        image_url = part.get("image_url")
+        if not isinstance(image_url, dict) or image_url.get("detail", "auto") not in _DETAILS:
+            raise ValueError(f"Invalid value for '{where}.image_url': expected an object with url and detail.")
+        return _data_url(image_url.get("url"), f"{where}.image_url.url")
+    if path == "/v1/messages" and kind == "image":
+        source = part.get("source")
+        if not isinstance(source, dict) or source.get("type") != "base64":
+            raise ValueError(f"messages.0.{where}.image.source: expected a base64 source")
+        return _decoded(source.get("media_type"), source.get("data"), f"messages.0.{where}.image.source")
+    raise ValueError(f"Invalid content part '{where}': type {kind!r} is not accepted here.")
+
+
+def _data_url(url: Any, where: str) -> bytes:
+    match = re.fullmatch(r"data:([\w/.+-]+);base64,(.*)", url, re.DOTALL) if isinstance(url, str) else None
+    if not match:
+        raise ValueError(f"Invalid '{where}': expected a base64-encoded data URL.")
+    return _decoded(match.group(1), match.group(2), where)
+
+
+def _decoded(media_type: Any, data: Any, where: str) -> bytes:
+    if media_type not in _IMAGE_MAGIC:
+        raise ValueError(f"{where}: unsupported image media type {media_type!r}")
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except (TypeError, ValueError, binascii.Error):
+        raise ValueError(f"{where}: the image data is not valid base64") from None
+    if not raw.startswith(_IMAGE_MAGIC[media_type]):
+        raise ValueError(f"{where}: the image data is not a valid {media_type} image")
+    return raw
 
 
 def _success(path: str, body: dict[str, Any], text: str) -> dict[str, Any]:

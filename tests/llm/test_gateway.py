@@ -20,8 +20,8 @@ from llm.models import BudgetAlert, ModelPrice
 from llm.pricing import cost_for, price_for
 from llm.providers import ProviderError
 from llm.services import config_create
-from tests.fakes.webhook_receiver import WebhookReceiver
 from tests.factories import job_row
+from tests.fakes.webhook_receiver import WebhookReceiver
 from tests.llm.conftest import BLOBS, unique
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("model_prices")]

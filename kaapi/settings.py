@@ -568,3 +568,11 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {"JobStatusEnum": "jobs.models.JobStatus"},
     "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "kaapi.schema.postprocess_common"],
 }
+
+# --- Worker heartbeat file (a liveness probe that a broker outage cannot fail) -------------------------
+# When set, every worker touches this file every WORKER_HEARTBEAT_INTERVAL_SECONDS from a thread of its main
+# process (a green thread under gevent), whether or not it is connected to the broker: a probe that reads the
+# file's age restarts a worker whose process is frozen (a blocked gevent hub), never one waiting for RabbitMQ.
+# Empty: no file (several workers on one host would share it).
+WORKER_HEARTBEAT_FILE = env_str("WORKER_HEARTBEAT_FILE", "")
+WORKER_HEARTBEAT_INTERVAL_SECONDS = env_float("WORKER_HEARTBEAT_INTERVAL_SECONDS", 10.0, minimum=0.1)

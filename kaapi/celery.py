@@ -81,6 +81,7 @@ class WorkerHeartbeatFile(bootsteps.StartStopStep):
     def __init__(self, worker, **kwargs) -> None:
         from django.conf import settings
 
+        super().__init__(worker, **kwargs)
         self.path = settings.WORKER_HEARTBEAT_FILE
         self.interval = settings.WORKER_HEARTBEAT_INTERVAL_SECONDS
         self._stopped = threading.Event()

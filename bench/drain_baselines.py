@@ -141,7 +141,7 @@ def main() -> None:
     def joined(values: list[float], spec: str) -> str:
         return " / ".join(format(v, spec) for v in values)
 
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for kind, title, goal in (
         ("db", "django-db results (django-celery-results), track_started", "goal ≥ 1.0"),
         ("redis", "Redis results, track_started", "no goal"),

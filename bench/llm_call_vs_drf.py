@@ -104,7 +104,7 @@ def main() -> None:
     def per_round(values: list[float], spec: str) -> str:
         return " / ".join(format(v, spec) for v in values)
 
-    rows = [
+    rows: list[tuple[str, ...]] = [
         (
             f"POST {path} (ours)",
             per_round(capacity["ours"], ",.0f"),

@@ -23,8 +23,13 @@ class HeartbeatWorker(WorkerProcess):
 def touches(path, count: int) -> None:
     """Wait until the file's modification time has changed ``count`` times."""
     seen = {path.stat().st_mtime_ns}
+
+    def touched_again() -> bool:
+        seen.add(path.stat().st_mtime_ns)
+        return len(seen) > count
+
     wait_until(
-        lambda: seen.add(path.stat().st_mtime_ns) or len(seen) > count,
+        touched_again,
         timeout=30,
         interval=0.05,
         message=f"{count} more touches of {path}",

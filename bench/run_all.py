@@ -17,8 +17,10 @@ RESULTS = ROOT / "bench" / "RESULTS.md"
 
 BENCHMARKS = [
     ["bench/job_overhead.py", "--jobs", "2000"],
+    ["bench/drain_baselines.py", "--jobs", "2000"],
     ["bench/priority_isolation.py", "--backlog", "10000", "--rate", "20", "--seconds", "15"],
     ["bench/submission.py", "--clients", "64", "--seconds", "10"],
+    ["bench/llm_call_vs_drf.py", "--clients", "64", "--seconds", "10"],
     ["bench/llm_throughput.py"],
     ["bench/fairness.py"],
     ["bench/doctransform_throughput.py"],

@@ -49,7 +49,7 @@ def pages_to_markdown(
     credentials, credential_limits = found
     params = completion["params"]
     texts: list[str] = []
-    usage = {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}
+    usage: dict[str, Any] = {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}
     model = ""
     size = 0
     for number, image in enumerate(images, start=1):

@@ -10,8 +10,9 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
+from pathlib import Path
 
-from celery import Celery
+from celery import Celery, bootsteps
 from celery.events import EventDispatcher
 from celery.signals import task_postrun, task_prerun
 from django.db import close_old_connections
@@ -63,6 +64,54 @@ app.conf.task_routes = (
     },
 )
 app.autodiscover_tasks()
+
+
+class WorkerHeartbeatFile(bootsteps.StartStopStep):
+    """Touches ``WORKER_HEARTBEAT_FILE`` every ``WORKER_HEARTBEAT_INTERVAL_SECONDS`` for a liveness probe.
+
+    A thread of its own rather than the worker's timer: the prefork worker's timer runs in its event loop, which
+    stands still while the consumer reconnects to the broker, and a probe that fails during a broker outage
+    restarts every worker at once for nothing. Under gevent the thread is a greenlet, so a hub that a task
+    blocks stops the heartbeat, as it should. Started before the consumer, so a worker waiting for the broker
+    at start-up is alive too.
+    """
+
+    requires = ("celery.worker.components:Pool",)
+
+    def __init__(self, worker, **kwargs) -> None:
+        from django.conf import settings
+
+        super().__init__(worker, **kwargs)
+        self.path = settings.WORKER_HEARTBEAT_FILE
+        self.interval = settings.WORKER_HEARTBEAT_INTERVAL_SECONDS
+        self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def include_if(self, worker) -> bool:
+        return bool(self.path)
+
+    def start(self, worker) -> None:
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._touch()
+        self._thread = threading.Thread(target=self._run, name="heartbeat-file", daemon=True)
+        self._thread.start()
+
+    def stop(self, worker) -> None:
+        # The file is left as it is: a worker in its warm shutdown is still alive until it exits.
+        self._stopped.set()
+
+    def _run(self) -> None:
+        while not self._stopped.wait(self.interval):
+            self._touch()
+
+    def _touch(self) -> None:
+        try:
+            Path(self.path).touch()
+        except OSError:
+            logger.warning("could not touch the heartbeat file %s", self.path, exc_info=True)
+
+
+app.steps["worker"].add(WorkerHeartbeatFile)
 
 
 @cache

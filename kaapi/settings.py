@@ -640,3 +640,11 @@ DOCUMENT_MAX_PAGE_PIXELS = env.int("DOCUMENT_MAX_PAGE_PIXELS", default=40_000_00
 for _language in DOCUMENT_OCR_LANGUAGES:
     if not _language.replace("_", "").isalnum():
         raise ImproperlyConfigured(f"DOCUMENT_OCR_LANGUAGES: {_language!r} is not a Tesseract language name")
+
+# --- Worker heartbeat file (a liveness probe that a broker outage cannot fail) -------------------------
+# When set, every worker touches this file every WORKER_HEARTBEAT_INTERVAL_SECONDS from a thread of its main
+# process (a green thread under gevent), whether or not it is connected to the broker: a probe that reads the
+# file's age restarts a worker whose process is frozen (a blocked gevent hub), never one waiting for RabbitMQ.
+# Empty: no file (several workers on one host would share it).
+WORKER_HEARTBEAT_FILE = env.str("WORKER_HEARTBEAT_FILE", default="")
+WORKER_HEARTBEAT_INTERVAL_SECONDS = env.float("WORKER_HEARTBEAT_INTERVAL_SECONDS", default=10.0, minimum=0.1)

@@ -52,3 +52,21 @@ def test_run_worker_refuses_unknown_queues():
 def test_get_task_status_of_unknown_task_is_pending():
     status = get_task_status("0b1e6b5e-0000-0000-0000-000000000000")
     assert status["status"] == "PENDING" and status["result"] is None and status["ready"] is False
+
+
+def test_wait_for_migrations_returns_once_every_migration_is_applied():
+    out = StringIO()
+    call_command("wait_for_migrations", timeout=0, stdout=out)
+    assert "every migration is applied" in out.getvalue()
+
+
+def test_wait_for_migrations_gives_up_while_a_migration_is_missing():
+    from django.db import connection
+    from django.db.migrations.loader import MigrationLoader
+    from django.db.migrations.recorder import MigrationRecorder
+
+    # the newest migration of jobs, as a new version of the code brings it before its migrations Job has run
+    (app, name) = MigrationLoader(connection).graph.leaf_nodes("jobs")[0]
+    MigrationRecorder.Migration.objects.filter(app=app, name=name).delete()  # rolled back after the test
+    with pytest.raises(CommandError, match=rf"gave up after 0 s: 1 migration\(s\) not applied yet, first jobs.{name}"):
+        call_command("wait_for_migrations", timeout=0, stdout=StringIO())

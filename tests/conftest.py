@@ -57,6 +57,26 @@ def other_client(other_project) -> APIClient:
     return _client_for(other_project)
 
 
+# --- Migrations -------------------------------------------------------------------------------------
+@pytest.fixture
+def migrate_to(transactional_db) -> Iterator[Callable[..., None]]:
+    """``migrate_to(("app", "migration"), ...)`` moves the test database's schema; when the test ends (passed or
+    not) it is back at the latest migrations, which the rest of the session (and a reused database) relies on."""
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    def migrate(*targets: tuple[str, str]) -> None:
+        MigrationExecutor(connection).migrate(list(targets))
+
+    try:
+        yield migrate
+    finally:
+        executor = MigrationExecutor(connection)
+        executor.migrate(executor.loader.graph.leaf_nodes())
+        executor = MigrationExecutor(connection)
+        assert not executor.migration_plan(executor.loader.graph.leaf_nodes()), "not back at the latest migrations"
+
+
 # --- Real workers -----------------------------------------------------------------------------------
 def worker_environment(**extra: str) -> dict[str, str]:
     """The environment of a worker process: the same settings, pointed at the test database."""

@@ -102,6 +102,7 @@ class ServiceProcess:
         self.argv = argv
         self.env = worker_environment(**(env or {}))
         self.process: subprocess.Popen | None = None
+        self.pass_fds: tuple[int, ...] = ()  # sockets the process inherits (bound here, so no other can take them)
 
     def ready(self) -> bool:
         raise NotImplementedError
@@ -109,7 +110,13 @@ class ServiceProcess:
     def start(self, timeout: float = 60):
         self._log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            self.argv, cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+            self.argv,
+            cwd=ROOT,
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            pass_fds=self.pass_fds,
         )
         try:
             deadline = time.monotonic() + timeout
@@ -137,6 +144,8 @@ class ServiceProcess:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(10)
         self._log.close()
+        if getattr(self, "socket", None) is not None:
+            self.socket.close()
 
     def kill(self) -> None:
         """SIGKILL the process and its children at once: whatever they held in memory is gone."""
@@ -146,6 +155,15 @@ class ServiceProcess:
             pass
         self.process.wait(10)
         self._log.close()
+        if getattr(self, "socket", None) is not None:
+            self.socket.close()
+
+    def discard(self) -> None:
+        """End a process whose test is over (its assertions made): at once, as ``kill()``. A warm shutdown waits
+        seconds for the event loop and the pool, which is what the fixtures' teardowns spent most of their time
+        on; a test that checks the warm shutdown itself calls ``stop()``."""
+        if self.process is not None:
+            self.kill()
 
 
 class WorkerProcess(ServiceProcess):
@@ -220,7 +238,7 @@ def start_worker(transactional_db) -> Iterator[Callable[..., WorkerProcess]]:
 
     yield start
     for worker in started:
-        worker.stop()
+        worker.discard()
     purge_queues()
 
 
@@ -230,9 +248,11 @@ class WebServerProcess(ServiceProcess):
     kind = "gunicorn"
 
     def __init__(self, *, workers: int = 2, env: dict[str, str] | None = None) -> None:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
+        # Bound and listening here, and handed to gunicorn (fd://): no other process can take the port between the
+        # choice and gunicorn's start, so whatever answers on it is this server.
+        self.socket = socket.create_server(("127.0.0.1", 0), backlog=128)
+        self.socket.set_inheritable(True)
+        self.port = self.socket.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         argv = [
             sys.executable,
@@ -240,7 +260,7 @@ class WebServerProcess(ServiceProcess):
             "gunicorn",
             "kaapi.wsgi:application",
             "--bind",
-            f"127.0.0.1:{self.port}",
+            f"fd://{self.socket.fileno()}",
             "--workers",
             str(workers),
             "--timeout",
@@ -249,6 +269,7 @@ class WebServerProcess(ServiceProcess):
         super().__init__(
             name=f"web-{uuid.uuid4().hex[:8]}", argv=argv, env={"ALLOWED_HOSTS": "127.0.0.1", **(env or {})}
         )
+        self.pass_fds = (self.socket.fileno(),)
 
     def ready(self) -> bool:
         try:
@@ -269,7 +290,7 @@ def start_web(transactional_db) -> Iterator[Callable[..., WebServerProcess]]:
 
     yield start
     for web in started:
-        web.stop()
+        web.discard()
 
 
 def wait_until(

@@ -24,6 +24,15 @@ ROOT = Path(__file__).resolve().parent.parent
 LOG_DIR = ROOT / "var" / "test-logs"
 
 
+# --- Random order -----------------------------------------------------------------------------------
+def pytest_terminal_summary(terminalreporter, config) -> None:
+    """pytest-randomly runs the tests in a random order; its header line is hidden by -q, so the seed that repeats
+    this run's order is printed at the end whatever the verbosity (-p no:randomly keeps the file order)."""
+    if config.pluginmanager.hasplugin("randomly"):
+        seed = config.option.randomly_seed
+        terminalreporter.write_line(f"random order: repeat it with --randomly-seed={seed}")
+
+
 # --- Tenancy ----------------------------------------------------------------------------------------
 @pytest.fixture
 def project(db):

@@ -33,6 +33,24 @@ def pytest_terminal_summary(terminalreporter, config) -> None:
         terminalreporter.write_line(f"random order: repeat it with --randomly-seed={seed}")
 
 
+# --- The process's job dispatcher ----------------------------------------------------------------------
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_teardown(item) -> None:
+    """Before any fixture is torn down (the test database's flush among them): this process's dispatcher thread
+    finishes admitting what the test submitted, and forgets the admissions it had scheduled for later (a project
+    held back by its submission rate). Left running, an admission of one test deadlocks with the next flush's
+    TRUNCATE, or admits for a project of the next test."""
+    import sys
+
+    module = sys.modules.get("jobs.dispatcher")
+    if module is None:  # never imported: nothing was dispatched
+        return
+    dispatcher = module.dispatcher
+    dispatcher.flush(timeout=10)  # bounded: a broker kept down by a fault-injection test is its own test's concern
+    with dispatcher._lock:
+        dispatcher._due.clear()
+
+
 # --- Tenancy ----------------------------------------------------------------------------------------
 @pytest.fixture
 def project(db):

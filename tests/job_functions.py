@@ -88,3 +88,14 @@ def database_backend_pid(*, project_id, job_id, task_id, task_instance, **params
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_backend_pid()")
         return {"backend_pid": cursor.fetchone()[0], "pid": os.getpid()}
+
+
+@job_function(job_type="TEST")
+def wait_for_file(*, project_id, job_id, task_id, task_instance, path: str, **params):
+    """Runs until ``path`` exists (the test creates it to let the job finish; bounded so it cannot hang a worker)."""
+    deadline = time.monotonic() + 60
+    while not Path(path).exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} was never created")
+        time.sleep(0.05)
+    return {"released": True}

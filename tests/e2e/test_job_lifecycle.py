@@ -6,12 +6,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+import requests
 from django.db import transaction
 from django_celery_results.models import TaskResult
 from standardwebhooks import Webhook
 
 from jobs.models import DeliveryStatus, Job, JobStatus, WebhookDelivery
 from jobs.services import job_create
+from tenancy.services import api_key_create
 from tests import job_functions  # noqa: F401  - registers the test job functions in this process too
 from tests.conftest import WorkerProcess, purge_queues, wait_until
 from tests.fakes.webhook_receiver import WebhookReceiver
@@ -95,3 +97,36 @@ def test_a_running_job_cancelled_without_terminate_stays_cancelled_then_a_retry_
         ("job.cancelled", DeliveryStatus.DELIVERED),
         ("job.succeeded", DeliveryStatus.DELIVERED),
     ]
+
+
+def test_inline_dispatch_publishes_before_the_answer_through_gunicorn(worker, start_web, project):
+    web = start_web(workers=1, env={"JOB_DISPATCH_MODE": "inline"})
+    headers = {"X-API-KEY": api_key_create(project=project).plaintext}
+    resp = requests.post(f"{web.url}/api/v1/jobs/echo/", json={"params": {"n": 1}}, headers=headers, timeout=30)
+    assert resp.status_code == 202, resp.text
+    job_id = resp.json()["job_id"]
+    # Published in the request, before the 202: no dispatcher thread is left to do it after the answer.
+    assert Job.objects.get(id=job_id).dispatched_at is not None
+    wait_until(lambda: Job.objects.get(id=job_id).status == JobStatus.SUCCESS, timeout=30, message="the job")
+    assert Job.objects.get(id=job_id).result == {"delay": 0.0, "n": 1}
+
+
+def test_a_job_submitted_from_inside_a_task_runs(worker, project):
+    with transaction.atomic():
+        parent = job_create(project=project, function_path="tests.job_functions.submit_child")
+    wait_until(lambda: Job.objects.get(id=parent.id).status == JobStatus.SUCCESS, timeout=30, message="the parent")
+    child_id = Job.objects.get(id=parent.id).result["child"]
+    wait_until(lambda: Job.objects.get(id=child_id).status == JobStatus.SUCCESS, timeout=30, message="the child")
+    assert Job.objects.get(id=child_id).result == {"delay": 0.0, "parent": str(parent.id)}
+
+
+def test_a_retried_job_leaves_one_task_result_row_with_its_outcome(worker, project):
+    with transaction.atomic():
+        job = job_create(project=project, function_path="tests.job_functions.fail_retryably", params={"failures": 2})
+    wait_until(lambda: Job.objects.get(id=job.id).status == JobStatus.SUCCESS, timeout=60, message="the retries")
+    job.refresh_from_db()
+    assert (job.attempts, job.result) == (3, {"attempts": 3})
+    # The retries are deliveries of the same task id: one row, its final state, not a row per attempt
+    row = TaskResult.objects.get(task_id=job.task_id)
+    assert row.status == "SUCCESS" and row.date_done >= job.finished_at.replace(microsecond=0)
+    assert TaskResult.objects.filter(task_kwargs__contains=str(job.id)).count() == 1

@@ -3,16 +3,21 @@ and retry over the API, the webhooks of each outcome, and the task result rows o
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
+from datetime import timedelta
 
 import pytest
 import requests
 from django.db import transaction
+from django.utils import timezone
 from django_celery_results.models import TaskResult
 from standardwebhooks import Webhook
 
 from jobs.models import DeliveryStatus, Job, JobStatus, WebhookDelivery
 from jobs.services import job_create
+from jobs.webhooks.services import SWEEP_GRACE
+from kaapi.celery import app
 from tenancy.services import api_key_create
 from tests import job_functions  # noqa: F401  - registers the test job functions in this process too
 from tests.conftest import WorkerProcess, purge_queues, wait_until
@@ -29,7 +34,7 @@ def worker(django_db_setup, django_db_blocker) -> Iterator[WorkerProcess]:
     """One worker for the module's tests (each test's jobs are its own; the database is flushed between them)."""
     with django_db_blocker.unblock():
         purge_queues()
-        worker = WorkerProcess(queues="high_priority,low_priority,default", env=WORKER_ENV).start()
+        worker = WorkerProcess(queues="high_priority,low_priority,default,cron", env=WORKER_ENV).start()
         try:
             yield worker
         finally:
@@ -130,3 +135,42 @@ def test_a_retried_job_leaves_one_task_result_row_with_its_outcome(worker, proje
     row = TaskResult.objects.get(task_id=job.task_id)
     assert row.status == "SUCCESS" and row.date_done >= job.finished_at.replace(microsecond=0)
     assert TaskResult.objects.filter(task_kwargs__contains=str(job.id)).count() == 1
+
+
+def test_webhook_failures_through_a_real_worker(worker, project, receiver, local_callbacks):
+    """503 with Retry-After: the next attempt is stored that far away (beyond the 10 minutes a message's countdown is
+    trusted with), and the cron sweep delivers it when due; a closed port is a failed attempt retried later."""
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))  # bound, never listening: connections to it are refused
+    receiver.script("/busy", [(503, {"Retry-After": "900"})])
+    before = timezone.now()
+    with transaction.atomic():
+        busy = job_create(project=project, function_path="jobs.functions.echo", callback_url=receiver.url("/busy"))
+        refused = job_create(
+            project=project,
+            function_path="jobs.functions.echo",
+            callback_url=f"http://127.0.0.1:{closed.getsockname()[1]}/hook",
+        )
+    try:
+
+        def attempted(job) -> WebhookDelivery | None:
+            return WebhookDelivery.objects.filter(job=job, attempts=1).exclude(last_error="").first()
+
+        delivery = wait_until(lambda: attempted(busy), timeout=30, message="the 503 attempt")
+        assert (delivery.status, delivery.last_status_code) == (DeliveryStatus.PENDING, 503)
+        assert delivery.next_attempt_at >= before + timedelta(seconds=900)
+        delivery = wait_until(lambda: attempted(refused), timeout=30, message="the refused attempt")
+        assert delivery.status == DeliveryStatus.PENDING and delivery.last_status_code is None
+        assert delivery.next_attempt_at > timezone.now()
+    finally:
+        closed.close()
+
+    # Its time come and gone (moved back rather than waited for), the cron sweep as beat runs it delivers it.
+    WebhookDelivery.objects.filter(job=busy).update(next_attempt_at=timezone.now() - SWEEP_GRACE * 2)
+    app.send_task("jobs_cron_deliver_due_webhooks")
+    wait_until(
+        lambda: WebhookDelivery.objects.filter(job=busy, status=DeliveryStatus.DELIVERED).exists(),
+        timeout=30,
+        message="the due delivery to be sent by the sweep",
+    )
+    assert [r.status for r in receiver.requests("/busy")] == [503, 200]

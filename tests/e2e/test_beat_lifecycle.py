@@ -94,9 +94,10 @@ def test_a_periodic_message_nobody_ran_in_time_expires(start_beat, start_worker)
 def test_a_standby_beat_takes_over_when_the_holder_is_killed(start_beat, start_worker, backend):
     start_worker(queues="cron")
     task = every_second("test: tick", "jobs_cron_deliver_due_webhooks")
-    first = start_beat("--no-default-schedules", BEAT_LOCK_BACKEND=backend)
+    # A Redis lock lives 2 s here (5 s in BeatProcess): a dead holder's lock expires sooner, the test is shorter
+    first = start_beat("--no-default-schedules", BEAT_LOCK_BACKEND=backend, BEAT_LOCK_TIMEOUT="2")
     first.wait_for_log("acquired: this beat schedules")
-    second = start_beat("--no-default-schedules", BEAT_LOCK_BACKEND=backend)
+    second = start_beat("--no-default-schedules", BEAT_LOCK_BACKEND=backend, BEAT_LOCK_TIMEOUT="2")
     second.wait_for_log("standing by")
     wait_until(lambda: runs(task.name).count() >= 2, timeout=30, message="two ticks")
 
@@ -113,9 +114,9 @@ def test_a_standby_beat_takes_over_when_the_holder_is_killed(start_beat, start_w
 def test_a_holder_paused_past_the_lock_s_lifetime_stands_by_when_resumed(start_beat, start_worker):
     start_worker(queues="cron")
     task = every_second("test: tick", "jobs_cron_deliver_due_webhooks")
-    first = start_beat("--no-default-schedules", BEAT_LOCK_BACKEND="redis")  # BEAT_LOCK_TIMEOUT=5
+    first = start_beat("--no-default-schedules", BEAT_LOCK_BACKEND="redis", BEAT_LOCK_TIMEOUT="2")
     first.wait_for_log("acquired: this beat schedules")
-    second = start_beat("--no-default-schedules", BEAT_LOCK_BACKEND="redis")
+    second = start_beat("--no-default-schedules", BEAT_LOCK_BACKEND="redis", BEAT_LOCK_TIMEOUT="2")
     second.wait_for_log("standing by")
 
     pause(task, first)

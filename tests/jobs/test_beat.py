@@ -31,7 +31,7 @@ class BeatProcess:
         LOG_DIR.mkdir(parents=True, exist_ok=True)
         self.args = args
         self.log_path = LOG_DIR / f"beat-{uuid.uuid4().hex[:8]}.log"
-        self.env = worker_environment(CELERY_BEAT_MAX_LOOP_INTERVAL="1", BEAT_LOCK_TIMEOUT="5", **(env or {}))
+        self.env = worker_environment(**{"CELERY_BEAT_MAX_LOOP_INTERVAL": "1", "BEAT_LOCK_TIMEOUT": "5", **(env or {})})
         self.process: subprocess.Popen | None = None
 
     def start(self) -> BeatProcess:

@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test chaos venv lint format bench stop clean lock lock-check
+.PHONY: run test chaos venv lint format bench bench-smoke stop clean lock lock-check
 
 # Installed from the hashed lock only: every package pinned, every file checked against its hash.
 $(VENV)/.installed: requirements.lock requirements-dev.lock
@@ -32,6 +32,10 @@ format: venv
 
 bench: venv
 	$(PY) bench/run_all.py
+
+# Every benchmark with tiny sizes (a few minutes; CI runs it after make test): a broken benchmark fails here.
+bench-smoke: venv
+	scripts/test.sh tests/e2e/test_bench_smoke.py $(PYTEST_ARGS)
 
 # Refresh the locks after editing requirements*.txt (`make lock ARGS=--upgrade` resolves everything anew).
 lock: venv

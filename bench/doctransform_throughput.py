@@ -25,8 +25,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-DB_NAME = "kaapi_bench_doctransform"
-VHOST = "kaapi-bench-doctransform"
+from bench.harness import run_suffix  # noqa: E402
+
+DB_NAME = "kaapi_bench_doctransform" + run_suffix()
+VHOST = "kaapi-bench-doctransform" + run_suffix()
 
 
 # --- Environment ----------------------------------------------------------------------------------

@@ -48,9 +48,10 @@ def main() -> None:
     import redis
     from django.db import connection
     from django_celery_results.models import TaskResult
-    from jobs.dispatcher import dispatcher, new_task_id
 
+    from jobs.admission import dispatcher
     from jobs.models import Job, JobStatus
+    from jobs.publishing import new_task_id
     from jobs.services import job_create
     from kaapi.celery import HIGH_PRIORITY, HIGH_PRIORITY_QUEUE, app, confirmed_producer
     from tenancy.services import project_get_or_create

@@ -24,6 +24,13 @@ def _sh(*args: str) -> str:
     return subprocess.run(args, cwd=ROOT, check=True, capture_output=True, text=True).stdout
 
 
+def run_suffix() -> str:
+    """``KAAPI_BENCH_ID`` (the test suite's smoke run sets it) suffixes the benchmarks' database and vhost names, so
+    that runs from two checkouts on the shared nodes never drop each other's database; empty by default."""
+    suffix = os.environ.get("KAAPI_BENCH_ID", "")
+    return f"_{suffix}" if suffix else ""
+
+
 def setup_environment(name: str, *, redis: bool = False) -> dict[str, str]:
     """Start the test-profile nodes, give this bench its own database and vhost, configure Django; with ``redis``,
     the counters shared by every process (provider credentials' limits, API throttling) live in Redis, as in
@@ -33,6 +40,7 @@ def setup_environment(name: str, *, redis: bool = False) -> dict[str, str]:
     for line in env_lines.splitlines():
         key, _, value = line.removeprefix("export ").partition("=")
         os.environ[key] = value
+    name += run_suffix()
     vhost = f"bench-{name}"
     subprocess.run([str(ROOT / "scripts/services.sh"), "rabbitmqctl", "test", "add_vhost", vhost], capture_output=True)
     _sh("scripts/services.sh", "rabbitmqctl", "test", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")

@@ -39,10 +39,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench.harness import run_suffix  # noqa: E402
+
 PY = str(ROOT / ".venv" / "bin" / "python")
 LOG_DIR = ROOT / "var" / "bench"
-VHOST = "kaapi-bench"
-DB_NAME = "kaapi_bench"
+VHOST = "kaapi-bench" + run_suffix()
+DB_NAME = "kaapi_bench" + run_suffix()
 
 
 def log(message: str) -> None:

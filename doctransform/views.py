@@ -67,6 +67,12 @@ class UploadLimitHandler(FileUploadHandler):
 
     def receive_data_chunk(self, raw_data, start):
         if start + len(raw_data) > settings.DOCUMENT_MAX_UPLOAD_BYTES:
+            # The handlers after this one may hold a temporary file with the chunks so far; Django closes (and so
+            # deletes) it only for StopUpload, and this 413 would leave it on disk until garbage collection.
+            for handler in self.request.upload_handlers if self.request is not None else ():
+                upload = getattr(handler, "file", None)
+                if upload is not None and handler is not self:
+                    upload.close()
             raise _too_large()
         return raw_data
 

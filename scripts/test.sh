@@ -2,7 +2,8 @@
 # The test suite on real PostgreSQL, RabbitMQ and Redis nodes that this script starts.
 #
 #   scripts/test.sh                 the whole suite: tests/ on the "test" nodes, then tests/chaos (fault injection,
-#                                   which stops and restarts its own "chaos" nodes)
+#                                   which stops and restarts its own "chaos" nodes); the benchmarks' smoke run
+#                                   (tests/e2e/test_bench_smoke.py, a few minutes) is left to `make bench-smoke`
 #   scripts/test.sh ARGS...         pytest ARGS on the "test" nodes (KAAPI_SERVICES_PROFILE=chaos for tests/chaos)
 #
 # KAAPI_TEST_ID names this run's database and RabbitMQ vhost (default: the checkout's folder name), so that two
@@ -40,7 +41,7 @@ run_suite() {  # run_suite PROFILE PYTEST_ARGS...
 }
 
 if [ $# -eq 0 ]; then
-  run_suite test --ignore=tests/chaos
+  run_suite test --ignore=tests/chaos --ignore=tests/e2e/test_bench_smoke.py
   run_suite chaos tests/chaos
 else
   run_suite "${KAAPI_SERVICES_PROFILE:-test}" "$@"

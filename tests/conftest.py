@@ -24,6 +24,33 @@ ROOT = Path(__file__).resolve().parent.parent
 LOG_DIR = ROOT / "var" / "test-logs"
 
 
+# --- Random order -----------------------------------------------------------------------------------
+def pytest_terminal_summary(terminalreporter, config) -> None:
+    """pytest-randomly runs the tests in a random order; its header line is hidden by -q, so the seed that repeats
+    this run's order is printed at the end whatever the verbosity (-p no:randomly keeps the file order)."""
+    if config.pluginmanager.hasplugin("randomly"):
+        seed = config.option.randomly_seed
+        terminalreporter.write_line(f"random order: repeat it with --randomly-seed={seed}")
+
+
+# --- The process's job dispatcher ----------------------------------------------------------------------
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_teardown(item) -> None:
+    """Before any fixture is torn down (the test database's flush among them): this process's dispatcher thread
+    finishes admitting what the test submitted, and forgets the admissions it had scheduled for later (a project
+    held back by its submission rate). Left running, an admission of one test deadlocks with the next flush's
+    TRUNCATE, or admits for a project of the next test."""
+    import sys
+
+    module = sys.modules.get("jobs.admission")
+    if module is None:  # never imported: nothing was dispatched
+        return
+    dispatcher = module.dispatcher
+    dispatcher.flush(timeout=10)  # bounded: a broker kept down by a fault-injection test is its own test's concern
+    with dispatcher._lock:
+        dispatcher._due.clear()
+
+
 # --- Tenancy ----------------------------------------------------------------------------------------
 @pytest.fixture
 def project(db):
@@ -57,6 +84,26 @@ def other_client(other_project) -> APIClient:
     return _client_for(other_project)
 
 
+# --- Migrations -------------------------------------------------------------------------------------
+@pytest.fixture
+def migrate_to(transactional_db) -> Iterator[Callable[..., None]]:
+    """``migrate_to(("app", "migration"), ...)`` moves the test database's schema; when the test ends (passed or
+    not) it is back at the latest migrations, which the rest of the session (and a reused database) relies on."""
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    def migrate(*targets: tuple[str, str]) -> None:
+        MigrationExecutor(connection).migrate(list(targets))
+
+    try:
+        yield migrate
+    finally:
+        executor = MigrationExecutor(connection)
+        executor.migrate(executor.loader.graph.leaf_nodes())
+        executor = MigrationExecutor(connection)
+        assert not executor.migration_plan(executor.loader.graph.leaf_nodes()), "not back at the latest migrations"
+
+
 # --- Real workers -----------------------------------------------------------------------------------
 def worker_environment(**extra: str) -> dict[str, str]:
     """The environment of a worker process: the same settings, pointed at the test database."""
@@ -82,6 +129,7 @@ class ServiceProcess:
         self.argv = argv
         self.env = worker_environment(**(env or {}))
         self.process: subprocess.Popen | None = None
+        self.pass_fds: tuple[int, ...] = ()  # sockets the process inherits (bound here, so no other can take them)
 
     def ready(self) -> bool:
         raise NotImplementedError
@@ -89,7 +137,13 @@ class ServiceProcess:
     def start(self, timeout: float = 60):
         self._log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            self.argv, cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+            self.argv,
+            cwd=ROOT,
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            pass_fds=self.pass_fds,
         )
         try:
             deadline = time.monotonic() + timeout
@@ -117,6 +171,8 @@ class ServiceProcess:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(10)
         self._log.close()
+        if getattr(self, "socket", None) is not None:
+            self.socket.close()
 
     def kill(self) -> None:
         """SIGKILL the process and its children at once: whatever they held in memory is gone."""
@@ -126,6 +182,15 @@ class ServiceProcess:
             pass
         self.process.wait(10)
         self._log.close()
+        if getattr(self, "socket", None) is not None:
+            self.socket.close()
+
+    def discard(self) -> None:
+        """End a process whose test is over (its assertions made): at once, as ``kill()``. A warm shutdown waits
+        seconds for the event loop and the pool, which is what the fixtures' teardowns spent most of their time
+        on; a test that checks the warm shutdown itself calls ``stop()``."""
+        if self.process is not None:
+            self.kill()
 
 
 class WorkerProcess(ServiceProcess):
@@ -200,7 +265,7 @@ def start_worker(transactional_db) -> Iterator[Callable[..., WorkerProcess]]:
 
     yield start
     for worker in started:
-        worker.stop()
+        worker.discard()
     purge_queues()
 
 
@@ -210,9 +275,11 @@ class WebServerProcess(ServiceProcess):
     kind = "gunicorn"
 
     def __init__(self, *, workers: int = 2, env: dict[str, str] | None = None) -> None:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
+        # Bound and listening here, and handed to gunicorn (fd://): no other process can take the port between the
+        # choice and gunicorn's start, so whatever answers on it is this server.
+        self.socket = socket.create_server(("127.0.0.1", 0), backlog=128)
+        self.socket.set_inheritable(True)
+        self.port = self.socket.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         argv = [
             sys.executable,
@@ -220,7 +287,7 @@ class WebServerProcess(ServiceProcess):
             "gunicorn",
             "kaapi.wsgi:application",
             "--bind",
-            f"127.0.0.1:{self.port}",
+            f"fd://{self.socket.fileno()}",
             "--workers",
             str(workers),
             "--timeout",
@@ -229,6 +296,7 @@ class WebServerProcess(ServiceProcess):
         super().__init__(
             name=f"web-{uuid.uuid4().hex[:8]}", argv=argv, env={"ALLOWED_HOSTS": "127.0.0.1", **(env or {})}
         )
+        self.pass_fds = (self.socket.fileno(),)
 
     def ready(self) -> bool:
         try:
@@ -249,7 +317,7 @@ def start_web(transactional_db) -> Iterator[Callable[..., WebServerProcess]]:
 
     yield start
     for web in started:
-        web.stop()
+        web.discard()
 
 
 def wait_until(

@@ -88,3 +88,29 @@ def database_backend_pid(*, project_id, job_id, task_id, task_instance, **params
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_backend_pid()")
         return {"backend_pid": cursor.fetchone()[0], "pid": os.getpid()}
+
+
+@job_function(job_type="TEST")
+def wait_for_file(*, project_id, job_id, task_id, task_instance, path: str, **params):
+    """Runs until ``path`` exists (the test creates it to let the job finish; bounded so it cannot hang a worker)."""
+    deadline = time.monotonic() + 60
+    while not Path(path).exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} was never created")
+        time.sleep(0.05)
+    return {"released": True}
+
+
+@job_function(job_type="TEST")
+def submit_child(*, project_id, job_id, task_id, task_instance, **params):
+    """Submits another job from inside the task (published inline: a worker has no dispatcher thread to wait for)."""
+    from django.db import transaction
+
+    from jobs.services import job_create
+    from tenancy.models import Project
+
+    with transaction.atomic():
+        child = job_create(
+            project=Project.objects.get(id=project_id), function_path="jobs.functions.echo", params={"parent": job_id}
+        )
+    return {"child": str(child.id)}

@@ -40,5 +40,5 @@ def doc_worker(django_db_setup, django_db_blocker, media_root: Path) -> Iterator
         try:
             yield worker
         finally:
-            worker.stop()
+            worker.discard()
             purge_queues()

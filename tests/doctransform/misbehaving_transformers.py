@@ -22,6 +22,15 @@ def hang(data: bytes, *, charset=None, filename: str = "") -> str:
     return ""
 
 
+def hang_once_started(data: bytes, *, charset=None, filename: str = "") -> str:
+    """Writes "started" to the file named by ``data`` (a test awaits it), then never returns. Not registered: the
+    converter is handed its path directly."""
+    with open(data.decode(), "w") as marker:
+        marker.write("started")
+    time.sleep(3600)
+    return ""
+
+
 @register_transformer(name="test-crash", source_types=(TEXT,))
 def crash(data: bytes, *, charset=None, filename: str = "") -> str:
     """Dies the way a segfaulting parser does."""

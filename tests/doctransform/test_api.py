@@ -1,13 +1,16 @@
 """The documents API without a worker: validation, scoping, download and deletion."""
 
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
+from doctransform import services
 from doctransform.models import Document
+from doctransform.views import UploadLimitHandler
 from jobs.models import Job, JobStatus
 
 from . import files
@@ -67,17 +70,35 @@ def test_missing_file_and_json_body_are_refused(api_client):
     assert "Unsupported media type" in resp.json()["detail"]
 
 
-def test_over_limit_upload_is_413_and_nothing_is_stored(api_client, settings, media_root):
+def test_over_limit_upload_is_413_and_nothing_is_stored(api_client, settings, tmp_path, monkeypatch):
+    settings.MEDIA_ROOT = tmp_path  # this test's own: the count below is of its files only
     settings.DOCUMENT_MAX_UPLOAD_BYTES = 1000
+    chunks = []
+    receive = UploadLimitHandler.receive_data_chunk
+    monkeypatch.setattr(
+        UploadLimitHandler,
+        "receive_data_chunk",
+        lambda self, raw, start: chunks.append(start) or receive(self, raw, start),
+    )
+    service = mock.Mock(wraps=services.document_upload)
+    monkeypatch.setattr(services, "document_upload", service)
+
+    # just over the limit: refused by the upload handler while the body streams, before the service sees a file
     resp = upload(api_client, "big.txt", b"a" * 1001)
     assert resp.status_code == 413
     assert resp.json() == {"detail": "The file is larger than the upload limit of 1000 bytes."}
-    # far over the limit: refused from the Content-Length, before the body is read
+    assert chunks and not service.called
+    # far over the limit: refused from the Content-Length, before any of the body is read
+    chunks.clear()
     resp = upload(api_client, "huge.txt", b"a" * 200_000)
     assert resp.status_code == 413
+    assert resp.json() == {"detail": "The file is larger than the upload limit of 1000 bytes."}
+    assert chunks == [] and not service.called
+    assert not Document.objects.exists() and not [p for p in tmp_path.rglob("*") if p.is_file()]
+
     assert upload(api_client, "ok.txt", b"a" * 1000).status_code == 202
     assert Document.objects.count() == 1
-    assert len(list((media_root / "documents").rglob("*.*"))) >= 1
+    assert len([p for p in tmp_path.rglob("*") if p.is_file()]) == 1
 
 
 def test_unsupported_type_is_415_listing_the_supported_pairs(api_client):

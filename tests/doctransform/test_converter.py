@@ -55,11 +55,11 @@ def test_the_converter_dies_with_the_process_that_started_it(tmp_path):
     import signal
     import subprocess
     import sys
-    import time
 
     from tests.conftest import ROOT, wait_until
 
     pid_file = tmp_path / "converter.pid"
+    started = tmp_path / "conversion.started"
     code = (
         "import django; django.setup()\n"
         "from doctransform.converter import ConverterProcess\n"
@@ -67,13 +67,14 @@ def test_the_converter_dies_with_the_process_that_started_it(tmp_path):
         "c = ConverterProcess(max_memory_mb=0, max_conversions=10)\n"
         "c.start()\n"
         f"open({str(pid_file)!r}, 'w').write(str(c.pid))\n"
-        "c.convert(function_path=m.hang.__module__ + '.hang', data=b'x', hints={}, timeout=3600)\n"
+        f"c.convert(function_path=m.__name__ + '.hang_once_started', data={str(started).encode()!r}, hints={{}},"
+        " timeout=3600)\n"
     )
     parent = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env={**os.environ})
     try:
         wait_until(lambda: pid_file.exists() and pid_file.read_text(), timeout=60, message="the converter to start")
         converter_pid = int(pid_file.read_text())
-        time.sleep(0.3)  # let the hanging conversion begin
+        wait_until(started.exists, timeout=30, message="the hanging conversion to begin")
         parent.send_signal(signal.SIGKILL)
         parent.wait(10)
 

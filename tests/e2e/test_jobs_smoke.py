@@ -1,6 +1,9 @@
 import base64
 import gzip
 import json
+import os
+import signal
+import uuid
 
 import pytest
 from django_celery_results.models import TaskResult
@@ -64,6 +67,7 @@ def test_run_worker_command_starts_a_worker_that_runs_jobs(transactional_db, pro
     from tests.factories import make_job
 
     purge_queues()
+    hostname = f"cmd-test-{uuid.uuid4().hex[:8]}@localhost"  # never answered for by a worker left from another run
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -74,7 +78,7 @@ def test_run_worker_command_starts_a_worker_that_runs_jobs(transactional_db, pro
             "--concurrency",
             "1",
             "--hostname",
-            "cmd-test@localhost",
+            hostname,
             "--loglevel",
             "warning",
         ],
@@ -82,18 +86,19 @@ def test_run_worker_command_starts_a_worker_that_runs_jobs(transactional_db, pro
         env=worker_environment(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     try:
-        wait_until(lambda: app.control.ping(destination=["cmd-test@localhost"], timeout=0.5), timeout=60)
+        wait_until(lambda: app.control.ping(destination=[hostname], timeout=0.5), timeout=60, message="run_worker")
         job = make_job(project, priority="low", via="run_worker")
         wait_until(lambda: Job.objects.get(id=job.id).status == JobStatus.SUCCESS, timeout=60)
         job.refresh_from_db()
         status = wait_until(lambda: (s := get_task_status(job.task_id))["ready"] and s, timeout=30)
         assert status["status"] == "SUCCESS"
         assert status["result"] == {"delay": 0, "via": "run_worker"}
-    finally:
-        proc.terminate()
-        proc.wait(30)
+    finally:  # the worker and its pool, whether the test passed or gave up waiting
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
 
 
 def test_the_documented_http_flow_against_the_deployed_web_server(start_web, start_worker, project):

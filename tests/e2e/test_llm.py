@@ -83,12 +83,16 @@ def test_each_provider_succeeds_and_errors_retry_or_fail(start_worker, api_clien
 def test_many_calls_are_in_flight_at_once(start_worker, api_client, provider_credentials, project, fake_provider):
     """One gevent worker process keeps far more calls waiting on the provider than a prefork pool could."""
     provider_credentials(project, ["openai-chat"])
-    fake_provider.latency = 0.5
-    start_worker(**WORKER)
+    fake_provider.gate.clear()  # every call waits at the provider until 25 of them wait there together
+    start_worker(**{**WORKER, "env": {"LLM_READ_TIMEOUT": "60"}})
     ids = [submit(api_client, "openai-chat", unique(f"call {i}")) for i in range(100)]
+    try:
+        wait_until(lambda: fake_provider.in_flight >= 25, timeout=60, message="25 calls waiting on the provider")
+    finally:
+        fake_provider.gate.set()
     jobs = wait_finished(ids, timeout=90)
     assert all(job.status == JobStatus.SUCCESS for job in jobs.values())
-    assert fake_provider.peak_in_flight >= 25, fake_provider.peak_in_flight
+    assert all(job.attempts == 1 for job in jobs.values())
 
 
 def test_gevent_worker_keeps_time_limits_and_warm_shutdown(

@@ -93,6 +93,9 @@ class FakeProvider:
         self._seen: Counter[str] = Counter()
         self.in_flight = 0
         self.peak_in_flight = 0  # the most calls answered at the same time
+        # Cleared by a test to hold every call until it sets it again (bounded: a forgotten gate cannot hang)
+        self.gate = threading.Event()
+        self.gate.set()
         self._lock = threading.Lock()
         self._server = _Server(("127.0.0.1", port), _handler_for(self))
         self._thread: threading.Thread | None = None
@@ -126,6 +129,7 @@ class FakeProvider:
             self.in_flight += 1
             self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
         try:
+            self.gate.wait(60)
             return self._answer(path, headers, raw)
         finally:
             with self._lock:

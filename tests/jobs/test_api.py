@@ -55,7 +55,10 @@ def test_other_projects_job_is_404(other_client, project):
 
 @pytest.mark.parametrize("path", ["not-a-uuid/", "123/", f"{uuid.uuid4()}/", "%00/", "x" * 300 + "/"])
 def test_malformed_or_unknown_id_is_404(api_client, path):
-    assert api_client.get(f"/api/v1/jobs/{path}").status_code == 404
+    resp = api_client.get(f"/api/v1/jobs/{path}")
+    assert resp.status_code == 404
+    # JSON like every other answer of the API, never Django's HTML page
+    assert resp["Content-Type"] == "application/json" and resp.json()["detail"]
 
 
 @pytest.mark.parametrize(
@@ -80,16 +83,21 @@ def test_filters(api_client, project):
 
 
 @pytest.mark.parametrize(
-    "query",
+    ("query", "expected"),
     [
-        "created_after=0350-06-25T18:55:22-21:26",
-        "created_before=9999-12-31T23:59:59-23:59",
-        "created_after=0001-01-01T00:00:00+23:00",
+        ("created_after=0350-06-25T18:55:22-21:26", 200),
+        ("created_before=9999-12-31T23:59:59-23:59", 400),
+        ("created_after=0001-01-01T00:00:00+23:00", 400),
     ],
 )
-def test_datetime_filters_with_extreme_offsets_are_never_500(api_client, project, query):
+def test_datetime_filters_with_extreme_offsets_are_never_500(api_client, project, query, expected):
     make_job(project)
-    assert api_client.get(f"/api/v1/jobs/?{query}".replace("+", "%2B")).status_code in (200, 400)
+    resp = api_client.get(f"/api/v1/jobs/?{query}".replace("+", "%2B"))
+    assert resp.status_code == expected, resp.content
+    if expected == 200:
+        assert resp.json()["count"] == 1  # the year 350 is before the job
+    else:
+        assert resp.json() == {"created_at": ["Datetime out of range."]}
 
 
 @pytest.mark.parametrize(
@@ -97,7 +105,21 @@ def test_datetime_filters_with_extreme_offsets_are_never_500(api_client, project
 )
 def test_bad_pagination_never_500(api_client, project, query, expected):
     make_job(project)
-    assert api_client.get(f"/api/v1/jobs/?{query}").status_code == expected
+    resp = api_client.get(f"/api/v1/jobs/?{query}")
+    assert resp.status_code == expected, resp.content
+    if expected == 400:
+        assert resp.json() == {
+            query.split("=")[0]: [f"must be an integer from {int(query.startswith('limit'))} to {2**63 - 1}"]
+        }
+
+
+def test_page_size_is_capped(api_client, project, settings):
+    settings.API_MAX_PAGE_SIZE = 2
+    for _ in range(3):
+        make_job(project)
+    body = api_client.get("/api/v1/jobs/?limit=100000").json()
+    assert body["count"] == 3 and len(body["results"]) == 2
+    assert "limit=2" in body["next"]
 
 
 def test_cancel_pending_job(api_client, project):
@@ -127,7 +149,10 @@ def test_cancel_with_bad_body_is_400(api_client, project, body):
 @pytest.mark.parametrize("status", [JobStatus.PENDING, JobStatus.PROCESSING, JobStatus.SUCCESS])
 def test_retry_unless_failed_or_cancelled_is_409(api_client, project, status):
     job = set_status(make_job(project), status)
-    assert api_client.post(f"/api/v1/jobs/{job.id}/retry/").status_code == 409
+    resp = api_client.post(f"/api/v1/jobs/{job.id}/retry/")
+    assert resp.status_code == 409
+    assert resp.json() == {"detail": f"only FAILED or CANCELLED jobs can be retried; this job is {status}"}
+    assert Job.objects.get(id=job.id).status == status
 
 
 def test_retry_failed_job(api_client, project):

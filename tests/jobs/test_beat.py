@@ -27,16 +27,17 @@ SENT = "Sending due task"
 class BeatProcess:
     """`manage.py run_beat`, as an operator starts it; it looks at the schedule table every second."""
 
-    def __init__(self, env: dict[str, str] | None = None) -> None:
+    def __init__(self, env: dict[str, str] | None = None, *, args: tuple[str, ...] = ()) -> None:
         LOG_DIR.mkdir(parents=True, exist_ok=True)
+        self.args = args
         self.log_path = LOG_DIR / f"beat-{uuid.uuid4().hex[:8]}.log"
-        self.env = worker_environment(CELERY_BEAT_MAX_LOOP_INTERVAL="1", BEAT_LOCK_TIMEOUT="5", **(env or {}))
+        self.env = worker_environment(**{"CELERY_BEAT_MAX_LOOP_INTERVAL": "1", "BEAT_LOCK_TIMEOUT": "5", **(env or {})})
         self.process: subprocess.Popen | None = None
 
     def start(self) -> BeatProcess:
         self._log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            [sys.executable, "manage.py", "run_beat", "--loglevel", "info"],
+            [sys.executable, "manage.py", "run_beat", "--loglevel", "info", *self.args],
             cwd=ROOT,
             env=self.env,
             stdout=self._log,

@@ -9,16 +9,18 @@ from jobs.publishing import BackgroundDispatcher
 
 def test_background_dispatcher_admits_high_priority_before_a_low_priority_backlog(monkeypatch):
     gate = threading.Event()
+    at_gate = threading.Event()
     calls: list[tuple[int, str]] = []
 
     def admit(*, project_id, queue, submitted=()):
+        at_gate.set()
         gate.wait(5)
         calls.append((project_id, queue))
         return Admission(len(submitted), True)
 
     dispatcher = BackgroundDispatcher(admit)
     dispatcher.submit([Job(project_id=1, queue="low_priority")])  # taken at once; the thread waits at the gate
-    time.sleep(0.2)
+    assert at_gate.wait(5), "the dispatcher thread did not take the first submission"
     dispatcher.submit([Job(project_id=p, queue="low_priority") for p in (2, 3, 4) for _ in range(50)])
     dispatcher.submit([Job(project_id=5, queue="high_priority")])
     gate.set()

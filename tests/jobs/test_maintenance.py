@@ -138,6 +138,17 @@ def test_overdue_processing_jobs_are_requeued_then_failed(project, settings, dja
         next(c for c in callbacks if c.func.__name__ == "_job_finished")()
     assert WebhookDelivery.objects.get(job=give_up).event == "job.failed"
 
+    # The requeued job's message goes to the real broker under a new task id.
+    purge_queues()
+    next(c for c in callbacks if c.func.__name__ == "job_dispatch")()
+    requeue.refresh_from_db()
+    assert requeue.dispatched_at is not None and requeue.task_id not in ("", "old-task")
+    from kaapi.celery import app
+
+    with app.connection_for_write() as conn:
+        message = conn.default_channel.basic_get(requeue.queue, no_ack=True)
+    assert message is not None and message.headers["id"] == requeue.task_id
+
 
 @pytest.fixture
 def undispatched(project, monkeypatch):

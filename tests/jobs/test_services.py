@@ -1,3 +1,5 @@
+from unittest import mock
+
 import pytest
 from django.db import transaction
 from django.test import override_settings
@@ -8,6 +10,8 @@ from jobs.backoff import backoff_delay
 from jobs.exceptions import JobStateError
 from jobs.models import Job, JobStatus
 from jobs.registry import get_job_function, job_function, registered_paths
+from kaapi.celery import app
+from tests.conftest import purge_queues
 from tests.factories import make_job, set_status
 
 pytestmark = pytest.mark.django_db
@@ -25,18 +29,22 @@ def test_job_create_refuses_unknown_priority(project):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_job_create_publishes_only_after_commit(project):
+def test_job_create_publishes_only_after_commit(project, monkeypatch):
+    purge_queues()  # the count below is of this test's message only
+    submit = mock.Mock(wraps=dispatcher.submit)
+    monkeypatch.setattr(dispatcher, "submit", submit)
     with transaction.atomic():
         job = services.job_create(project=project, function_path="jobs.functions.echo")
-        assert dispatcher.flush(timeout=1)  # nothing was handed to the dispatcher yet
-        assert job.dispatched_at is None and job.task_id and job.trace_id
+        assert not submit.called  # nothing is handed to the dispatcher before the commit
+        assert job.task_id and job.trace_id
+    assert submit.call_count == 1 and [j.id for j in submit.call_args.args[0]] == [job.id]
     assert dispatcher.flush(timeout=10)
     job.refresh_from_db()
     assert job.status == JobStatus.PENDING and job.dispatched_at is not None and job.task_id
-    from kaapi.celery import app
-
-    with app.connection_for_write() as conn:  # the message is on the broker
-        assert conn.default_channel.queue_declare(queue="high_priority", passive=True).message_count >= 1
+    with app.connection_for_write() as conn:  # the message is on the broker, and it is this job's
+        message = conn.default_channel.basic_get("high_priority", no_ack=True)
+        assert message is not None and message.headers["id"] == job.task_id
+        assert conn.default_channel.queue_declare(queue="high_priority", passive=True).message_count == 0
 
 
 def test_claim_is_atomic_and_only_once(project):

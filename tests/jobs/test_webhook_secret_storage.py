@@ -29,22 +29,18 @@ def test_the_secret_is_encrypted_in_the_database_and_plain_in_the_api(project, a
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_migration_encrypts_secrets_stored_in_plain_text_before(project):
-    executor = MigrationExecutor(connection)
-    executor.migrate([("jobs", "0003_fewer_job_indexes")])
+def test_the_migration_encrypts_secrets_stored_in_plain_text_before(project, migrate_to):
+    migrate_to(("jobs", "0003_fewer_job_indexes"))
     with connection.cursor() as cursor:
         cursor.execute(
             "INSERT INTO jobs_webhooksecret (project_id, secret, previous_secret, created_at) "
             "VALUES (%s, %s, %s, now())",
             [project.id, "whsec_plain-current", "whsec_plain-previous"],
         )
-    executor = MigrationExecutor(connection)
-    executor.migrate([("jobs", "0004_encrypt_webhook_secrets")])
+    migrate_to(("jobs", "0004_encrypt_webhook_secrets"))
     stored, previous = stored_columns(project)
-    # back to the latest schema: the tests after this one (and a reused test database) need the later migrations
-    executor = MigrationExecutor(connection)
-    executor.migrate(executor.loader.graph.leaf_nodes())
     assert crypto.decrypt(stored) == "whsec_plain-current" and crypto.decrypt(previous) == "whsec_plain-previous"
+    migrate_to(*MigrationExecutor(connection).loader.graph.leaf_nodes())
     secret = WebhookSecret.objects.get(project=project)
     assert (secret.secret, secret.previous_secret) == ("whsec_plain-current", "whsec_plain-previous")
     webhook_secret_rotate(project=project)  # and the rows stay usable

@@ -2,26 +2,39 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 
 import pytest
 from django.utils import timezone
 
 from jobs.models import DeliveryStatus, WebhookDelivery
-from jobs.webhooks import services as webhook_services
+from jobs.publishing import DELIVER_WEBHOOK_TASK as DELIVER_TASK
 from jobs.webhooks import webhook_deliveries_publish_due, webhook_secret_get
+from kaapi.celery import app
+from tests.conftest import purge_queues
 from tests.factories import WebhookDeliveryFactory
 
 pytestmark = pytest.mark.django_db
 
 
+def default_queue_deliveries() -> list[str]:
+    """The delivery ids of the webhook messages on the real broker's default queue (taken off it)."""
+    ids = []
+    with app.connection_for_write() as conn:
+        while (message := conn.default_channel.basic_get("default", no_ack=True)) is not None:
+            assert message.headers["task"] == DELIVER_TASK
+            ids.append(json.loads(message.body)[1]["delivery_id"])
+    return ids
+
+
 @pytest.fixture
-def published(monkeypatch) -> list[str]:
-    sent: list[str] = []
-    monkeypatch.setattr(
-        webhook_services, "publish_webhook_delivery", lambda delivery_id, **options: sent.append(str(delivery_id))
-    )
-    return sent
+def published() -> Iterator[Callable[[], list[str]]]:
+    """What the real publish put on the broker (nothing is faked: the message a worker would take)."""
+    purge_queues()
+    yield default_queue_deliveries
+    purge_queues()
 
 
 def make_delivery(project, **fields) -> WebhookDelivery:
@@ -40,7 +53,7 @@ def test_admin_redeliver_rearms_the_same_message(admin_client, project, publishe
     delivery.refresh_from_db()
     assert (delivery.status, delivery.attempts) == (DeliveryStatus.PENDING, 0)
     assert delivery.next_attempt_at <= timezone.now()
-    assert published == [str(delivery.id)]
+    assert published() == [str(delivery.id)]
     assert admin_client.get(f"/admin/jobs/job/{delivery.job_id}/change/").status_code == 200
 
 
@@ -63,7 +76,7 @@ def test_sweep_publishes_only_overdue_deliveries(project, published):
     make_delivery(project, next_attempt_at=now - timedelta(seconds=2))  # its own message is on the way
     make_delivery(project, status=DeliveryStatus.DELIVERED, next_attempt_at=None)
     assert webhook_deliveries_publish_due() == 1
-    assert published == [str(overdue.id)]
+    assert published() == [str(overdue.id)]
     # Its message may wait in a busy queue: the next runs do not publish it again until it is overdue again.
     assert webhook_deliveries_publish_due() == 0
     overdue.refresh_from_db()

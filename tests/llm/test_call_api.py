@@ -53,7 +53,11 @@ def test_call_with_inline_blob(api_client, provider_credentials, project):
     resp = call(api_client, {"blob": BLOBS["openai"]})
     assert resp.status_code == 202, resp.content
     assert Job.objects.get(id=resp.json()["job_id"]).params["config"] is None
-    assert api_client.post("/api/v1/llm/call/", {"config": {"blob": BLOBS["openai"]}, "query": "hi"}, format="json")
+    # the trailing-slash route is the same endpoint: it creates the same job, it does not redirect or 404
+    resp = api_client.post("/api/v1/llm/call/", {"config": {"blob": BLOBS["openai"]}, "query": "hi"}, format="json")
+    assert resp.status_code == 202, resp.content
+    job = Job.objects.get(id=resp.json()["job_id"])
+    assert (job.job_type, job.queue, job.params["query"]) == ("LLM_API", "high_priority", "hi")
 
 
 def test_unknown_or_foreign_config_is_404(

@@ -45,8 +45,9 @@ logger = logging.getLogger(__name__)
 
 ADMIT_BATCH = 50  # jobs one admission transaction publishes at most
 # How long a freed slot may wait for the slots other finishing jobs free, to be filled by one admission with them.
-# Short against any job's run time; bench/fairness.py measures what it saves (a flooding project's throughput).
-SLOT_LINGER = 0.02
+# It delays only a project already at its limit (its next job), by a fraction of an LLM call's time; longer
+# lingers fill more slots per admission (bench/fairness.py: a flooding project's throughput, fairness on/off).
+SLOT_LINGER = 0.1
 # The second key of the transaction-level advisory lock that serializes the admission of one project's jobs of
 # one queue across processes (the first key is the project's id); with a submission rate, the admissions of both
 # queues of a project count in one window and take the project's rate lock too, always after the queue's.

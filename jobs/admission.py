@@ -45,9 +45,10 @@ logger = logging.getLogger(__name__)
 
 ADMIT_BATCH = 50  # jobs one admission transaction publishes at most
 # How long a freed slot may wait for the slots other finishing jobs free, to be filled by one admission with them.
-# It delays only a project already at its limit (its next job), by a fraction of an LLM call's time; longer
-# lingers fill more slots per admission (bench/fairness.py: a flooding project's throughput, fairness on/off).
-SLOT_LINGER = 0.1
+# It delays only a project already at its limit (its next job), by a fraction of an LLM call's time. A longer one
+# fills more slots per admission but did not raise a flooding project's throughput (bench/fairness.py: 117-123
+# calls/s with fairness on at 20 ms, 118-137 at 0.1 s, same machine).
+SLOT_LINGER = 0.02
 # The second key of the transaction-level advisory lock that serializes the admission of one project's jobs of
 # one queue across processes (the first key is the project's id); with a submission rate, the admissions of both
 # queues of a project count in one window and take the project's rate lock too, always after the queue's.

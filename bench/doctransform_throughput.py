@@ -249,7 +249,12 @@ def isolation_overhead(documents: list[tuple[str, bytes]], rounds: int) -> tuple
     and the round trip of a 5-byte conversion (ms): the pure cost of the isolation."""
     from doctransform.converter import ConverterProcess
     from doctransform.detection import detect_bytes
-    from doctransform.transformers import get_transformer, load_function
+    from doctransform.services import conversion_options as settings_options
+    from doctransform.transformers import conversion_options, get_transformer, load_function
+
+    # The options a worker gives each conversion (OCR languages and models, page limits), here to both sides.
+    options = settings_options()
+    conversion_options.set(options)
 
     jobs = []
     for name, data in documents:
@@ -262,7 +267,7 @@ def isolation_overhead(documents: list[tuple[str, bytes]], rounds: int) -> tuple
     startup = time.perf_counter() - started
     for path, data, hints in jobs:  # warm the imports of both processes
         load_function(path)(data, **hints)
-        converter.convert(function_path=path, data=data, hints=hints, timeout=60)
+        converter.run(function_path=path, data=data, hints=hints, timeout=60, options=options)
     in_process = isolated = 0.0
     for _ in range(rounds):  # interleaved, so load changes on the machine hit both alike
         for path, data, hints in jobs:
@@ -270,7 +275,7 @@ def isolation_overhead(documents: list[tuple[str, bytes]], rounds: int) -> tuple
             load_function(path)(data, **hints)
             in_process += time.perf_counter() - started
             started = time.perf_counter()
-            converter.convert(function_path=path, data=data, hints=hints, timeout=60)
+            converter.run(function_path=path, data=data, hints=hints, timeout=60, options=options)
             isolated += time.perf_counter() - started
     in_process = in_process / (rounds * len(jobs)) * 1000
     isolated = isolated / (rounds * len(jobs)) * 1000

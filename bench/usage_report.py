@@ -15,10 +15,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
-from bench.harness import setup_environment
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.harness import setup_environment  # noqa: E402
 
 FIRST_DAY = datetime(2026, 1, 1, tzinfo=UTC)
 MONTHS = 6

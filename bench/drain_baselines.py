@@ -23,16 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import kaapi_worker, print_table, purge, set_max_concurrent_jobs, setup_environment  # noqa: E402
-
-
-def wait(predicate, timeout: float = 600, interval: float = 0.02) -> float:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError("benchmark did not finish")
-        time.sleep(interval)
-    return time.perf_counter()
+from bench.harness import kaapi_worker, print_table, purge, set_max_concurrent_jobs, setup_environment, wait  # noqa: E402
 
 
 def main() -> None:

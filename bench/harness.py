@@ -158,6 +158,16 @@ def purge(app) -> None:
             queue(conn.default_channel).purge()
 
 
+def wait(predicate, timeout: float = 600, interval: float = 0.02) -> float:
+    """Poll ``predicate`` until it holds; the ``perf_counter`` time it was seen to (TimeoutError after ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("benchmark did not finish")
+        time.sleep(interval)
+    return time.perf_counter()
+
+
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     if not ordered:

@@ -36,16 +36,8 @@ from bench.harness import (  # noqa: E402
     raw_worker,
     set_max_concurrent_jobs,
     setup_environment,
+    wait,
 )
-
-
-def wait(predicate, timeout: float = 600, interval: float = 0.02) -> float:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError("benchmark did not finish")
-        time.sleep(interval)
-    return time.perf_counter()
 
 
 def main() -> None:

@@ -128,7 +128,7 @@ def _admit_batch(project_id: int, queue_name: str, *, wait: bool = True) -> Admi
                 .order_by("-priority", "created_at", "id")
                 .select_for_update(skip_locked=True)[: min(room, ADMIT_BATCH)]
             )
-            handled = publish_and_record(jobs, stop_at_failure=True)
+            handled = publish_and_record(jobs)
             if handled < len(jobs):
                 return Admission(handled, False)
             if handled < room:

@@ -14,7 +14,8 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
+from contextlib import nullcontext
 from functools import partial
 from typing import Any
 
@@ -31,7 +32,9 @@ from kaapi.celery import (
     HIGH_PRIORITY_QUEUE,
     LOW_PRIORITY,
     LOW_PRIORITY_QUEUE,
+    ConfirmBatch,
     app,
+    confirm_batch,
     confirmed_producer,
     sent_events,
 )
@@ -78,12 +81,16 @@ def publish_job_message(
     task_id: str | None = None,
     priority: int,
     params: dict[str, Any] | None = None,
+    producer: Any = None,
 ) -> str:
     """Publish ``function_path``'s message to the generic task of ``queue`` with the function's ``params``
-    (confirmed by the broker); returns the Celery task id. ValueError for a function that is not registered."""
+    (confirmed by the broker; or, with a ``ConfirmBatch``'s ``producer``, sent for the batch to confirm); returns
+    the Celery task id. ValueError for a function that is not registered."""
     get_job_function(function_path)  # never publish an unregistered path
     task_id = task_id or new_task_id()
-    with confirmed_producer() as producer:
+    # A batch's message is sent once, on the batch's channel: kombu's retry would reconnect and send it on another.
+    options = {"retry": False} if producer is not None else {}
+    with nullcontext(producer) if producer is not None else confirmed_producer() as producer:
         app.send_task(
             JOB_TASKS[queue],
             # The job's params travel under one argument of their own: spread into the message's keyword
@@ -106,6 +113,7 @@ def publish_job_message(
             ignore_result=True,
             event_dispatcher=sent_events(),  # the task-sent event, without a confirm of its own
             kwargsrepr=message_summary(function_path=function_path, project_id=project_id, job_id=job_id),
+            **options,
         )
     return task_id
 
@@ -203,9 +211,10 @@ class JobNotPublishable(Exception):
     """Publishing this job failed for a reason of its own, not the broker's."""
 
 
-def publish_job(job: Job) -> bool:
-    """Publish ``job``'s message under ``job.task_id`` (confirmed by the broker). False when the broker failed;
-    ``JobNotPublishable`` when the job itself cannot be published."""
+def publish_job(job: Job, *, producer: Any = None) -> bool:
+    """Publish ``job``'s message under ``job.task_id`` (confirmed by the broker, or sent on a ``ConfirmBatch``'s
+    ``producer`` for the batch to confirm). False when the broker failed; ``JobNotPublishable`` when the job itself
+    cannot be published."""
     try:
         publish_job_message(
             job.queue,
@@ -216,6 +225,7 @@ def publish_job(job: Job) -> bool:
             task_id=job.task_id,
             priority=job.priority,
             params=job.params,
+            producer=producer,
         )
     except BROKER_ERRORS:
         logger.warning("could not publish job %s; the recovery sweep will publish it", job.id, exc_info=True)
@@ -226,27 +236,84 @@ def publish_job(job: Job) -> bool:
     return True
 
 
-def publish_and_record(jobs: list[Job], *, stop_at_failure: bool = False) -> int:
-    """Publish ``jobs`` and record the dispatch time of those the broker confirmed; returns how many were handled:
-    published, or FAILED because they cannot be published (their own fault, see ``BROKER_ERRORS``).
+def _publish_batch(jobs: list[Job]) -> tuple[list[Job], list[tuple[Job, str]], bool]:
+    """Publish ``jobs`` in one ``ConfirmBatch``: (those the broker confirmed, those that cannot be published and
+    why, whether the broker took every message). Nothing is sent after a message the broker failed to take."""
+    by_id: dict[Hashable, Job] = {job.id: job for job in jobs}
+    refused: list[tuple[Job, str]] = []
+    broker_ok = True
+    try:
+        with confirm_batch() as batch:
+            for job in jobs:
+                try:
+                    if not _send(batch, job):
+                        # The messages sent before may have been taken: their confirms are read all the same (a
+                        # dead connection fails at once), then the connection is dropped.
+                        broker_ok, batch.broken = False, True
+                        break
+                except JobNotPublishable as exc:
+                    refused.append((job, str(exc)))
+            try:
+                batch.wait()
+            except BROKER_ERRORS:
+                logger.warning("the broker did not confirm every job message", exc_info=True)
+                broker_ok = False
+            confirmed = [by_id[job_id] for job_id in batch.confirmed]
+            return confirmed, refused, broker_ok and not batch.refused
+    except BROKER_ERRORS:  # no connection to the broker
+        logger.warning("could not publish %d job messages", len(jobs), exc_info=True)
+        return [], refused, False
 
-    With ``stop_at_failure`` the jobs after the first one that the broker refused are not tried (the broker is down:
-    each would spend the publish retries for nothing); the handled jobs are then the first ones of ``jobs``. Jobs
-    are created with their task id, so recording a batch is one UPDATE; a job without one (requeued by maintenance)
-    gets it here, written with its own UPDATE.
+
+def _send(batch: ConfirmBatch, job: Job) -> bool:
+    """Send ``job``'s message in ``batch`` (``publish_job`` on the batch's producer); False when the broker
+    failed."""
+    sent = True
+
+    def send(producer) -> None:
+        nonlocal sent
+        sent = publish_job(job, producer=producer)
+
+    batch.publish(job.id, send)
+    return sent
+
+
+def publish_and_record(jobs: list[Job]) -> int:
+    """Publish ``jobs`` and record the dispatch time of those the broker confirmed; returns how many were handled:
+    published, or FAILED because they cannot be published (their own fault, see ``BROKER_ERRORS``). Fewer than
+    ``jobs`` means the broker failed; those left are published again by the next admission or the recovery sweep.
+
+    The messages go out together and are confirmed together (``kaapi.celery.ConfirmBatch``). When the broker
+    fails, nothing more is sent on that connection; what it did not confirm is sent once more on a fresh one (a
+    pooled connection may have died with a broker restart), and no further. Jobs are created with their task id,
+    so recording a batch is one UPDATE; a job without one (requeued by maintenance) gets it here, written with its
+    own UPDATE.
     """
     fresh = {job.id for job in jobs if not job.task_id}
-    published: list[Job] = []
-    refused: list[tuple[Job, str]] = []
     for job in jobs:
         job.task_id = job.task_id or new_task_id()
-        try:
-            if publish_job(job):
-                published.append(job)
-            elif stop_at_failure:
-                break
-        except JobNotPublishable as exc:
-            refused.append((job, str(exc)))
+    published: list[Job] = []
+    refused: list[tuple[Job, str]] = []
+    remaining = jobs
+    for _attempt in range(2):
+        confirmed, cannot, broker_ok = _publish_batch(remaining)
+        published += confirmed
+        refused += cannot
+        if broker_ok:
+            break
+        handled = {job.id for job in confirmed} | {job.id for job, _ in cannot}
+        remaining = [job for job in remaining if job.id not in handled]
+    _record_dispatch(published, fresh=fresh)
+    if refused:
+        from .services import job_mark_failed  # the services publish through this module: imported when needed
+
+        for job, error in refused:
+            job_mark_failed(job_id=str(job.id), error=f"the job's message could not be published: {error}")
+    return len(published) + len(refused)
+
+
+def _record_dispatch(published: list[Job], *, fresh: set) -> None:
+    """Record the dispatch of the ``published`` jobs (their task id too, for those in ``fresh``)."""
     now = timezone.now()
     preassigned = [job.id for job in published if job.id not in fresh]
     for start in range(0, len(preassigned), BATCH_SIZE):
@@ -254,12 +321,6 @@ def publish_and_record(jobs: list[Job], *, stop_at_failure: bool = False) -> int
     for job in published:
         if job.id in fresh:
             Job.objects.filter(id=job.id).update(task_id=job.task_id, dispatched_at=now, waiting_reason="")
-    if refused:
-        from .services import job_mark_failed  # the services publish through this module: imported when needed
-
-        for job, error in refused:
-            job_mark_failed(job_id=str(job.id), error=f"the job's message could not be published: {error}")
-    return len(published) + len(refused)
 
 
 # --- The background thread ------------------------------------------------------------------------------

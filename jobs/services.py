@@ -353,7 +353,7 @@ def jobs_dispatch_stalled(
                 : min(DISPATCH_SWEEP_BATCH, limit - handled)
             ]
         )
-        done = publish_and_record(batch, stop_at_failure=True)
+        done = publish_and_record(batch)
         handled += done
         if done < len(batch):
             return handled  # the broker refused

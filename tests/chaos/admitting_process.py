@@ -1,9 +1,9 @@
-"""A process that admits a project's waiting jobs and stops after publishing ``AFTER`` of them, before its admission
-transaction commits, so that a test can SIGKILL it mid-batch.
+"""A process that admits a project's waiting jobs and stops once the broker has confirmed their messages, before its
+admission transaction records them, so that a test can SIGKILL it there.
 
-    python -m tests.chaos.admitting_process PROJECT_ID AFTER
+    python -m tests.chaos.admitting_process PROJECT_ID
 
-prints "published" once the ``AFTER``-th message is confirmed by the broker, then waits to be killed.
+prints "published N" (the confirmed messages) at that point, then waits to be killed.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import time
 
 
 def main() -> None:
-    project_id, after = int(sys.argv[1]), int(sys.argv[2])
+    project_id = int(sys.argv[1])
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kaapi.settings")
     import django
 
@@ -22,18 +22,11 @@ def main() -> None:
     import tests.job_functions  # noqa: F401  (registers the test job functions, as a test worker's -I does)
     from jobs import admission, publishing
 
-    publish = publishing.publish_job
-    published = []
+    def wait_instead_of_recording(published, **kwargs):
+        print(f"published {len(published)}", flush=True)
+        time.sleep(3600)
 
-    def publish_then_wait(job):
-        confirmed = publish(job)
-        published.append(job.id)
-        if len(published) == after:
-            print("published", flush=True)
-            time.sleep(3600)
-        return confirmed
-
-    publishing.publish_job = publish_then_wait
+    publishing._record_dispatch = wait_instead_of_recording
     admission.admit(project_id=project_id, queue="high_priority")
     print("admitted without being killed", flush=True)
 

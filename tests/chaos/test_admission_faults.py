@@ -107,17 +107,17 @@ def test_a_worker_killed_while_its_project_is_at_its_limit_frees_the_slot(start_
 def test_an_admitting_process_killed_mid_batch_loses_nothing_and_runs_nothing_twice(
     start_worker, project, effect_table
 ):
-    """A process admitting 20 jobs is SIGKILLed after the broker confirmed 5 of their messages, before its
-    transaction recorded any: its locks go with its connection, the 30 jobs still wait, and the 5 messages are
-    in the queue. The recovery sweep admits the jobs again (5 of them get a second message), the workers admit the
-    rest as jobs finish, and each job runs once."""
+    """A process admitting 20 jobs is SIGKILLed after the broker confirmed their messages, before its transaction
+    recorded any: its locks go with its connection, the 30 jobs still wait, and the 20 messages are in the queue.
+    The recovery sweep admits the jobs again (the 20 get a second message), the workers admit the rest as jobs
+    finish, and each job runs once."""
     project.max_concurrent_jobs = 20
     project.save()
     ids = new_jobs(project, 30, seconds=0.05)
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     with open(LOG_DIR / "admitting-process.log", "ab") as log:
         admitting = subprocess.Popen(
-            [sys.executable, "-m", "tests.chaos.admitting_process", str(project.id), "5"],
+            [sys.executable, "-m", "tests.chaos.admitting_process", str(project.id)],
             cwd=ROOT,
             env=worker_environment(),
             stdout=subprocess.PIPE,
@@ -127,18 +127,18 @@ def test_an_admitting_process_killed_mid_batch_loses_nothing_and_runs_nothing_tw
     try:
         ready, _, _ = select.select([admitting.stdout], [], [], 60)
         assert ready, "the admitting process did not publish in 60 s"
-        assert admitting.stdout.readline().strip() == b"published"
+        assert admitting.stdout.readline().strip() == b"published 20"
     finally:
         os.killpg(admitting.pid, signal.SIGKILL)
         admitting.wait(10)
         admitting.stdout.close()
     assert Job.objects.filter(id__in=ids).waiting().count() == 30, "a dispatch was recorded"
-    assert queued_messages(HIGH_PRIORITY_QUEUE) == 5
+    assert queued_messages(HIGH_PRIORITY_QUEUE) == 20
 
-    # What beat's sweep does: the dead process's lock and row locks are gone, the limit's 20 are admitted, the five
-    # published already among them (a second message each).
+    # What beat's sweep does: the dead process's lock and row locks are gone, and the limit's 20 are admitted: the
+    # same 20 (the oldest), a second message each.
     assert jobs_dispatch_stalled(older_than=timedelta(0)) == 20
-    assert queued_messages(HIGH_PRIORITY_QUEUE) == 25
+    assert queued_messages(HIGH_PRIORITY_QUEUE) == 40
     start_worker(queues="high_priority", concurrency=2)
     wait_until(all_finished(ids), timeout=60, interval=0.5, message="every job to finish")
     jobs = assert_all_succeeded_exactly_once(ids)

@@ -93,8 +93,8 @@ def test_an_admission_that_dies_mid_batch_loses_nothing_and_runs_nothing_twice(s
     class Died(Exception):
         pass
 
-    def publish_then_die(job):
-        publish(job)
+    def publish_then_die(job, **kwargs):
+        publish(job, **kwargs)
         published.append(job.id)
         if len(published) == 5:
             raise Died()

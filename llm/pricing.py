@@ -2,13 +2,22 @@
 
 ``cost_for(provider, model, usage)`` is the one public function: other apps that call models (doctransform's
 vision transformer) price their calls with it too.
+
+Each process keeps a provider's rows for ``PRICE_CACHE_SECONDS``: reading them for every call was a seventh of a
+busy gevent worker's time (py-spy, bench/fairness.py's flood). A price edited in admin applies at once in the
+process that saved it and within that time in the others.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from decimal import Decimal
+from time import monotonic
 from typing import Any
+
+from django.db.models.signals import post_delete, post_save
+from django.dispatch import receiver
 
 from .models import ModelPrice
 
@@ -21,12 +30,34 @@ COST_PLACES = Decimal("0.00000001")  # the Job.cost column's precision
 VERSION_SEPARATORS = ("-", "@", ":")
 
 
+PRICE_CACHE_SECONDS = 60.0
+
+_lock = threading.Lock()
+_rows: dict[str, tuple[float, list[ModelPrice]]] = {}  # provider -> (read at, its rows)
+
+
+@receiver([post_save, post_delete], sender=ModelPrice)
+def forget_prices(**kwargs) -> None:
+    with _lock:
+        _rows.clear()
+
+
+def _price_rows(provider: str) -> list[ModelPrice]:
+    now = monotonic()
+    cached = _rows.get(provider)
+    if cached is None or now - cached[0] > PRICE_CACHE_SECONDS:
+        cached = (now, list(ModelPrice.objects.for_provider(provider)))
+        with _lock:
+            _rows[provider] = cached
+    return cached[1]
+
+
 def price_for(provider: str, model: str) -> ModelPrice | None:
     """The row pricing ``model`` of ``provider``: its name or an alias, exactly, else the longest name or alias
     that ``model`` is a version of (``gpt-4o-mini-2024-07-18`` → ``gpt-4o-mini``, not ``gpt-4o``)."""
     if not model:
         return None
-    rows = list(ModelPrice.objects.for_provider(PRICE_PROVIDER.get(provider, provider)))
+    rows = _price_rows(PRICE_PROVIDER.get(provider, provider))
     best: tuple[int, ModelPrice] | None = None
     for row in rows:
         for name in row.names:

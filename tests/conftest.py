@@ -51,6 +51,16 @@ def pytest_runtest_teardown(item) -> None:
         dispatcher._due.clear()
 
 
+# --- Caches of this process --------------------------------------------------------------------------
+@pytest.fixture(autouse=True)
+def _forget_prices() -> None:
+    """The price table each process keeps for a minute (llm/pricing.py): a test's rows, rolled back or updated
+    without a signal, are not the next test's."""
+    from llm.pricing import forget_prices
+
+    forget_prices()
+
+
 # --- Tenancy ----------------------------------------------------------------------------------------
 @pytest.fixture
 def project(db):

@@ -361,3 +361,25 @@ def test_admin_edits_prices_and_shows_usage_per_organization_and_project(admin_c
         assert resp.context["chart"] == {"labels": ["2026-03-01", "2026-03-02"], "cost": ["0.03000000", "0"]}
     resp = admin_client.get("/admin/llm/projectusage/?start=2026-03-05&end=2026-03-01")
     assert resp.status_code == 200 and resp.context["report"] is None
+
+
+def test_a_process_reads_the_price_table_once_a_minute_and_again_after_an_edit(monkeypatch):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from llm import pricing
+
+    usage = {"input_tokens": 1_000_000, "output_tokens": 0}
+    with CaptureQueriesContext(connection) as queries:
+        first = cost_for("openai", "gpt-4o", usage)
+        assert cost_for("openai", "gpt-4o-2024-08-06", usage) == first
+    assert len(queries) == 1
+    row = ModelPrice.objects.get(provider="openai", model="gpt-4o")
+    row.input_per_million += 1
+    row.save()  # an edit in admin: this process forgets the table
+    assert cost_for("openai", "gpt-4o", usage) == first + 1
+    ModelPrice.objects.filter(pk=row.pk).update(input_per_million=row.input_per_million + 1)  # another process's
+    assert cost_for("openai", "gpt-4o", usage) == first + 1
+    later = pricing.monotonic() + pricing.PRICE_CACHE_SECONDS + 1
+    monkeypatch.setattr(pricing, "monotonic", lambda: later)
+    assert cost_for("openai", "gpt-4o", usage) == first + 2

@@ -37,7 +37,7 @@ SMOKE = {
     ],
     "bench/fairness.py": [
         *("--calls", "20", "--b-calls", "3", "--b-interval", "0.01", "--b-delay", "0.1", "--latency", "0.05"),
-        *("--workers", "1", "--concurrency", "5", "--rpm", "3", "--rate-multiple", "1"),
+        *("--workers", "1", "--concurrency", "5", "--rpm", "3", "--rate-multiple", "1", "--rounds", "1"),
     ],
     "bench/doctransform_throughput.py": ["--documents", "4", "--overhead-rounds", "1"],
     "bench/dashboard.py": [*("--jobs", "200", "--projects", "3", "--running", "5", "--waiting", "5", "--rounds", "1")],

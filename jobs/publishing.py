@@ -22,7 +22,7 @@ from typing import Any
 import amqp.exceptions
 import kombu.exceptions
 from celery import Signature, Task
-from celery.exceptions import Retry
+from celery.exceptions import Retry, SoftTimeLimitExceeded
 from celery.result import AsyncResult
 from django.db import close_old_connections, connection
 from django.utils import timezone
@@ -230,6 +230,8 @@ def publish_job(job: Job, *, producer: Any = None) -> bool:
     except BROKER_ERRORS:
         logger.warning("could not publish job %s; the recovery sweep will publish it", job.id, exc_info=True)
         return False
+    except SoftTimeLimitExceeded:  # the time limit of the task that publishes, not the job's fault
+        raise
     except Exception as exc:
         logger.warning("job %s cannot be published", job.id, exc_info=True)
         raise JobNotPublishable(f"{type(exc).__name__}: {exc}") from exc
@@ -252,6 +254,9 @@ def _publish_batch(jobs: list[Job]) -> tuple[list[Job], list[tuple[Job, str]], b
                         broker_ok, batch.broken = False, True
                         break
                 except JobNotPublishable as exc:
+                    if batch.broken:  # it failed half sent: the channel's fault, not the job's
+                        broker_ok = False
+                        break
                     refused.append((job, str(exc)))
             try:
                 batch.wait()
@@ -289,6 +294,8 @@ def publish_and_record(jobs: list[Job]) -> int:
     so recording a batch is one UPDATE; a job without one (requeued by maintenance) gets it here, written with its
     own UPDATE.
     """
+    if not jobs:
+        return 0  # without a word to the broker, which may be down
     fresh = {job.id for job in jobs if not job.task_id}
     for job in jobs:
         job.task_id = job.task_id or new_task_id()

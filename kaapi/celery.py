@@ -15,6 +15,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from amqp.exceptions import RecoverableConnectionError
 from celery import Celery, bootsteps
 from celery.events import EventDispatcher
 from celery.signals import task_postrun, task_prerun
@@ -133,8 +134,11 @@ def confirmed_producer() -> Iterator:
         yield producer
 
 
-# Seconds a ConfirmBatch waits for the broker's confirms of its messages before it counts the rest as not taken.
+# Seconds a ConfirmBatch waits for the broker's confirms of its messages before it counts the rest as not taken;
+# once a publish failed, only BROKEN_CONFIRM_TIMEOUT (the confirms of what went out before are read, and a message
+# that did not go out is never confirmed).
 CONFIRM_TIMEOUT = 30.0
+BROKEN_CONFIRM_TIMEOUT = 1.0
 
 
 @cache
@@ -196,7 +200,9 @@ class ConfirmBatch:
     def publish(self, key: Hashable, send: Callable[[Any], object]) -> None:
         """``send(producer)`` publishes one message (with ``retry=False``: a reconnection would publish on another
         channel); ``key`` names it in ``confirmed`` or ``refused``. An exception raised after the message was
-        sent breaks the batch."""
+        sent breaks the batch; a broken batch sends nothing more."""
+        if self.broken:
+            raise RecoverableConnectionError("an earlier message of this batch failed: its channel is dropped")
         self._state.sent.clear()
         try:
             send(self.producer)
@@ -210,15 +216,21 @@ class ConfirmBatch:
 
     def wait(self, timeout: float = CONFIRM_TIMEOUT) -> None:
         """Read the broker's confirms until every message sent is confirmed or refused; raises (and breaks the
-        batch) when the connection fails or ``timeout`` passes first."""
+        batch) when the connection fails or ``timeout`` (for a broken batch at most BROKEN_CONFIRM_TIMEOUT) passes
+        first."""
+        if self.broken:
+            timeout = min(timeout, BROKEN_CONFIRM_TIMEOUT)
         deadline = time.monotonic() + timeout
         try:
             while self._pending:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise TimeoutError(f"the broker did not confirm {len(self._pending)} messages in {timeout:.0f} s")
+                connection = self.channel.connection
+                if connection is None:  # py-amqp let go of it: the broker closed the connection
+                    raise RecoverableConnectionError("the connection was closed before every message was confirmed")
                 try:
-                    self.channel.connection.drain_events(timeout=remaining)
+                    connection.drain_events(timeout=remaining)
                 except TimeoutError:
                     continue  # raised above, with what is missing
         except BaseException:

@@ -16,6 +16,7 @@ from decimal import Decimal
 from time import monotonic
 from typing import Any
 
+from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
@@ -34,22 +35,34 @@ PRICE_CACHE_SECONDS = 60.0
 
 _lock = threading.Lock()
 _rows: dict[str, tuple[float, list[ModelPrice]]] = {}  # provider -> (read at, its rows)
+_generation = 0  # counts the edits: rows read before one are not kept after it
+
+
+def forget_prices() -> None:
+    global _generation
+    with _lock:
+        _rows.clear()
+        _generation += 1
 
 
 @receiver([post_save, post_delete], sender=ModelPrice)
-def forget_prices(**kwargs) -> None:
-    with _lock:
-        _rows.clear()
+def _price_edited(**kwargs) -> None:
+    # Now, and once more when the edit commits: a read between the two saw the rows before it.
+    forget_prices()
+    transaction.on_commit(forget_prices)
 
 
 def _price_rows(provider: str) -> list[ModelPrice]:
     now = monotonic()
     cached = _rows.get(provider)
-    if cached is None or now - cached[0] > PRICE_CACHE_SECONDS:
-        cached = (now, list(ModelPrice.objects.for_provider(provider)))
-        with _lock:
-            _rows[provider] = cached
-    return cached[1]
+    if cached is not None and now - cached[0] <= PRICE_CACHE_SECONDS:
+        return cached[1]
+    generation = _generation
+    rows = list(ModelPrice.objects.for_provider(provider))
+    with _lock:
+        if generation == _generation:
+            _rows[provider] = (now, rows)
+    return rows
 
 
 def price_for(provider: str, model: str) -> ModelPrice | None:

@@ -124,3 +124,47 @@ def test_jobs_published_after_a_broker_restart_go_out_on_a_fresh_connection(proj
     with app.connection_for_write() as conn:
         assert conn.default_channel.queue_declare(queue="high_priority", passive=True).message_count == 3
     purge_queues()
+
+
+def test_jobs_published_after_the_broker_closed_the_connection_go_out_on_a_fresh_one(project):
+    """A broker that restarts gracefully closes its connections (CONNECTION_FORCED): the pooled connection reads
+    the close at its next publish, and py-amqp lets go of it. The jobs go out on a fresh one."""
+    import os
+    import subprocess
+    import time
+
+    from jobs.models import Job
+    from jobs.publishing import publish_and_record
+    from tests.conftest import ROOT, purge_queues
+    from tests.factories import job_row
+
+    purge_queues()
+    assert publish_and_record([job_row(project)]) == 1  # the pool's connection is open and in confirm mode
+    subprocess.run(
+        [
+            str(ROOT / "scripts/services.sh"),
+            "rabbitmqctl",
+            os.environ.get("KAAPI_SERVICES_PROFILE", "test"),
+            "close_all_connections",
+            "--vhost",
+            os.environ["KAAPI_TEST_VHOST"],
+            "a test closes them",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    time.sleep(0.5)  # the close reaches the client's socket
+    jobs = [job_row(project) for _ in range(3)]
+    assert publish_and_record(jobs) == 3
+    assert Job.objects.filter(id__in=[job.id for job in jobs], dispatched_at__isnull=False).count() == 3
+    purge_queues()
+
+
+def test_no_job_to_publish_asks_nothing_of_the_broker(monkeypatch):
+    from jobs import publishing
+
+    def no_broker():
+        raise AssertionError("a batch was opened")
+
+    monkeypatch.setattr(publishing, "confirm_batch", no_broker)
+    assert publishing.publish_and_record([]) == 0

@@ -45,9 +45,8 @@ logger = logging.getLogger(__name__)
 
 ADMIT_BATCH = 50  # jobs one admission transaction publishes at most
 # How long a freed slot may wait for the slots other finishing jobs free, to be filled by one admission with them.
-# It delays only a project already at its limit (its next job), by a fraction of an LLM call's time. A longer one
-# fills more slots per admission but did not raise a flooding project's throughput (bench/fairness.py: 117-123
-# calls/s with fairness on at 20 ms, 118-137 at 0.1 s, same machine).
+# It delays only a project already at its limit (its next job), by a fraction of an LLM call's time; under a flood
+# the admission itself takes longer (a gevent worker's busy hub), and the slots freed meanwhile join the next one.
 SLOT_LINGER = 0.02
 # The second key of the transaction-level advisory lock that serializes the admission of one project's jobs of
 # one queue across processes (the first key is the project's id); with a submission rate, the admissions of both

@@ -1,6 +1,8 @@
 """Publishing messages: the job messages of the two generic tasks, webhook deliveries, and the background thread.
 
-Every message goes out with a publisher confirm (``kaapi.celery.confirmed_producer``) and Celery's task-sent event.
+Every message goes out with a publisher confirm and Celery's task-sent event: an admission's job messages together,
+confirmed together (``kaapi.celery.ConfirmBatch``), a retry's message and a webhook delivery one by one
+(``kaapi.celery.confirmed_producer``).
 A job's message carries its params under one argument and its trace id in a header; the Job row holds the rest.
 ``start_high_priority_job`` / ``start_low_priority_job``, ``get_task_status`` and ``revoke_task`` are the scheduling
 API; which of a project's jobs are published, and when, is admission's (``jobs.admission``), which runs in the

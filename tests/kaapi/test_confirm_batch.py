@@ -168,3 +168,20 @@ def test_no_job_to_publish_asks_nothing_of_the_broker(monkeypatch):
 
     monkeypatch.setattr(publishing, "confirm_batch", no_broker)
     assert publishing.publish_and_record([]) == 0
+
+
+def test_a_connection_that_fails_as_a_batch_sets_up_its_channel_is_dropped(queue):
+    from kaapi import celery
+
+    with confirm_batch() as batch:
+        channel = batch.channel
+        dead = channel.connection
+    celery._confirm_channels.pop(channel)  # as for a channel not yet in confirm mode
+    dead.sock.shutdown(socket.SHUT_RDWR)
+    with pytest.raises(OSError), confirm_batch():
+        pass
+    with confirm_batch() as batch:
+        assert batch.channel.connection is not dead
+        batch.publish(0, _send({"n": 0}, queue))
+        batch.wait(timeout=10)
+    assert batch.confirmed == [0]

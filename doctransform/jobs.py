@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any
 
 from jobs.registry import job_function
+from llm import pricing
 
 from . import services
 from .serializers import DocumentTransformResultSerializer
@@ -18,15 +18,7 @@ def usage_columns(result: Any) -> dict[str, Any]:
     vision = result.get("vision") if isinstance(result, dict) else None
     if not vision:
         return {}
-    usage = vision.get("usage") or {}
-    cost = usage.get("cost")
-    return {
-        "provider": vision.get("provider"),
-        "model": vision.get("model"),
-        "input_tokens": usage.get("input_tokens"),
-        "output_tokens": usage.get("output_tokens"),
-        "cost": None if cost is None else Decimal(cost),
-    }
+    return pricing.usage_columns(vision.get("provider"), vision.get("model"), vision.get("usage") or {})
 
 
 @job_function(job_type="DOC_TRANSFORM", result=DocumentTransformResultSerializer, accounting=usage_columns)

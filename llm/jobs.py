@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-from decimal import Decimal
 from typing import Any
 
 from django.db import connection
@@ -12,7 +11,7 @@ from django.db import connection
 from jobs.exceptions import RetryableJobError
 from jobs.registry import job_function
 
-from . import limits, selectors
+from . import limits, pricing, selectors
 from .pricing import cost_for
 from .providers import Completion, ProviderError, get_provider
 from .serializers import LlmCallResultSerializer
@@ -33,15 +32,8 @@ def is_outage(exc: RetryableJobError) -> bool:
 
 def usage_columns(result: Any) -> dict[str, Any]:
     """The job's usage columns from its result (jobs.registry ``accounting``): who answered, tokens and cost."""
-    response, usage = result.get("response") or {}, result.get("usage") or {}
-    cost = usage.get("cost")
-    return {
-        "provider": response.get("provider"),
-        "model": response.get("model"),
-        "input_tokens": usage.get("input_tokens"),
-        "output_tokens": usage.get("output_tokens"),
-        "cost": None if cost is None else Decimal(cost),
-    }
+    response = result.get("response") or {}
+    return pricing.usage_columns(response.get("provider"), response.get("model"), result.get("usage") or {})
 
 
 @job_function(job_type="LLM_API", result=LlmCallResultSerializer, accounting=usage_columns)

@@ -1,7 +1,8 @@
 """What a call cost: the price table (``llm.models.ModelPrice``, edited in admin) applied to a call's usage.
 
-``cost_for(provider, model, usage)`` is the one public function: other apps that call models (doctransform's
-vision transformer) price their calls with it too.
+``cost_for(provider, model, usage)`` prices a call, and ``usage_columns(provider, model, usage)`` gives the Job's
+usage columns of a call that was priced: other apps that call models (doctransform's vision transformer) use them
+too.
 
 Each process keeps a provider's rows for ``PRICE_CACHE_SECONDS``: reading them for every call was a seventh of a
 busy gevent worker's time (py-spy, bench/fairness.py's flood). A price edited in admin applies at once in the
@@ -103,3 +104,16 @@ def cost_for(provider: str, model: str, usage: Mapping[str, Any]) -> Decimal | N
         + output_tokens * price.output_per_million
     ) / MILLION
     return total.quantize(COST_PLACES)
+
+
+def usage_columns(provider: str | None, model: str | None, usage: Mapping[str, Any]) -> dict[str, Any]:
+    """The Job's usage columns (jobs.registry ``accounting``) of a call: who answered, its tokens and the cost in
+    its ``usage``, as ``cost_for`` gave it (a string in a job's result)."""
+    cost = usage.get("cost")
+    return {
+        "provider": provider,
+        "model": model,
+        "input_tokens": usage.get("input_tokens"),
+        "output_tokens": usage.get("output_tokens"),
+        "cost": None if cost is None else Decimal(cost),
+    }

@@ -206,11 +206,6 @@ def converter_process() -> ConverterProcess:
     return converter
 
 
-def run_transformer(*, transformer: Transformer, data: bytes, charset: str | None, filename: str) -> str:
-    """The Markdown of ``data`` converted with ``transformer`` (see ``run_conversion``)."""
-    return run_conversion(transformer=transformer, data=data, charset=charset, filename=filename).markdown
-
-
 def run_conversion(
     *,
     transformer: Transformer,

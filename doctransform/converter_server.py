@@ -43,9 +43,9 @@ def serve(conn: Connection, *, max_memory_mb: int) -> None:
             request = conn.recv()
         except EOFError:  # the worker closed the socket or died
             return
-        _, function_path, data, hints, max_output_bytes, *rest = request
+        _, function_path, data, hints, max_output_bytes, options = request
         output_limit.set(max_output_bytes)
-        conversion_options.set(rest[0] if rest else None)
+        conversion_options.set(options)
         markdown: str | None = None
         converted: Any = None
         page_reporter.set(lambda done, total: conn.send(("progress", done, total)))

@@ -92,4 +92,19 @@ class DocumentTransformResultSerializer(serializers.Serializer):
     checksum_sha256 = serializers.CharField()
     transformer = serializers.CharField()
     seconds = serializers.FloatField(required=False, help_text="How long the conversion took.")
-    warning = serializers.CharField(required=False, help_text="E.g. no text was found (a scan would need OCR).")
+    pages = serializers.ListField(
+        child=serializers.DictField(),
+        required=False,
+        help_text="How each page was read: {page, method: text_layer|ocr|vision_model, confidence, words} (PDFs and "
+        "images).",
+    )
+    ocr_confidence = serializers.FloatField(
+        required=False, allow_null=True, help_text="Tesseract's mean word confidence (0-100) over the OCRed words."
+    )
+    vision = serializers.DictField(
+        required=False, help_text="vision-llm: {provider, model, calls, usage, config: {id, version} | null}."
+    )
+    usage = serializers.DictField(
+        required=False, help_text="vision-llm: the model calls' tokens and cost, as an LLM call's usage."
+    )
+    warning = serializers.CharField(required=False, help_text="E.g. no text was found in the document.")

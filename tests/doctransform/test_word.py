@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 from lxml import etree
 
-from doctransform.converter import run_transformer
+from doctransform.converter import run_conversion
 from doctransform.detection import DOCX
 from doctransform.transformers import get_transformer
 
@@ -53,9 +53,9 @@ def test_beautifulsoup_xml_keeps_the_namespace_prefixes_of_a_word_part():
 
 @pytest.mark.parametrize("build", [files.docx, files.word_docx], ids=["python-docx", "word-layout"])
 def test_a_word_document_becomes_markdown_in_the_converter(build):
-    markdown = run_transformer(
+    markdown = run_conversion(
         transformer=get_transformer(source_type=DOCX), data=build(), charset=None, filename="report.docx"
-    )
+    ).markdown
     assert f"# {files.HEADING}" in markdown, markdown
     assert files.BODY in markdown
     for row in ("| Region | Units |", "| North | 42 |", "| South | 17 |"):
@@ -63,8 +63,8 @@ def test_a_word_document_becomes_markdown_in_the_converter(build):
 
 
 def test_word_notes_and_equations_come_through():
-    markdown = run_transformer(
+    markdown = run_conversion(
         transformer=get_transformer(source_type=DOCX), data=files.word_docx(), charset=None, filename="report.docx"
-    )
+    ).markdown
     assert files.FOOTNOTE in markdown, markdown
     assert "x^{2}" in markdown, markdown  # the Office Math equation, as LaTeX

@@ -445,7 +445,7 @@ class WebhookDeliveryAdmin(OperateActionsMixin, ExactSearchMixin, admin.ModelAdm
 
 def masked_secret(value: str) -> str:
     """``whsec_…`` and the last four characters: enough to tell two secrets apart, not to sign with."""
-    prefix = "whsec_" if value.startswith("whsec_") else ""
+    prefix = webhooks.services.SECRET_PREFIX if value.startswith(webhooks.services.SECRET_PREFIX) else ""
     return f"{prefix}{'•' * 8}{value[-4:]}" if value else ""
 
 

@@ -73,11 +73,6 @@ def project_limits(project_id: int) -> tuple[int, int | None]:
     return concurrent or settings.JOB_MAX_CONCURRENT_JOBS, rate or settings.JOB_MAX_SUBMISSIONS_PER_MINUTE or None
 
 
-def max_concurrent_jobs(project_id: int) -> int:
-    """The project's limit of admitted jobs per queue: its own, or the setting's."""
-    return project_limits(project_id)[0]
-
-
 def _waiting(project_id: int, queue_name: str):
     return Job.objects.waiting().filter(project_id=project_id, queue=queue_name)
 

@@ -36,11 +36,10 @@ from django.utils import timezone
 from kaapi.metrics import queue_depth_collector
 from tenancy.models import Project
 
-from .models import Job, JobStatus, WaitingReason
+from .models import FINISHED_STATUSES, Job, JobStatus, WaitingReason
 
 logger = logging.getLogger(__name__)
 
-FINISHED = (JobStatus.SUCCESS, JobStatus.FAILED, JobStatus.CANCELLED)
 BUSIEST_PROJECTS = 10
 
 
@@ -103,7 +102,7 @@ def _finished_per_minute(*, now: datetime) -> tuple[list[str], dict[str, list[in
         counts[minute, status] = count
 
     slots = [start + timedelta(minutes=i) for i in range(24 * 60)]
-    series = {str(status): [counts.get((slot, status), 0) for slot in slots] for status in FINISHED}
+    series = {str(status): [counts.get((slot, status), 0) for slot in slots] for status in FINISHED_STATUSES}
     return [slot.isoformat() for slot in slots], series
 
 

@@ -176,7 +176,10 @@ def webhook_redeliver(*, delivery: WebhookDelivery) -> WebhookDelivery:
         next_attempt_at=Case(When(in_flight, then=F("next_attempt_at")), default=Value(now)),
         updated_at=now,
     )
-    trace_id = delivery.job.trace_id if delivery.job else ""  # a project's delivery (budget alert) has no job
+    # Only the job's trace id (a project's delivery, a budget alert, has no job): not its params and result.
+    trace_id = ""
+    if delivery.job_id is not None:
+        trace_id = Job.objects.filter(id=delivery.job_id).values_list("trace_id", flat=True).first() or ""
     transaction.on_commit(lambda: publish_webhook_delivery(delivery.id, trace_id=trace_id))
     delivery.refresh_from_db()
     return delivery

@@ -99,9 +99,9 @@ def test_the_sweep_works_in_batches(api_client, admitted, monkeypatch):
     assert len(admitted) == 5
 
 
-def test_the_sweep_is_a_default_schedule_every_setting_seconds():
+def test_the_sweep_is_a_default_schedule_every_setting_seconds(settings):
     [schedule] = [s for s in default_schedules() if s.task == "jobs_cron_publish_scheduled"]
-    assert schedule.every_seconds == 1
+    assert schedule.every_seconds == settings.JOB_SCHEDULED_SWEEP_SECONDS == 1
 
 
 def test_admin_lists_scheduled_jobs_with_their_time(admin_client, api_client):

@@ -138,21 +138,19 @@ def test_jobs_published_after_the_broker_closed_the_connection_go_out_on_a_fresh
     from tests.conftest import ROOT, purge_queues
     from tests.factories import job_row
 
+    def rabbitmqctl(*args: str) -> str:
+        profile = os.environ.get("KAAPI_SERVICES_PROFILE", "test")
+        command = [str(ROOT / "scripts/services.sh"), "rabbitmqctl", profile, *args]
+        return subprocess.run(command, check=True, capture_output=True, text=True).stdout
+
     purge_queues()
     assert publish_and_record([job_row(project)]) == 1  # the pool's connection is open and in confirm mode
-    subprocess.run(
-        [
-            str(ROOT / "scripts/services.sh"),
-            "rabbitmqctl",
-            os.environ.get("KAAPI_SERVICES_PROFILE", "test"),
-            "close_all_connections",
-            "--vhost",
-            os.environ["KAAPI_TEST_VHOST"],
-            "a test closes them",
-        ],
-        check=True,
-        capture_output=True,
-    )
+    with confirm_batch() as batch:
+        port = str(batch.channel.connection.sock.getsockname()[1])
+    # that connection only: the process's other connections (the app's pool) are other tests' too
+    listed = rabbitmqctl("list_connections", "-p", os.environ["KAAPI_TEST_VHOST"], "-q", "pid", "peer_port")
+    [pid] = [line.split()[0] for line in listed.splitlines() if line.split()[1:] == [port]]
+    rabbitmqctl("close_connection", pid, "a test closes it")
     time.sleep(0.5)  # the close reaches the client's socket
     jobs = [job_row(project) for _ in range(3)]
     assert publish_and_record(jobs) == 3
